@@ -1,0 +1,17 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""mmgem: GEM (Global Expert Mapping) for multi-dataset detection in mmdet.
+
+Importing this package registers its modules into mmdet's registries, so a
+config only needs::
+
+    custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
+"""
+from .version import __version__, version_info
+
+from .utils import patch_mmengine_checkpoint_loading  # isort:skip
+
+patch_mmengine_checkpoint_loading()
+
+from . import datasets, engine, evaluation, models, planner  # noqa: E402,F401,I001
+
+__all__ = ['__version__', 'version_info']

@@ -1,0 +1,1 @@
+# Copyright (c) mmgem contributors. All rights reserved.

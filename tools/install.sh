@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Install everything mmgem needs into the current Python, idempotently.
+#
+#   bash tools/install.sh            # what `make demo` and `make test` call
+#   PYTHON=/path/to/python bash tools/install.sh
+#
+# Steps (each is skipped when already satisfied, so a second run takes seconds):
+#   1. build tools (setuptools>=77,<81: mmcv's setup.py and mmengine's
+#      `mmdet::` config bases import pkg_resources, removed in setuptools 81)
+#   2. torch: an installed torch is kept; otherwise torch==2.13.0 exactly
+#      (an unpinned torch pulls a multi-GB CUDA build)
+#   3. mmengine
+#   4. mmcv 2.1.0 built from source with its compiled ops (MMCV_WITH_OPS=1,
+#      CUDA ops when nvcc and a CUDA torch are present). The first build takes
+#      about 13 minutes on 2 cores; pip keeps the wheel in its cache, so later
+#      installs (also in fresh clones) take seconds.
+#   5. mmdet 3.3.0, runtime, test and optional requirements (openmim)
+#   6. mmgem itself, editable
+#   7. a check that `import mmcv.ops, mmdet, mmgem` works
+# Any failure stops the script with the failing step named.
+set -Eeuo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+STEP="start"
+trap 'echo "tools/install.sh: FAILED in step: ${STEP}" >&2' ERR
+
+step() {
+    STEP="$*"
+    echo "==> [mmgem install] ${STEP}"
+}
+
+pip_install() {
+    "${PY}" -m pip install --disable-pip-version-check -q "$@"
+}
+
+# Exit 0 when every requirement given is installed at a matching version.
+satisfied() {
+    "${PY}" - "$@" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from packaging.requirements import Requirement
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        if not req.specifier.contains(version(req.name), prereleases=True):
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+EOF
+}
+
+# Requirement lines of a requirements file, without comments.
+reqs() {
+    grep -vE '^\s*(#|$)' "$1"
+}
+
+step "1/7 build tools"
+mapfile -t BUILD < <(reqs "${ROOT}/requirements/build.txt")
+satisfied "${BUILD[@]}" || pip_install "${BUILD[@]}"
+
+step "2/7 torch"
+if "${PY}" -c "import torch" 2>/dev/null; then
+    echo "keeping installed torch $("${PY}" -c 'import torch; print(torch.__version__)')"
+else
+    pip_install "torch==2.13.0"
+fi
+
+step "3/7 mmengine"
+mapfile -t MM < <(reqs "${ROOT}/requirements/mminstall.txt")
+satisfied "mmengine>=0.10.7,<1.0" || pip_install "mmengine>=0.10.7,<1.0"
+
+step "4/7 mmcv 2.1.0 with compiled ops"
+if satisfied "mmcv==2.1.0" && "${PY}" -c "import mmcv.ops" 2>/dev/null; then
+    echo "mmcv 2.1.0 with ops already installed"
+else
+    if command -v nvcc >/dev/null 2>&1 && \
+        "${PY}" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)"; then
+        export FORCE_CUDA=1
+        echo "building mmcv with CUDA ops"
+    else
+        echo "building mmcv with CPU ops (first time ~13 min; cached afterwards)"
+    fi
+    # mmcv-lite or an mmcv without ops would shadow the build: remove it first.
+    "${PY}" -m pip uninstall -y -q mmcv mmcv-lite >/dev/null 2>&1 || true
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        pip_install --no-build-isolation "mmcv==2.1.0"
+    "${PY}" -c "import mmcv.ops"
+fi
+
+step "5/7 mmdet, runtime, test and optional requirements"
+if ! satisfied "${MM[@]}" || ! satisfied $(reqs "${ROOT}/requirements/runtime.txt") \
+    || ! satisfied $(reqs "${ROOT}/requirements/tests.txt") \
+    || ! satisfied $(reqs "${ROOT}/requirements/optional.txt"); then
+    pip_install "${MM[@]}" -r "${ROOT}/requirements/runtime.txt" \
+        -r "${ROOT}/requirements/tests.txt" -r "${ROOT}/requirements/optional.txt"
+fi
+# openmim's dependencies (openxlab) pin an old setuptools; put ours back.
+satisfied "${BUILD[@]}" || pip_install "${BUILD[@]}"
+
+step "6/7 mmgem (editable)"
+if (cd / && "${PY}" -c "import mmgem, os, sys; sys.exit(0 if os.path.realpath(mmgem.__path__[0]) == os.path.realpath('${ROOT}/mmgem') else 1)") 2>/dev/null; then
+    echo "mmgem already installed from ${ROOT}"
+else
+    pip_install --no-deps --no-build-isolation -e "${ROOT}"
+fi
+
+step "7/7 check imports"
+(cd / && "${PY}" - <<'EOF'
+import mmcv
+import mmcv.ops  # noqa: F401
+import mmdet
+import mmengine
+import torch
+import cvxpy
+import mmgem
+print(f'torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__version__}, '
+      f'mmengine {mmengine.__version__}, cvxpy {cvxpy.__version__}, '
+      f'mmgem {mmgem.__version__}')
+print('cvxpy solvers:', ', '.join(sorted(cvxpy.installed_solvers())))
+EOF
+)
+echo "==> [mmgem install] done"
