@@ -6,12 +6,14 @@ config only needs::
 
     custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
 """
+# isort: off
 from .version import __version__, version_info
+from .utils import patch_mmengine_checkpoint_loading
 
-from .utils import patch_mmengine_checkpoint_loading  # isort:skip
-
+# Before anything can load a checkpoint (see mmgem/utils/compat.py).
 patch_mmengine_checkpoint_loading()
 
-from . import datasets, engine, evaluation, models, planner  # noqa: E402,F401,I001
+from . import datasets, engine, evaluation, models, planner  # noqa: E402,F401
+# isort: on
 
 __all__ = ['__version__', 'version_info']
