@@ -1,0 +1,177 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+# UODB: the 11 datasets of the Universal Object Detection Benchmark, each
+# with its own label set, trained together and evaluated one by one.
+#
+# Layout (rebuild UODB from the original datasets, then convert):
+#   data/uodb/<name>/Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt
+#   python tools/dataset_converters/uodb2coco.py data/uodb
+# writes data/uodb/<name>/annotations/<split>.json for DAMEX's splits
+# (COCO may instead come from COCO's own instances_<split>2014.json, see the
+# converter's docstring).
+#
+# Splits are DAMEX's: clipart, comic, watercolor, kitchen, lisa train/test;
+# deeplesion, kitti trainval/test; voc 07+12 trainval / 07 test; dota,
+# widerface train/val; coco 2014 valminusminival / minival. The names,
+# classes and splits mirror mmgem/datasets/uodb_meta.py (a test checks
+# that they agree); dataset order is DAMEX Table 1's column order.
+#
+# Augmentation is DINO's (mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py),
+# batch 2 per GPU. Note: a model config that also inherits a COCO dataset
+# config must replace its dataloaders' ``dataset`` with ``_delete_=True``.
+dataset_type = 'UODBDataset'
+data_root = 'data/uodb/'
+backend_args = None
+
+uodb_dataset_names = ['kitti', 'voc', 'widerface', 'lisa', 'kitchen', 'coco', 'dota',
+                      'deeplesion', 'comic', 'clipart', 'watercolor']
+uodb_classes = dict(
+    kitti=('pedestrian', 'cyclist', 'car'),
+    voc=('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
+         'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person',
+         'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor'),
+    widerface=('face',),
+    lisa=('stop', 'speedlimit', 'warning', 'noturn'),
+    kitchen=('coca_cola_glass_bottle', 'coffee_mate_french_vanilla',
+             'honey_bunches_of_oats_honey_roasted', 'hunts_sauce',
+             'mahatma_rice',
+             'nature_valley_soft_baked_oatmeal_squares_cinnamon_brown_sugar',
+             'nature_valley_sweet_and_salty_nut_almond', 'palmolive_orange',
+             'pop_secret_light_butter', 'pringles_bbq', 'red_bull'),
+    coco=('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train',
+          'truck', 'boat', 'traffic light', 'fire hydrant', 'stop sign',
+          'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep',
+          'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack',
+          'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee', 'skis',
+          'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove',
+          'skateboard', 'surfboard', 'tennis racket', 'bottle', 'wine glass',
+          'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
+          'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza',
+          'donut', 'cake', 'chair', 'couch', 'potted plant', 'bed',
+          'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote',
+          'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink',
+          'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear',
+          'hair drier', 'toothbrush'),
+    dota=('plane', 'baseball-diamond', 'bridge', 'ground-track-field',
+          'small-vehicle', 'large-vehicle', 'ship', 'tennis-court',
+          'basketball-court', 'storage-tank', 'soccer-ball-field',
+          'roundabout', 'harbor', 'swimming-pool', 'helicopter'),
+    deeplesion=('lesion',),
+    comic=('bicycle', 'bird', 'car', 'cat', 'dog', 'person'),
+    clipart=('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car',
+             'cat', 'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike',
+             'person', 'pottedplant', 'sheep', 'sofa', 'train', 'tvmonitor'),
+    watercolor=('bicycle', 'bird', 'car', 'cat', 'dog', 'person'),
+)
+uodb_splits = dict(
+    kitti=('trainval', 'test'),
+    voc=('trainval', 'test'),
+    widerface=('train', 'val'),
+    lisa=('train', 'test'),
+    kitchen=('train', 'test'),
+    coco=('valminusminival', 'minival'),
+    dota=('train', 'val'),
+    deeplesion=('trainval', 'test'),
+    comic=('train', 'test'),
+    clipart=('train', 'test'),
+    watercolor=('train', 'test'),
+)
+uodb_num_classes = sum(len(uodb_classes[n]) for n in uodb_dataset_names)
+
+# what the model reads from DetDataSample.metainfo
+uodb_train_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape',
+                        'scale_factor', 'flip', 'flip_direction',
+                        'dataset_id', 'dataset_name')
+uodb_test_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape',
+                       'scale_factor', 'dataset_id', 'dataset_name')
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(
+        type='RandomChoice',
+        transforms=[
+            [
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(480, 1333), (512, 1333), (544, 1333), (576, 1333),
+                            (608, 1333), (640, 1333), (672, 1333), (704, 1333),
+                            (736, 1333), (768, 1333), (800, 1333)],
+                    keep_ratio=True)
+            ],
+            [
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(400, 4200), (500, 4200), (600, 4200)],
+                    keep_ratio=True),
+                dict(
+                    type='RandomCrop',
+                    crop_type='absolute_range',
+                    crop_size=(384, 600),
+                    allow_negative_crop=True),
+                dict(
+                    type='RandomChoiceResize',
+                    scales=[(480, 1333), (512, 1333), (544, 1333), (576, 1333),
+                            (608, 1333), (640, 1333), (672, 1333), (704, 1333),
+                            (736, 1333), (768, 1333), (800, 1333)],
+                    keep_ratio=True)
+            ]
+        ]),
+    dict(type='PackDetInputs', meta_keys=uodb_train_meta_keys)
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs', meta_keys=uodb_test_meta_keys)
+]
+
+uodb_train_datasets = [
+    dict(
+        type='CocoDataset',
+        ann_file=f'{name}/annotations/{uodb_splits[name][0]}.json',
+        data_prefix=dict(img=f'{name}/JPEGImages/'),
+        metainfo=dict(classes=uodb_classes[name]))
+    for name in uodb_dataset_names
+]
+uodb_test_datasets = [
+    dict(
+        type='CocoDataset',
+        ann_file=f'{name}/annotations/{uodb_splits[name][1]}.json',
+        data_prefix=dict(img=f'{name}/JPEGImages/'),
+        metainfo=dict(classes=uodb_classes[name]))
+    for name in uodb_dataset_names
+]
+
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='UODBSampler', mode='proportional', shuffle=True),
+    batch_sampler=dict(type='AspectRatioBatchSampler'),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        datasets=uodb_train_datasets,
+        dataset_names=uodb_dataset_names,
+        filter_cfg=dict(filter_empty_gt=False),
+        pipeline=train_pipeline,
+        backend_args=backend_args))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        datasets=uodb_test_datasets,
+        dataset_names=uodb_dataset_names,
+        test_mode=True,
+        pipeline=test_pipeline,
+        backend_args=backend_args))
+test_dataloader = val_dataloader
+
+val_evaluator = dict(type='UODBMetric', backend_args=backend_args)
+test_evaluator = val_evaluator

@@ -1,0 +1,206 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""A distributed sampler that draws UODB's datasets in chosen proportions."""
+import math
+from typing import Iterator, List, Optional, Sequence, Sized
+
+import numpy as np
+from mmdet.registry import DATA_SAMPLERS
+from mmengine.dist import get_dist_info, sync_random_seed
+from torch.utils.data import Sampler
+
+from .expected_images import find_uodb_dataset
+
+MODES = ('proportional', 'ratio', 'temperature')
+
+
+def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts proportional to ``weights`` that sum to ``total``.
+
+    Args:
+        weights (np.ndarray): Non-negative weights, not all zero.
+        total (int): The sum of the counts.
+
+    Returns:
+        np.ndarray: int64 counts; ties go to the lower index.
+    """
+    share = weights / weights.sum() * total
+    counts = np.floor(share).astype(np.int64)
+    rest = total - int(counts.sum())
+    order = np.argsort(-(share - counts), kind='stable')
+    counts[order[:rest]] += 1
+    return counts
+
+
+@DATA_SAMPLERS.register_module()
+class UODBSampler(Sampler):
+    """Draw the datasets of a :class:`UODBDataset` in set proportions.
+
+    Modes:
+
+    - ``'proportional'``: every image once per epoch, shuffled (what
+      mmengine's ``DefaultSampler`` does); dataset ``d`` gets ``n_d`` images.
+    - ``'ratio'``: dataset ``d`` gets ``ratios[d] / sum(ratios)`` of the
+      epoch's draws.
+    - ``'temperature'``: dataset ``d`` gets a share proportional to
+      ``n_d ** (1 / temperature)`` (``T = 1`` is proportional, large ``T``
+      tends to uniform).
+
+    In the last two modes an epoch has ``epoch_length`` draws (default: the
+    total number of images), split between datasets by largest-remainder
+    rounding, so the per-epoch counts are exact, not only expected. Inside a
+    dataset, images are drawn without replacement, cycling through fresh
+    permutations when a dataset is drawn more often than it has images (so
+    every image of an up-sampled dataset appears before any repeats).
+
+    Like ``DefaultSampler``, the global index list of an epoch is the same on
+    every rank (seeded with ``seed + epoch``), padded to a multiple of the
+    world size (``round_up``) and split between ranks by stride.
+
+    Args:
+        dataset (Sized): A :class:`UODBDataset` (or a wrapper of one).
+        mode (str): ``'proportional'``, ``'ratio'`` or ``'temperature'``.
+        ratios (Sequence[float], optional): Per-dataset weights (mode
+            ``'ratio'``), in dataset order; non-negative, not all zero.
+        temperature (float, optional): The temperature (mode
+            ``'temperature'``), > 0.
+        shuffle (bool): Shuffle the epoch's indices. Defaults to True.
+        seed (int, optional): Random seed; synchronised across ranks when
+            None.
+        round_up (bool): Pad so every rank gets the same number of indices.
+            Defaults to True.
+        epoch_length (int, optional): Draws per epoch over all ranks in
+            modes ``'ratio'`` and ``'temperature'``; defaults to the dataset
+            length.
+    """
+
+    def __init__(self,
+                 dataset: Sized,
+                 mode: str = 'proportional',
+                 ratios: Optional[Sequence[float]] = None,
+                 temperature: Optional[float] = None,
+                 shuffle: bool = True,
+                 seed: Optional[int] = None,
+                 round_up: bool = True,
+                 epoch_length: Optional[int] = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f'UODBSampler: mode must be one of {MODES}, got '
+                             f'{mode!r}')
+        rank, world_size = get_dist_info()
+        self.rank = rank
+        self.world_size = world_size
+        self.dataset = dataset
+        self.uodb = find_uodb_dataset(dataset)
+        self.mode = mode
+        self.shuffle = shuffle
+        self.seed = sync_random_seed() if seed is None else seed
+        self.round_up = round_up
+        self.epoch = 0
+
+        self._ids = np.asarray(self.uodb.sample_dataset_ids)
+        lengths = np.bincount(
+            self._ids, minlength=self.uodb.num_datasets).astype(np.int64)
+        self._lengths = lengths
+        names = self.uodb.dataset_names
+        self._members = [np.flatnonzero(self._ids == d)
+                         for d in range(len(lengths))]
+        if mode == 'proportional':
+            if ratios is not None or temperature is not None:
+                raise ValueError('UODBSampler: mode "proportional" takes no '
+                                 'ratios or temperature')
+            self.counts = lengths.copy()
+        else:
+            if mode == 'ratio':
+                if ratios is None or len(ratios) != len(lengths):
+                    raise ValueError(
+                        f'UODBSampler: mode "ratio" needs {len(lengths)} '
+                        f'ratios (one per dataset {names}), got {ratios}')
+                weights = np.asarray(ratios, dtype=np.float64)
+                if (weights < 0).any() or not weights.sum() > 0 \
+                        or not np.isfinite(weights).all():
+                    raise ValueError(
+                        f'UODBSampler: ratios must be finite, >= 0 and not '
+                        f'all 0, got {list(ratios)}')
+                if temperature is not None:
+                    raise ValueError('UODBSampler: mode "ratio" takes no '
+                                     'temperature')
+            else:
+                if temperature is None or not temperature > 0:
+                    raise ValueError(
+                        'UODBSampler: mode "temperature" needs a temperature '
+                        f'> 0, got {temperature}')
+                if ratios is not None:
+                    raise ValueError('UODBSampler: mode "temperature" takes '
+                                     'no ratios')
+                weights = lengths.astype(np.float64)**(1.0 / temperature)
+            empty = [names[d] for d in np.flatnonzero(
+                (weights > 0) & (lengths == 0))]
+            if empty:
+                raise ValueError(f'UODBSampler: dataset(s) {empty} have a '
+                                 'positive ratio but no images')
+            total = len(self._ids) if epoch_length is None else epoch_length
+            if total <= 0:
+                raise ValueError(
+                    f'UODBSampler: epoch_length must be > 0, got {total}')
+            self.counts = largest_remainder(weights, int(total))
+        self.ratios = None if ratios is None else list(ratios)
+        self.temperature = temperature
+        self.epoch_length = int(self.counts.sum())
+        if self.round_up:
+            self.num_samples = math.ceil(self.epoch_length / world_size)
+            self.total_size = self.num_samples * world_size
+        else:
+            self.num_samples = math.ceil(
+                (self.epoch_length - rank) / world_size)
+            self.total_size = self.epoch_length
+
+    def _global_indices(self) -> np.ndarray:
+        """The epoch's index list over all ranks, before padding."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.mode == 'proportional':
+            if self.shuffle:
+                return rng.permutation(len(self._ids))
+            return np.arange(len(self._ids))
+        chosen: List[np.ndarray] = []
+        for members, count in zip(self._members, self.counts):
+            if count == 0:
+                continue
+            rounds = -(-int(count) // len(members))
+            draws = [
+                rng.permutation(members) if self.shuffle else members
+                for _ in range(rounds)
+            ]
+            chosen.append(np.concatenate(draws)[:count])
+        indices = np.concatenate(chosen)
+        if self.shuffle:
+            indices = rng.permutation(indices)
+        return indices
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self._global_indices()
+        if self.round_up and self.total_size > len(indices):
+            reps = -(-self.total_size // len(indices))
+            indices = np.tile(indices, reps)[:self.total_size]
+        return iter(indices[self.rank:self.total_size:self.world_size]
+                    .tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch, which reseeds the shuffling.
+
+        Args:
+            epoch (int): Epoch number.
+        """
+        self.epoch = epoch
+
+    def expected_images_per_dataset(self) -> np.ndarray:
+        """Images of each dataset per epoch, summed over all ranks.
+
+        Returns:
+            np.ndarray: float64 array of length K. The per-epoch counts,
+            scaled by ``total_size / epoch_length`` for the padding
+            ``round_up`` adds.
+        """
+        counts = self.counts.astype(np.float64)
+        return counts * (self.total_size / self.epoch_length)

@@ -1,0 +1,446 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""A multi-dataset wrapper that carries dataset ids and offset labels."""
+import copy
+import json
+import os.path as osp
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from mmdet.registry import DATASETS
+from mmengine.dataset import BaseDataset, force_full_init
+from mmengine.fileio import get_local_path
+from mmengine.logging import print_log
+
+from .mini_uodb_meta import MINI_UODB_DISPLAY_NAMES
+from .uodb_meta import UODB_DISPLAY_NAMES
+
+#: Keys of the wrapper's config handed down to sub-dataset configs that do
+#: not set them.
+INHERITED_KEYS = ('data_root', 'test_mode', 'filter_cfg', 'backend_args')
+
+
+@DATASETS.register_module()
+class UODBDataset(BaseDataset):
+    """K detection datasets behind one index, with one label space.
+
+    Each sub-dataset (an mmdet ``CocoDataset`` or any ``BaseDataset`` whose
+    data infos hold mmdet-style ``instances``) keeps its own annotation file
+    and class list. The wrapper
+
+    - concatenates the samples of all sub-datasets in order,
+    - adds ``dataset_id`` (int) and ``dataset_name`` (str) to every data info
+      (so they reach ``DetDataSample.metainfo`` when ``PackDetInputs`` lists
+      them in ``meta_keys``); ``img_id`` stays the sub-dataset's COCO id,
+    - shifts every ``bbox_label`` of dataset ``d`` by ``label_offsets[d]``,
+      so the K label sets become one space of ``label_offsets[-1]`` classes,
+      named ``'<dataset>/<class>'`` in ``metainfo['classes']``,
+    - runs its own ``pipeline`` once per sample (the sub-datasets must have
+      none), and
+    - on a training sample the pipeline rejects, retries another sample of
+      the *same* dataset, so per-dataset batches and loads stay exact.
+
+    Sub-datasets are built with ``lazy_init=True`` and loaded only in
+    :meth:`full_init`, so ``lazy_init`` of the wrapper works as in mmengine:
+    ``metainfo`` (and so the label space) is known before any annotation is
+    read. Before loading, each COCO JSON's category names are checked
+    against the sub-dataset's classes: a class missing from the file, a
+    category of the file missing from the classes, or a different order is an
+    error naming the file (mmdet would silently mislabel or fail with a
+    ``KeyError``).
+
+    Args:
+        datasets (Sequence[dict | BaseDataset]): Sub-dataset configs (or
+            built datasets with an empty pipeline).
+        dataset_names (Sequence[str], optional): A unique name per dataset;
+            defaults to ``dataset0, dataset1, ...``.
+        pipeline (list): The processing pipeline applied to every sample.
+        data_root (str, optional): Default ``data_root`` of sub-dataset
+            configs that do not set one (so a config override of the
+            wrapper's ``data_root`` moves all of them).
+        test_mode (bool): Test mode, also handed to the sub-datasets.
+        filter_cfg (dict, optional): Default ``filter_cfg`` of sub-dataset
+            configs that do not set one (e.g. ``filter_empty_gt``).
+        backend_args (dict, optional): Default ``backend_args`` of
+            sub-dataset configs.
+        display_names (Mapping[str, str], optional): Column titles for result
+            tables; UODB's and mini-UODB's are known.
+        indices (int | Sequence[int], optional): Keep only these samples of
+            the concatenation (see ``BaseDataset``).
+        serialize_data (bool): Serialize the data infos (see
+            ``BaseDataset``). Defaults to True.
+        lazy_init (bool): Do not load annotations in ``__init__``.
+        max_refetch (int): Retries for a sample the pipeline rejects.
+
+    Examples:
+        >>> dataset = UODBDataset(
+        ...     datasets=[
+        ...         dict(type='CocoDataset', ann_file='voc/annotations/test.json',
+        ...              data_prefix=dict(img='voc/JPEGImages/'),
+        ...              metainfo=dict(classes=VOC_CLASSES)),
+        ...         dict(type='CocoDataset',
+        ...              ann_file='widerface/annotations/val.json',
+        ...              data_prefix=dict(img='widerface/JPEGImages/'),
+        ...              metainfo=dict(classes=('face', )))],
+        ...     dataset_names=['voc', 'widerface'], data_root='data/uodb/',
+        ...     test_mode=True)
+        >>> dataset.label_offsets
+        array([ 0, 20, 21])
+    """
+
+    METAINFO: dict = dict()
+
+    def __init__(self,
+                 datasets: Sequence[Union[dict, BaseDataset]],
+                 dataset_names: Optional[Sequence[str]] = None,
+                 pipeline: Sequence[Union[dict, Any]] = (),
+                 data_root: Optional[str] = None,
+                 test_mode: bool = False,
+                 filter_cfg: Optional[dict] = None,
+                 backend_args: Optional[dict] = None,
+                 display_names: Optional[Mapping[str, str]] = None,
+                 indices: Optional[Union[int, Sequence[int]]] = None,
+                 serialize_data: bool = True,
+                 lazy_init: bool = False,
+                 max_refetch: int = 1000) -> None:
+        if not datasets:
+            raise ValueError('UODBDataset needs at least one dataset')
+        if dataset_names is None:
+            dataset_names = [f'dataset{i}' for i in range(len(datasets))]
+        dataset_names = tuple(str(n) for n in dataset_names)
+        if len(dataset_names) != len(datasets):
+            raise ValueError(
+                f'UODBDataset got {len(datasets)} datasets but '
+                f'{len(dataset_names)} dataset_names {dataset_names}')
+        if len(set(dataset_names)) != len(dataset_names):
+            raise ValueError(
+                f'UODBDataset: dataset_names must be unique: {dataset_names}')
+        for name in dataset_names:
+            if '/' in name:
+                raise ValueError(
+                    f'UODBDataset: dataset name {name!r} contains "/", which '
+                    'separates dataset and class in the class names')
+        defaults = dict(
+            data_root=data_root,
+            test_mode=test_mode,
+            filter_cfg=filter_cfg,
+            backend_args=backend_args)
+        self.datasets: List[BaseDataset] = [
+            self._build_dataset(cfg, name, defaults)
+            for cfg, name in zip(datasets, dataset_names)
+        ]
+        self._dataset_names = dataset_names
+        self._dataset_classes = {
+            name: tuple(ds.metainfo['classes'])
+            for name, ds in zip(dataset_names, self.datasets)
+        }
+        sizes = [len(c) for c in self._dataset_classes.values()]
+        self._label_offsets = np.concatenate([[0], np.cumsum(sizes)
+                                              ]).astype(np.int64)
+        titles = dict(UODB_DISPLAY_NAMES)
+        titles.update(MINI_UODB_DISPLAY_NAMES)
+        titles.update(display_names or {})
+        self._sample_dataset_ids = np.zeros(0, dtype=np.int64)
+        self._sample_local_ids = np.zeros(0, dtype=np.int64)
+        metainfo = dict(
+            classes=tuple(f'{name}/{cls}'
+                          for name, classes in self._dataset_classes.items()
+                          for cls in classes),
+            dataset_names=dataset_names,
+            dataset_classes=copy.deepcopy(self._dataset_classes),
+            label_offsets=tuple(int(v) for v in self._label_offsets),
+            ann_files=tuple(
+                getattr(ds, 'ann_file', '') for ds in self.datasets),
+            dataset_display_names=tuple(
+                titles.get(name, name) for name in dataset_names))
+        super().__init__(
+            ann_file='',
+            metainfo=metainfo,
+            data_root='',
+            data_prefix=dict(),
+            filter_cfg=None,
+            indices=indices,
+            serialize_data=serialize_data,
+            pipeline=list(pipeline),
+            test_mode=test_mode,
+            lazy_init=lazy_init,
+            max_refetch=max_refetch)
+
+    @staticmethod
+    def _build_dataset(cfg: Union[dict, BaseDataset], name: str,
+                       defaults: dict) -> BaseDataset:
+        """Build one sub-dataset lazily, with the wrapper's defaults."""
+        if isinstance(cfg, BaseDataset):
+            if len(cfg.pipeline.transforms) > 0:
+                raise ValueError(
+                    f'UODBDataset: dataset {name!r} has its own pipeline; '
+                    'give the pipeline to UODBDataset instead')
+            return cfg
+        if not isinstance(cfg, Mapping):
+            raise TypeError(
+                f'UODBDataset: dataset {name!r} must be a config dict or a '
+                f'BaseDataset, got {type(cfg)}')
+        cfg = copy.deepcopy(dict(cfg))
+        if cfg.get('pipeline'):
+            raise ValueError(
+                f'UODBDataset: dataset {name!r} has its own pipeline; give '
+                'the pipeline to UODBDataset instead')
+        for key, value in defaults.items():
+            if value is not None and cfg.get(key) is None:
+                cfg[key] = copy.deepcopy(value)
+        cfg['pipeline'] = []
+        cfg['lazy_init'] = True
+        return DATASETS.build(cfg)
+
+    # ------------------------------------------------------------------
+    # Public description of the datasets
+    # ------------------------------------------------------------------
+    @property
+    def dataset_names(self) -> Tuple[str, ...]:
+        """tuple[str]: The dataset names, in dataset-id order."""
+        return self._dataset_names
+
+    @property
+    def dataset_classes(self) -> Dict[str, Tuple[str, ...]]:
+        """dict[str, tuple[str]]: Each dataset's own class names."""
+        return copy.deepcopy(self._dataset_classes)
+
+    @property
+    def label_offsets(self) -> np.ndarray:
+        """np.ndarray: int64 array of length K + 1; dataset ``d``'s labels
+        are ``[label_offsets[d], label_offsets[d + 1])``."""
+        return self._label_offsets.copy()
+
+    @property
+    def num_datasets(self) -> int:
+        """int: The number of datasets K."""
+        return len(self.datasets)
+
+    @property
+    @force_full_init
+    def dataset_lengths(self) -> List[int]:
+        """list[int]: Samples of each dataset in the wrapper (after
+        filtering and ``indices``)."""
+        return np.bincount(
+            self._sample_dataset_ids,
+            minlength=self.num_datasets).astype(int).tolist()
+
+    @property
+    @force_full_init
+    def sample_dataset_ids(self) -> np.ndarray:
+        """np.ndarray: The dataset id of every sample (int64, read-only)."""
+        ids = self._sample_dataset_ids.view()
+        ids.flags.writeable = False
+        return ids
+
+    @force_full_init
+    def dataset_index(self, idx: int) -> Tuple[int, int]:
+        """Map a wrapper index to ``(dataset id, index in that dataset)``.
+
+        Args:
+            idx (int): Index into the wrapper (negative counts from the end).
+
+        Returns:
+            tuple[int, int]: The dataset id and the sample's index in the
+            sub-dataset (``self.datasets[d].get_data_info(local)`` is the
+            same image).
+        """
+        n = len(self)
+        if not -n <= idx < n:
+            raise IndexError(f'index {idx} out of range for UODBDataset of '
+                             f'length {n}')
+        idx %= n
+        return (int(self._sample_dataset_ids[idx]),
+                int(self._sample_local_ids[idx]))
+
+    @force_full_init
+    def get_cat_ids(self, idx: int) -> List[int]:
+        """The (offset) labels of a sample, for class-aware samplers.
+
+        Args:
+            idx (int): Index into the wrapper.
+
+        Returns:
+            list[int]: The labels of its instances.
+        """
+        return [
+            inst['bbox_label']
+            for inst in self.get_data_info(idx).get('instances', [])
+        ]
+
+    # ------------------------------------------------------------------
+    # Loading
+    # ------------------------------------------------------------------
+    def _check_categories(self, d: int) -> None:
+        """Compare a COCO JSON's categories with the sub-dataset's classes."""
+        ds, name = self.datasets[d], self._dataset_names[d]
+        ann_file = getattr(ds, 'ann_file', '')
+        if not ann_file or not str(ann_file).endswith('.json'):
+            return
+        try:
+            with get_local_path(
+                    ann_file,
+                    backend_args=getattr(ds, 'backend_args',
+                                         None)) as local_path:
+                with open(local_path, encoding='utf-8') as f:
+                    categories = json.load(f).get('categories', [])
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'UODBDataset: annotation file of dataset {name!r} not '
+                f'found: {ann_file}') from None
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f'UODBDataset: cannot parse {ann_file} of dataset {name!r}: '
+                f'{err}') from None
+        in_file = [c['name'] for c in categories]
+        classes = list(self._dataset_classes[name])
+        missing = [c for c in classes if c not in in_file]
+        if missing:
+            raise ValueError(
+                f'UODBDataset: class(es) {missing} of dataset {name!r} are '
+                f'not categories of {ann_file} (it has {in_file})')
+        extra = [c for c in in_file if c not in classes]
+        if extra:
+            raise ValueError(
+                f'UODBDataset: category(ies) {extra} of {ann_file} are not '
+                f'in the class list of dataset {name!r} {tuple(classes)}')
+        if in_file != classes:
+            raise ValueError(
+                f'UODBDataset: the categories of {ann_file} are in the order '
+                f'{in_file}, but dataset {name!r} lists its classes as '
+                f'{classes}; mmdet labels follow the file order, so give the '
+                'classes in that order')
+
+    def load_data_list(self) -> List[dict]:
+        """Load every sub-dataset and concatenate their data infos.
+
+        Returns:
+            list[dict]: Data infos with ``dataset_id``, ``dataset_name`` and
+            offset ``bbox_label``\\ s.
+        """
+        data_list = []
+        for d, (name, ds) in enumerate(zip(self._dataset_names,
+                                           self.datasets)):
+            self._check_categories(d)
+            try:
+                ds.full_init()
+            except FileNotFoundError as err:
+                raise FileNotFoundError(
+                    f'UODBDataset: dataset {name!r}: {err}') from err
+            if len(ds) == 0:
+                raise ValueError(
+                    f'UODBDataset: dataset {name!r} '
+                    f'({getattr(ds, "ann_file", "")}) has no samples (after '
+                    'filtering)')
+            offset = int(self._label_offsets[d])
+            num_classes = len(self._dataset_classes[name])
+            for local in range(len(ds)):
+                info = ds.get_data_info(local)
+                info['dataset_id'] = d
+                info['dataset_name'] = name
+                info['dataset_local_idx'] = local
+                for inst in info.get('instances', []):
+                    label = int(inst['bbox_label'])
+                    if not 0 <= label < num_classes:
+                        raise ValueError(
+                            f'UODBDataset: dataset {name!r} sample {local} '
+                            f'({info.get("img_path")}) has label {label} '
+                            f'outside its {num_classes} classes')
+                    inst['bbox_label'] = label + offset
+                data_list.append(info)
+        return data_list
+
+    def full_init(self) -> None:
+        """Load the sub-datasets, then filter, slice and serialize."""
+        if self._fully_initialized:
+            return
+        self.data_list = self.load_data_list()
+        self.data_list = self.filter_data()
+        if self._indices is not None:
+            self.data_list = self._get_unserialized_subset(self._indices)
+        self._index_datasets(self.data_list)
+        if self.serialize_data:
+            self.data_bytes, self.data_address = self._serialize_data()
+        self._fully_initialized = True
+
+    def _index_datasets(self, infos: Sequence[dict]) -> None:
+        self._sample_dataset_ids = np.array(
+            [info['dataset_id'] for info in infos], dtype=np.int64)
+        self._sample_local_ids = np.array(
+            [info['dataset_local_idx'] for info in infos], dtype=np.int64)
+
+    def _reindex(self) -> None:
+        self._index_datasets(
+            [BaseDataset.get_data_info(self, i) for i in range(len(self))])
+
+    def get_subset_(self, indices: Union[Sequence[int], int]) -> None:
+        """In-place subset (see ``BaseDataset.get_subset_``), keeping the
+        dataset ids in step."""
+        super().get_subset_(indices)
+        self._reindex()
+
+    def get_subset(self, indices: Union[Sequence[int], int]) -> 'UODBDataset':
+        """A subset (see ``BaseDataset.get_subset``), keeping the dataset ids
+        in step.
+
+        Args:
+            indices (int | Sequence[int]): See ``BaseDataset.get_subset``.
+
+        Returns:
+            UODBDataset: The subset.
+        """
+        sub = super().get_subset(indices)
+        sub._reindex()
+        return sub
+
+    def __getitem__(self, idx: int) -> dict:
+        """Get the ``idx``-th sample after the pipeline.
+
+        In training, a sample the pipeline rejects is replaced by a random
+        sample of the same dataset (mmengine would take one of any dataset).
+
+        Args:
+            idx (int): Index into the wrapper.
+
+        Returns:
+            dict: The pipeline's output.
+        """
+        if not self._fully_initialized:
+            print_log(
+                'Please call `full_init()` before using UODBDataset to '
+                'avoid loading annotations in every worker.',
+                logger='current')
+            self.full_init()
+        if self.test_mode:
+            data = self.prepare_data(idx)
+            if data is None:
+                raise RuntimeError(
+                    f'UODBDataset: the test pipeline returned None for '
+                    f'sample {idx}')
+            return data
+        same = None
+        for _ in range(self.max_refetch + 1):
+            data = self.prepare_data(idx)
+            if data is not None:
+                return data
+            if same is None:
+                same = np.flatnonzero(
+                    self._sample_dataset_ids == self._sample_dataset_ids[idx])
+            idx = int(same[np.random.randint(len(same))])
+        raise RuntimeError(
+            f'UODBDataset: no valid sample of dataset '
+            f'{self._dataset_names[self._sample_dataset_ids[idx]]!r} after '
+            f'{self.max_refetch} retries; check its images and pipeline')
+
+    def __repr__(self) -> str:
+        lines = [f'{self.__class__.__name__}(']
+        lengths = self.dataset_lengths if self._fully_initialized else None
+        for d, name in enumerate(self._dataset_names):
+            n = '?' if lengths is None else lengths[d]
+            lines.append(
+                f'  {d}: {name}: {n} samples, '
+                f'{len(self._dataset_classes[name])} classes '
+                f'[{self._label_offsets[d]}, {self._label_offsets[d + 1]}) '
+                f'from {osp.basename(str(getattr(self.datasets[d], "ann_file", "")))}'  # noqa: E501
+            )
+        lines.append(')')
+        return '\n'.join(lines)

@@ -1,0 +1,202 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Per-dataset COCO box AP on UODB, with the DAMEX Table 1 summary."""
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmdet.evaluation import CocoMetric
+from mmdet.registry import METRICS
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
+
+from .uodb_table import format_uodb_table, write_text_atomic
+
+
+def _to_int(value) -> int:
+    if hasattr(value, 'item'):
+        value = value.item()
+    return int(value)
+
+
+@METRICS.register_module()
+class UODBMetric(BaseMetric):
+    """COCO box AP and AP50 of each UODB dataset, and their mean.
+
+    Predictions are split by ``dataset_id``; labels of dataset ``d`` are
+    mapped back to its own label space by subtracting
+    ``label_offsets[d]``, and predicted labels outside
+    ``[label_offsets[d], label_offsets[d + 1])`` are dropped. Each dataset is
+    then evaluated by its own mmdet ``CocoMetric`` (pycocotools) against its
+    own annotation file and class list, so the numbers are exactly what
+    ``CocoMetric`` reports on that dataset alone.
+
+    Everything about the datasets (names, class lists, offsets, annotation
+    files, column titles) comes from the dataset's metainfo, which the runner
+    hands over as ``dataset_meta`` (:class:`UODBDataset` puts it there).
+
+    Keys (with the default prefix ``uodb``): ``uodb/<name>/bbox_mAP``,
+    ``uodb/<name>/bbox_mAP_50`` for every dataset seen, ``uodb/bbox_mAP`` and
+    ``uodb/bbox_mAP_50`` (means over those datasets), and ``uodb/domain_acc``
+    when the data samples carry ``pred_dataset_id`` (the domain classifier's
+    guess when the dataset is not given).
+
+    At the end it logs a markdown table in the layout of DAMEX Table 1 (one
+    column per dataset and a ``Mean`` column, AP in percent) and writes it
+    atomically to ``table_file``; by default to ``<work_dir>/uodb_table.md``,
+    where ``work_dir`` is found from the runner's log file
+    (``<work_dir>/<timestamp>/<timestamp>.log``). Without a runner and
+    without ``table_file``, the table is only logged.
+
+    Args:
+        method_name (str): Label of the table rows (``'<method> AP'``,
+            ``'<method> AP50'``); empty gives ``AP`` and ``AP50``.
+        table_file (str, optional): Where to write the table.
+        classwise (bool): Also log per-class AP (``CocoMetric``'s option).
+        backend_args (dict, optional): For reading the annotation files.
+        collect_device (str): ``'cpu'`` or ``'gpu'``.
+        prefix (str, optional): Key prefix; defaults to ``'uodb'``.
+    """
+    default_prefix: Optional[str] = 'uodb'
+
+    def __init__(self,
+                 method_name: str = '',
+                 table_file: Optional[str] = None,
+                 classwise: bool = False,
+                 backend_args: Optional[dict] = None,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.method_name = method_name
+        self.table_file = table_file
+        self.classwise = classwise
+        self.backend_args = backend_args
+        self._coco_metrics: Dict[int, CocoMetric] = {}
+        self.last_table: Optional[str] = None
+
+    def _meta(self, key: str):
+        if self.dataset_meta is None or key not in self.dataset_meta:
+            raise KeyError(
+                f'UODBMetric needs {key!r} in dataset_meta; evaluate a '
+                'UODBDataset (the runner passes its metainfo)')
+        return self.dataset_meta[key]
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        """Split one batch by dataset and map labels back.
+
+        Args:
+            data_batch (dict): The batch (unused).
+            data_samples (Sequence[dict]): Data samples with
+                ``pred_instances``, ``dataset_id``, ``img_id`` and
+                ``ori_shape``.
+        """
+        offsets = np.asarray(self._meta('label_offsets'), dtype=np.int64)
+        for sample in data_samples:
+            if 'dataset_id' not in sample:
+                raise KeyError(
+                    'UODBMetric: a data sample has no dataset_id; add '
+                    "'dataset_id' to PackDetInputs' meta_keys")
+            d = _to_int(sample['dataset_id'])
+            pred = sample['pred_instances']
+            labels = pred['labels'].cpu().numpy().astype(np.int64)
+            keep = (labels >= offsets[d]) & (labels < offsets[d + 1])
+            result = dict(
+                img_id=sample['img_id'],
+                bboxes=pred['bboxes'].cpu().numpy()[keep],
+                scores=pred['scores'].cpu().numpy()[keep],
+                labels=labels[keep] - offsets[d])
+            gt = dict(
+                width=sample['ori_shape'][1],
+                height=sample['ori_shape'][0],
+                img_id=sample['img_id'])
+            pred_d = sample.get('pred_dataset_id', None)
+            self.results.append(
+                (d, gt, result, None if pred_d is None else _to_int(pred_d)))
+
+    def _coco_metric(self, d: int) -> CocoMetric:
+        """The ``CocoMetric`` of dataset ``d``, built once."""
+        if d not in self._coco_metrics:
+            ann_file = self._meta('ann_files')[d]
+            name = self._meta('dataset_names')[d]
+            if not ann_file:
+                raise ValueError(
+                    f'UODBMetric: dataset {name!r} has no annotation file')
+            metric = CocoMetric(
+                ann_file=ann_file,
+                metric='bbox',
+                classwise=self.classwise,
+                backend_args=self.backend_args)
+            metric.dataset_meta = dict(
+                classes=tuple(self._meta('dataset_classes')[name]))
+            self._coco_metrics[d] = metric
+        return self._coco_metrics[d]
+
+    def _table_path(self) -> Optional[str]:
+        if self.table_file:
+            return self.table_file
+        log_file = getattr(MMLogger.get_current_instance(), 'log_file', None)
+        if log_file:
+            return osp.join(
+                osp.dirname(osp.dirname(osp.abspath(log_file))),
+                'uodb_table.md')
+        return None
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """Evaluate every dataset with its own ``CocoMetric``.
+
+        Args:
+            results (list): What :meth:`process` collected (all ranks).
+
+        Returns:
+            dict[str, float]: Per-dataset and mean AP / AP50 (fractions,
+            rounded to 3 decimals as ``CocoMetric`` does), and ``domain_acc``
+            when predicted dataset ids were given.
+        """
+        logger = MMLogger.get_current_instance()
+        names = list(self._meta('dataset_names'))
+        titles = list(self.dataset_meta.get('dataset_display_names', names))
+        by_dataset: Dict[int, List[tuple]] = {}
+        correct, guessed = 0, 0
+        for d, gt, result, pred_d in results:
+            by_dataset.setdefault(d, []).append((gt, result))
+            if pred_d is not None:
+                guessed += 1
+                correct += int(pred_d == d)
+
+        eval_results: Dict[str, float] = {}
+        ap: List[Optional[float]] = [None] * len(names)
+        ap50: List[Optional[float]] = [None] * len(names)
+        for d, name in enumerate(names):
+            if d not in by_dataset:
+                logger.warning(f'UODBMetric: no sample of dataset {name!r} '
+                               'was evaluated; it is left out of the mean')
+                continue
+            logger.info(f'UODBMetric: evaluating {name} '
+                        f'({len(by_dataset[d])} images)')
+            res = self._coco_metric(d).compute_metrics(by_dataset[d])
+            if 'bbox_mAP' not in res:  # pycocotools: no prediction at all
+                res = dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
+            ap[d], ap50[d] = res['bbox_mAP'], res['bbox_mAP_50']
+            eval_results[f'{name}/bbox_mAP'] = ap[d]
+            eval_results[f'{name}/bbox_mAP_50'] = ap50[d]
+        seen = [v for v in ap if v is not None]
+        if seen:
+            eval_results['bbox_mAP'] = float(np.mean(seen))
+            eval_results['bbox_mAP_50'] = float(
+                np.mean([v for v in ap50 if v is not None]))
+        if guessed:
+            eval_results['domain_acc'] = correct / guessed
+
+        method = self.method_name.strip()
+        table = format_uodb_table(
+            titles, {
+                f'{method} AP'.strip(): ap,
+                f'{method} AP50'.strip(): ap50
+            },
+            first_header='Method' if method else 'Metric')
+        self.last_table = table
+        logger.info('UODB per-dataset results (COCO box AP, %):\n' + table)
+        path = self._table_path()
+        if path is not None:
+            write_text_atomic(table, path)
+            logger.info(f'UODBMetric: wrote {path}')
+        return eval_results
