@@ -1,13 +1,15 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 from .dispatch import expert_capacity, image_dispatch, token_dispatch
-from .moe_ffn import MoEFFN
+from .domain_classifier import DomainClassifier
+from .gem_dino_decoder import GEMDinoDecoderLayer, GEMDinoTransformerDecoder
+from .moe_ffn import ROUTING_MODES, MoEFFN
 from .moe_losses import importance_load_loss, importance_loss, load_loss, router_ce_loss, squared_cv
 from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
 from .token_router import RouterOutput, TopOneRouter
 
 __all__ = [
-    'MoEFFN', 'TopOneRouter', 'RouterOutput', 'route_images',
-    'plan_is_installed', 'NO_PLAN_MESSAGE', 'image_dispatch',
-    'token_dispatch', 'expert_capacity', 'importance_loss', 'load_loss',
-    'importance_load_loss', 'router_ce_loss', 'squared_cv'
+    'MoEFFN', 'ROUTING_MODES', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
+    'GEMDinoDecoderLayer', 'GEMDinoTransformerDecoder', 'route_images', 'plan_is_installed',
+    'NO_PLAN_MESSAGE', 'image_dispatch', 'token_dispatch', 'expert_capacity',
+    'importance_loss', 'load_loss', 'importance_load_loss', 'router_ce_loss', 'squared_cv'
 ]
