@@ -189,7 +189,13 @@ class UODBDataset(BaseDataset):
                 cfg[key] = copy.deepcopy(value)
         cfg['pipeline'] = []
         cfg['lazy_init'] = True
-        return DATASETS.build(cfg)
+        # Serialized later by the wrapper: mmengine cannot serialize an empty
+        # data list, and an empty dataset must give a clear error instead.
+        serialize = cfg.get('serialize_data', True)
+        cfg['serialize_data'] = False
+        dataset = DATASETS.build(cfg)
+        dataset._uodb_serialize = serialize
+        return dataset
 
     # ------------------------------------------------------------------
     # Public description of the datasets
@@ -331,6 +337,10 @@ class UODBDataset(BaseDataset):
                     f'UODBDataset: dataset {name!r} '
                     f'({getattr(ds, "ann_file", "")}) has no samples (after '
                     'filtering)')
+            if getattr(ds, '_uodb_serialize', False):
+                ds.data_bytes, ds.data_address = ds._serialize_data()
+                ds.serialize_data = True
+                ds._uodb_serialize = False
             offset = int(self._label_offsets[d])
             num_classes = len(self._dataset_classes[name])
             for local in range(len(ds)):

@@ -578,8 +578,12 @@ def _load_converter():
     path = osp.join(
         osp.dirname(osp.abspath(__file__)), '..', 'dataset_converters',
         'uodb2coco.py')
-    spec = importlib.util.spec_from_file_location('mmgem_uodb2coco', path)
+    name = 'mmgem_tool_uodb2coco'
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -1,0 +1,221 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Tests of UODBMetric: per-dataset COCO AP equals mmdet's CocoMetric."""
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+from mmdet.evaluation import CocoMetric
+from mmdet.registry import DATASETS, METRICS
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.registry import init_default_scope
+
+from mmgem.evaluation import UODBMetric, format_uodb_table
+
+
+@pytest.fixture(scope='module')
+def test_dataset(repo_root, mini_uodb_root):
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(
+        str(repo_root / 'configs/_base_/datasets/mini_uodb.py'))
+    cfg.test_dataloader.dataset.data_root = str(mini_uodb_root)
+    return DATASETS.build(cfg.test_dataloader.dataset)
+
+
+def _predictions(dataset, seed=0):
+    """Noisy local-label predictions per image, from the ground truth."""
+    rng = np.random.default_rng(seed)
+    preds = []
+    for idx in range(len(dataset)):
+        info = dataset.get_data_info(idx)
+        d = info['dataset_id']
+        n_cls = len(dataset.dataset_classes[info['dataset_name']])
+        off = dataset.label_offsets[d]
+        boxes, labels = [], []
+        for inst in info['instances']:
+            if rng.random() < 0.8:
+                x1, y1, x2, y2 = inst['bbox']
+                jitter = rng.normal(0, 0.08 * (x2 - x1 + y2 - y1) / 2, 4)
+                boxes.append([x1, y1, x2, y2] + jitter)
+                labels.append(inst['bbox_label'] - off if rng.random() < 0.85
+                              else rng.integers(n_cls))
+        for _ in range(rng.integers(0, 3)):  # false positives
+            x, y = rng.uniform(0, 100, 2)
+            boxes.append([x, y, x + rng.uniform(5, 40), y + rng.uniform(5, 40)])
+            labels.append(rng.integers(n_cls))
+        local = dict(
+            bboxes=torch.tensor(np.array(boxes).reshape(-1, 4),
+                                dtype=torch.float32),
+            scores=torch.tensor(rng.uniform(0.05, 1, len(boxes)),
+                                dtype=torch.float32),
+            labels=torch.tensor(labels, dtype=torch.int64))
+        preds.append((info, local))
+    return preds
+
+
+def _uodb_sample(dataset, info, local, rng, pred_dataset_id=None):
+    """The model's output in the concatenated label space, with extra
+    high-scoring boxes labelled with other datasets' classes."""
+    d = info['dataset_id']
+    lo, hi = dataset.label_offsets[d], dataset.label_offsets[d + 1]
+    total = dataset.label_offsets[-1]
+    foreign = np.array([i for i in range(total) if not lo <= i < hi])
+    n_extra = 3
+    bboxes = torch.cat([local['bboxes'], local['bboxes'][:1].repeat(
+        n_extra, 1) if len(local['bboxes']) else torch.zeros(n_extra, 4)])
+    sample = dict(
+        img_id=info['img_id'],
+        ori_shape=(info['height'], info['width']),
+        dataset_id=d,
+        dataset_name=info['dataset_name'],
+        pred_instances=dict(
+            bboxes=bboxes,
+            scores=torch.cat([local['scores'], torch.ones(n_extra)]),
+            labels=torch.cat([
+                local['labels'] + int(lo),
+                torch.tensor(rng.choice(foreign, n_extra))
+            ])))
+    if pred_dataset_id is not None:
+        sample['pred_dataset_id'] = torch.tensor(pred_dataset_id)
+    return sample
+
+
+def _reference(dataset, preds):
+    """mmdet's CocoMetric on each dataset alone, in its own label space."""
+    ref = {}
+    for d, name in enumerate(dataset.dataset_names):
+        metric = CocoMetric(ann_file=dataset.metainfo['ann_files'][d],
+                            metric='bbox')
+        metric.dataset_meta = dict(classes=dataset.dataset_classes[name])
+        metric.process({}, [
+            dict(img_id=info['img_id'],
+                 ori_shape=(info['height'], info['width']),
+                 pred_instances=local)
+            for info, local in preds if info['dataset_id'] == d
+        ])
+        ref[name] = metric.evaluate(len(metric.results))
+    return ref
+
+
+def test_metric_equals_coco_metric_per_dataset(test_dataset, tmp_path):
+    init_default_scope('mmdet')
+    preds = _predictions(test_dataset)
+    rng = np.random.default_rng(1)
+    metric = METRICS.build(dict(type='UODBMetric',
+                                table_file=str(tmp_path / 'table.md')))
+    metric.dataset_meta = test_dataset.metainfo
+    samples = [_uodb_sample(test_dataset, info, local, rng)
+               for info, local in preds]
+    for i in range(0, len(samples), 4):  # batches of 4, datasets mixed
+        metric.process({}, samples[i:i + 4])
+    results = metric.evaluate(len(samples))
+    ref = _reference(test_dataset, preds)
+    aps, ap50s = [], []
+    for name in test_dataset.dataset_names:
+        assert results[f'uodb/{name}/bbox_mAP'] == \
+            ref[name]['coco/bbox_mAP']
+        assert results[f'uodb/{name}/bbox_mAP_50'] == \
+            ref[name]['coco/bbox_mAP_50']
+        aps.append(ref[name]['coco/bbox_mAP'])
+        ap50s.append(ref[name]['coco/bbox_mAP_50'])
+    assert 0 < min(aps) and max(aps) < 1  # a non-trivial comparison
+    assert len(set(aps)) > 1
+    assert results['uodb/bbox_mAP'] == pytest.approx(np.mean(aps))
+    assert results['uodb/bbox_mAP_50'] == pytest.approx(np.mean(ap50s))
+    assert 'uodb/domain_acc' not in results
+
+    table = (tmp_path / 'table.md').read_text()
+    assert table == metric.last_table
+    header, rule, ap_row, ap50_row = table.strip().split('\n')
+    titles = list(test_dataset.metainfo['dataset_display_names'])
+    assert [c.strip() for c in header.strip('|').split('|')] == \
+        ['Metric', *titles, 'Mean']
+    cells = [c.strip() for c in ap_row.strip('|').split('|')]
+    assert cells[0] == 'AP'
+    assert cells[1:] == [f'{100 * v:.1f}' for v in aps] + \
+        [f'{100 * np.mean(aps):.1f}']
+    assert ap50_row.startswith('| AP50 |')
+
+
+def test_foreign_labels_are_dropped_not_counted(test_dataset):
+    """Predictions only in other datasets' label ranges give AP 0."""
+    init_default_scope('mmdet')
+    metric = UODBMetric()
+    metric.dataset_meta = test_dataset.metainfo
+    rng = np.random.default_rng(2)
+    d = test_dataset.dataset_names.index('medical')
+    preds = [(info, local) for info, local in _predictions(test_dataset)
+             if info['dataset_id'] == d]
+    for info, local in preds:
+        sample = _uodb_sample(test_dataset, info, local, rng)
+        gt_box = torch.tensor(
+            [inst['bbox'] for inst in info['instances']][:1],
+            dtype=torch.float32).reshape(-1, 4)
+        sample['pred_instances'] = dict(  # exact boxes, foreign labels
+            bboxes=gt_box, scores=torch.ones(len(gt_box)),
+            labels=torch.zeros(len(gt_box), dtype=torch.int64))
+        metric.process({}, [sample])
+    results = metric.evaluate(len(preds))
+    assert results == {'uodb/medical/bbox_mAP': 0.0,
+                       'uodb/medical/bbox_mAP_50': 0.0,
+                       'uodb/bbox_mAP': 0.0, 'uodb/bbox_mAP_50': 0.0}
+
+
+def test_domain_accuracy_and_work_dir_table(test_dataset, tmp_path):
+    init_default_scope('mmdet')
+    work_dir = tmp_path / 'work'
+    (work_dir / '20260101_000000').mkdir(parents=True)  # as the Runner does
+    MMLogger.get_instance(
+        'uodb_metric_test',
+        log_file=str(work_dir / '20260101_000000' / '20260101_000000.log'))
+    metric = UODBMetric(method_name='GEM')
+    metric.dataset_meta = test_dataset.metainfo
+    rng = np.random.default_rng(3)
+    preds = _predictions(test_dataset)
+    k = len(test_dataset.dataset_names)
+    guesses = [info['dataset_id'] if i % 4 else (info['dataset_id'] + 1) % k
+               for i, (info, _) in enumerate(preds)]
+    metric.process({}, [
+        _uodb_sample(test_dataset, info, local, rng, guess)
+        for (info, local), guess in zip(preds, guesses)
+    ])
+    results = metric.evaluate(len(preds))
+    truth = [info['dataset_id'] for info, _ in preds]
+    assert results['uodb/domain_acc'] == pytest.approx(
+        np.mean(np.array(guesses) == np.array(truth)))
+    table = (work_dir / 'uodb_table.md').read_text()
+    assert table.startswith('| Method | Natural |')
+    assert re.search(r'^\| GEM AP \| ', table, re.M)
+    assert re.search(r'^\| GEM AP50 \| ', table, re.M)
+    MMLogger.get_instance('uodb_metric_test_done')  # no log file is current
+
+
+def test_missing_dataset_id_and_unseen_datasets(test_dataset):
+    init_default_scope('mmdet')
+    metric = UODBMetric()
+    metric.dataset_meta = test_dataset.metainfo
+    info, local = _predictions(test_dataset)[0]
+    sample = _uodb_sample(test_dataset, info, local,
+                          np.random.default_rng(0))
+    bad = copy.copy(sample)
+    del bad['dataset_id']
+    with pytest.raises(KeyError, match="'dataset_id' to PackDetInputs"):
+        metric.process({}, [bad])
+    metric.process({}, [sample])
+    results = metric.evaluate(1)
+    name = info['dataset_name']
+    assert set(results) == {f'uodb/{name}/bbox_mAP',
+                            f'uodb/{name}/bbox_mAP_50', 'uodb/bbox_mAP',
+                            'uodb/bbox_mAP_50'}
+    assert '| - |' in metric.last_table
+
+
+def test_table_format():
+    table = format_uodb_table(['A', 'B'], {'AP': [0.5, None],
+                                           'AP50': [0.25, 0.75]})
+    assert table.split('\n')[2] == '| AP | 50.0 | - | 50.0 |'
+    assert table.split('\n')[3] == '| AP50 | 25.0 | 75.0 | 50.0 |'
+    with pytest.raises(ValueError, match="row 'AP' has 1 values"):
+        format_uodb_table(['A', 'B'], {'AP': [0.5]})

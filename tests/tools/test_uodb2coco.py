@@ -1,0 +1,236 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Tests of tools/dataset_converters/uodb2coco.py."""
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmengine.registry import init_default_scope
+from PIL import Image
+
+import mmgem  # noqa: F401
+from mmgem.datasets import MINI_UODB_CLASSES, UODB_CLASSES
+
+
+@pytest.fixture(scope='module')
+def conv(load_tool):
+    return load_tool('tools/dataset_converters/uodb2coco.py')
+
+
+def _voc_dataset(root: Path, name: str, split: str, xmls: dict) -> Path:
+    """Write a VOC-style dataset folder from {stem: xml text or path}."""
+    ddir = root / name
+    (ddir / 'Annotations').mkdir(parents=True)
+    (ddir / 'ImageSets' / 'Main').mkdir(parents=True)
+    (ddir / 'JPEGImages').mkdir()
+    for stem, xml in xmls.items():
+        if isinstance(xml, Path):
+            shutil.copy(xml, ddir / 'Annotations' / f'{stem}.xml')
+        else:
+            (ddir / 'Annotations' / f'{stem}.xml').write_text(xml)
+    (ddir / 'ImageSets' / 'Main' / f'{split}.txt').write_text(
+        ''.join(f'{s}\n' for s in xmls))
+    return ddir
+
+
+def _xml(width, height, objects, filename='a.jpg'):
+    objs = ''.join(
+        f'<object><name>{n}</name><difficult>{d}</difficult><bndbox>'
+        f'<xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>'
+        f'<ymax>{b[3]}</ymax></bndbox></object>' for n, b, d in objects)
+    return (f'<annotation><filename>{filename}</filename><size><width>{width}'
+            f'</width><height>{height}</height><depth>3</depth></size>{objs}'
+            '</annotation>')
+
+
+@pytest.mark.parametrize('dataset,split,stem,fixture', [
+    ('voc', 'test', '000002', 'voc_000002.xml'),
+    ('widerface', 'val', '0_Parade_marchingband_1_5',
+     'widerface_0_Parade_marchingband_1_5.xml'),
+])
+def test_real_uodb_xml_matches_mmdet_voc_reader(conv, uodb_xml_dir, tmp_path,
+                                                dataset, split, stem,
+                                                fixture):
+    """The real XMLs convert to what mmdet's own VOC reader (XMLDataset)
+    reads from them, through mmdet's CocoDataset."""
+    from mmdet.datasets import CocoDataset, XMLDataset
+    init_default_scope('mmdet')
+    _voc_dataset(tmp_path, dataset, split, {stem: uodb_xml_dir / fixture})
+    stats = conv.convert_uodb(
+        str(tmp_path), datasets=[dataset], splits=[split],
+        check_images=False)
+    out = tmp_path / dataset / 'annotations' / f'{split}.json'
+    assert stats[0].out_file == str(out) and out.is_file()
+    classes = UODB_CLASSES[dataset]
+    ours = CocoDataset(
+        ann_file=str(out), data_root=str(tmp_path / dataset),
+        data_prefix=dict(img='JPEGImages/'), metainfo=dict(classes=classes),
+        test_mode=True)
+    ref = XMLDataset(
+        ann_file=f'ImageSets/Main/{split}.txt',
+        data_root=str(tmp_path / dataset), data_prefix=dict(sub_data_root=''),
+        metainfo=dict(classes=classes), test_mode=True)
+    assert len(ours) == len(ref) == 1
+    a, b = ours.get_data_info(0), ref.get_data_info(0)
+    assert (a['width'], a['height']) == (b['width'], b['height'])
+    assert Path(a['img_path']).name == Path(b['img_path']).name
+    boxes_a = np.array([i['bbox'] for i in a['instances']])
+    boxes_b = np.array([i['bbox'] for i in b['instances']])
+    np.testing.assert_allclose(boxes_a, boxes_b)
+    assert [i['bbox_label'] for i in a['instances']] == \
+        [i['bbox_label'] for i in b['instances']]
+    assert [i['ignore_flag'] for i in a['instances']] == \
+        [i['ignore_flag'] for i in b['instances']]
+    n_objects = len(ET.parse(uodb_xml_dir / fixture).findall('object'))
+    assert stats[0].annotations == n_objects and stats[0].skipped == 0
+
+
+def test_generated_mini_uodb_converts_to_drawn_boxes(mini_uodb_root):
+    """The converted JSON of every domain and split holds exactly the boxes
+    the generator drew, with the image sizes of the written JPEGs."""
+    manifest = json.loads((mini_uodb_root / 'mini_uodb.json').read_text())
+    for domain, entry in manifest['domains'].items():
+        for split, content in entry['splits'].items():
+            coco = json.loads(
+                (mini_uodb_root / domain / 'annotations' /
+                 f'{split}.json').read_text())
+            names = {c['id']: c['name'] for c in coco['categories']}
+            assert tuple(names[i] for i in sorted(names)) == \
+                MINI_UODB_CLASSES[domain]
+            assert [Path(i['file_name']).stem for i in coco['images']] == \
+                content['stems']
+            for img in coco['images'][:3]:
+                with Image.open(mini_uodb_root / domain / 'JPEGImages' /
+                                img['file_name']) as im:
+                    assert im.size == (img['width'], img['height'])
+            got = {}
+            stem_of = {i['id']: Path(i['file_name']).stem
+                       for i in coco['images']}
+            for ann in coco['annotations']:
+                x, y, w, h = ann['bbox']
+                got.setdefault(stem_of[ann['image_id']], []).append(
+                    [names[ann['category_id']], [x, y, x + w, y + h]])
+            want = {s: o for s, o in content['objects'].items() if o}
+            assert got == want, f'{domain}/{split}'
+
+
+def test_broken_boxes_are_skipped_and_counted(conv, tmp_path):
+    xml = _xml(100, 80, [
+        ('face', (11, 11, 30, 30), 0),     # fine
+        ('face', (50, 20, 50, 40), 0),     # zero width
+        ('face', (60, 40, 70, 30), 0),     # negative height
+        ('face', (120, 10, 130, 20), 0),   # right of the image
+        ('face', (91, 71, 111, 91), 0),    # sticks out: clipped
+        ('face', (21, 21, 41, 41), 1),     # difficult
+    ])
+    _voc_dataset(tmp_path, 'widerface', 'val', {'a': xml})
+    stats, = conv.convert_uodb(str(tmp_path), datasets=['widerface'],
+                               splits=['val'], check_images=False)
+    assert (stats.annotations, stats.zero_area, stats.outside,
+            stats.clipped, stats.difficult) == (3, 2, 1, 1, 1)
+    coco = json.loads(Path(stats.out_file).read_text())
+    boxes = [a['bbox'] for a in coco['annotations']]
+    assert boxes[1] == [90, 70, 10, 10]  # clipped at the 100 x 80 border
+    assert [a['iscrowd'] for a in coco['annotations']] == [0, 0, 1]
+
+
+def test_kitti_names_are_merged_and_dontcare_dropped(conv, tmp_path):
+    xml = _xml(200, 100, [('Car', (1, 1, 20, 20), 0),
+                          ('Van', (30, 1, 50, 20), 0),
+                          ('truck', (60, 1, 80, 20), 0),
+                          ('Tram', (90, 1, 110, 20), 0),
+                          ('Pedestrian', (120, 1, 130, 30), 0),
+                          ('DontCare', (140, 1, 150, 30), 0)])
+    _voc_dataset(tmp_path, 'kitti', 'test', {'000001': xml})
+    stats, = conv.convert_uodb(str(tmp_path), datasets=['kitti'],
+                               splits=['test'], check_images=False)
+    coco = json.loads(Path(stats.out_file).read_text())
+    names = {c['id']: c['name'] for c in coco['categories']}
+    assert [names[a['category_id']] for a in coco['annotations']] == \
+        ['car', 'car', 'car', 'car', 'pedestrian']
+    assert stats.mapped == {'van': 1, 'truck': 1, 'tram': 1}
+    assert stats.ignored == {'dontcare': 1}
+
+
+def test_coco_json_source_is_filtered_and_keeps_ids(conv, tmp_path):
+    classes = UODB_CLASSES['coco']
+    src = dict(
+        images=[dict(id=42, file_name='COCO_val2014_42.jpg', width=50,
+                     height=40)],
+        annotations=[
+            dict(id=7, image_id=42, category_id=18, bbox=[1, 2, 10, 10],
+                 area=100, iscrowd=0, segmentation=[[1, 2, 3, 4]]),
+            dict(id=8, image_id=42, category_id=1, bbox=[5, 5, 0, 4],
+                 area=0, iscrowd=0),
+        ],
+        categories=[dict(id=i + 1 if i < 11 else i + 2, name=c)
+                    for i, c in enumerate(classes)])
+    (tmp_path / 'coco' / 'annotations').mkdir(parents=True)
+    (tmp_path / 'coco' / 'annotations' /
+     'instances_minival2014.json').write_text(json.dumps(src))
+    stats, = conv.convert_uodb(str(tmp_path), datasets=['coco'],
+                               splits=['minival'], check_images=False)
+    out = json.loads(
+        (tmp_path / 'coco' / 'annotations' / 'minival.json').read_text())
+    assert [a['id'] for a in out['annotations']] == [7]
+    assert 'segmentation' not in out['annotations'][0]
+    assert [c['name'] for c in out['categories']] == list(classes)
+    assert out['images'][0]['id'] == 42 and stats.zero_area == 1
+    src['categories'].append(dict(id=99, name='unicorn'))
+    (tmp_path / 'coco' / 'annotations' /
+     'instances_minival2014.json').write_text(json.dumps(src))
+    with pytest.raises(ValueError, match="instances_minival2014.json.*'unicorn'"):
+        conv.convert_uodb(str(tmp_path), datasets=['coco'],
+                          splits=['minival'], check_images=False)
+
+
+def test_bad_inputs_name_the_file_or_class(conv, tmp_path):
+    good = _xml(64, 64, [('face', (1, 1, 10, 10), 0)])
+    ddir = _voc_dataset(tmp_path, 'widerface', 'val', {'a': good, 'b': good})
+    convert = dict(datasets=['widerface'], splits=['val'],
+                   check_images=False)
+    with pytest.raises(FileNotFoundError,
+                       match=r'split file not found: .*Main/train\.txt'):
+        conv.convert_uodb(str(tmp_path), datasets=['widerface'],
+                          splits=['train'], check_images=False)
+    with pytest.raises(FileNotFoundError, match=r'JPEGImages/a\.jpg'):
+        conv.convert_uodb(str(tmp_path), datasets=['widerface'],
+                          splits=['val'])
+    (ddir / 'Annotations' / 'b.xml').write_text(
+        _xml(64, 64, [('person', (1, 1, 10, 10), 0)]))
+    with pytest.raises(ValueError, match=r"b\.xml: class 'person' is not in"):
+        conv.convert_uodb(str(tmp_path), **convert)
+    (ddir / 'Annotations' / 'b.xml').write_text('<annotation><size>')
+    with pytest.raises(ValueError, match=r'b\.xml: cannot parse XML'):
+        conv.convert_uodb(str(tmp_path), **convert)
+    (ddir / 'Annotations' / 'b.xml').unlink()
+    with pytest.raises(FileNotFoundError,
+                       match=r'annotation file not found: .*b\.xml'):
+        conv.convert_uodb(str(tmp_path), **convert)
+    (ddir / 'ImageSets' / 'Main' / 'val.txt').write_text('\n')
+    with pytest.raises(ValueError, match=r'val\.txt: empty split'):
+        conv.convert_uodb(str(tmp_path), **convert)
+    (ddir / 'ImageSets' / 'Main' / 'val.txt').write_text('a\nc\na\n')
+    with pytest.raises(ValueError, match=r"line 3 repeats image 'a'"):
+        conv.convert_uodb(str(tmp_path), **convert)
+    assert not (ddir / 'annotations').exists()  # nothing half-written
+
+
+def test_output_is_atomic_and_deterministic(conv, tmp_path, capsys):
+    xml = _xml(64, 48, [('face', (3, 4, 20, 30), 0)], filename='x.png')
+    ddir = _voc_dataset(tmp_path, 'widerface', 'val', {'x': xml})
+    Image.new('RGB', (64, 48)).save(ddir / 'JPEGImages' / 'x.png')
+    assert conv.main([str(tmp_path), '--datasets', 'widerface',
+                      '--splits', 'val']) == 0
+    assert '| widerface | val | 1 | 1 |' in capsys.readouterr().out
+    out = ddir / 'annotations' / 'val.json'
+    first = out.read_bytes()
+    assert json.loads(first)['images'][0]['file_name'] == 'x.png'
+    assert conv.main([str(tmp_path), '--datasets', 'widerface',
+                      '--splits', 'val']) == 0
+    assert out.read_bytes() == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ['val.json']
+    assert conv.main([str(tmp_path / 'nowhere'), '--datasets', 'voc']) == 1
+    assert 'split file not found' in capsys.readouterr().err
