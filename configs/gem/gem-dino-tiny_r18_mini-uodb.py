@@ -1,0 +1,31 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+# GEM-DINO on mini-UODB: the tiny DINO with 4-expert MoE FFNs in decoder
+# layers 0 and 2, routed by the global expert plan that GEMPlannerHook
+# solves before training (LP over the datasets' loads and similarities,
+# rounded to a capacity-aware map). No router, no auxiliary loss.
+#
+#   mim train mmdet configs/gem/gem-dino-tiny_r18_mini-uodb.py
+_base_ = './dino-tiny_r18_mini-uodb.py'
+
+model = dict(
+    type='GEMDINO',
+    routing='gem',
+    num_experts=4,
+    num_datasets=6,
+    moe_layers=(0, 2),
+    label_offsets={{_base_.label_offsets}},
+    test_dataset_known=True,
+    # predicts the domain of an image (reported as uodb/domain_acc); set
+    # test_dataset_known=False to route test images by it
+    domain_classifier=dict(type='DomainClassifier', hidden_dims=256),
+    domain_loss_weight=0.1)
+
+custom_hooks = [
+    dict(
+        type='GEMPlannerHook',
+        capacity_factor=1.25,
+        beta=0.0,
+        similarity=dict(sources=dict(labels=0.5, features=0.5), prior=None),
+        num_probe_images=8,
+        solver='ECOS')
+]

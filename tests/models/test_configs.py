@@ -1,0 +1,69 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""The model configs load, build, and agree with the data base configs."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mmdet.registry import MODELS
+from mmengine.config import Config
+from mmengine.hub import get_config
+
+import mmgem  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((REPO / 'configs' / 'gem').glob('*.py'))
+DATA_BASE = {
+    'mini-uodb': REPO / 'configs/_base_/datasets/mini_uodb.py',
+    'uodb': REPO / 'configs/_base_/datasets/uodb.py',
+}
+
+
+def _data_base(path: Path) -> Config:
+    key = 'mini-uodb' if 'mini-uodb' in path.name else 'uodb'
+    return Config.fromfile(str(DATA_BASE[key]))
+
+
+def test_all_four_methods_exist_for_both_benchmarks():
+    names = {p.name for p in CONFIGS}
+    for prefix in ('dino', 'gem-dino', 'damex-dino', 'moe-dino'):
+        assert f'{prefix}-tiny_r18_mini-uodb.py' in names
+        assert f'{prefix}-4scale_r50_8xb2-36e_uodb.py' in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_config_builds_and_matches_its_label_space(path):
+    cfg = Config.fromfile(str(path))
+    data = _data_base(path)
+    counts = [len(data.uodb_classes[n]) for n in data.uodb_dataset_names]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+    assert cfg.model.bbox_head.num_classes == offsets[-1]
+    assert cfg.custom_imports == dict(
+        imports=['mmgem'], allow_failed_imports=False)
+    assert cfg.train_dataloader.dataset.type == 'UODBDataset'
+    if cfg.model.type == 'GEMDINO':
+        assert list(cfg.model.label_offsets) == offsets
+        assert cfg.model.num_datasets == len(counts)
+        hooks = [h.type for h in cfg.get('custom_hooks', [])]
+        if cfg.model.routing in ('gem', 'damex'):
+            assert hooks == ['GEMPlannerHook']
+    model = MODELS.build(cfg.model)
+    if cfg.model.type == 'GEMDINO':
+        assert len(model.moe_ffns()) == len(cfg.model.moe_layers)
+        assert model.label_offsets.tolist() == offsets
+        assert {f.routing for f in model.moe_ffns()} == {cfg.model.routing}
+
+
+def test_r50_model_base_is_mmdets_dino():
+    ours = Config.fromfile(str(REPO / 'configs/_base_/models/dino-4scale_r50.py'))
+    mmdet = get_config('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py')
+    assert ours.model.to_dict() == mmdet.model.to_dict()
+
+
+def test_full_uodb_schedule_is_damex():
+    cfg = Config.fromfile(str(REPO / 'configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py'))
+    assert cfg.train_cfg.max_epochs == 36
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(1.4e-4)
+    assert cfg.train_dataloader.batch_size == 2
+    assert cfg.auto_scale_lr.base_batch_size == 16
+    assert cfg.model.num_experts == 8
+    assert tuple(cfg.model.moe_layers) == (0, 2, 4)
