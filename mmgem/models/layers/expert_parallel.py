@@ -1,0 +1,384 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Expert-parallel MoE FFN: each rank holds ``M / E`` of the ``M`` experts.
+
+:class:`ExpertParallelMoEFFN` is an :class:`~mmgem.models.layers.MoEFFN`
+whose batched expert tensors ``w1``, ``b1``, ``w2`` and ``b2`` hold only the
+experts of this rank (see :mod:`mmgem.models.layers.ep_topology` for the
+layout). Everything else (router, plan buffer, dropout, residual) is
+replicated and behaves as in :class:`MoEFFN`. A forward pass:
+
+1. routes locally exactly as :class:`MoEFFN` does (``'gem'``: the plan's
+   expert of every image, for all of its tokens; ``'damex'``/``'moe'``: the
+   router's top-1 expert of every token, under the capacity limit computed on
+   this rank's batch, as in data-parallel training);
+2. counts the tokens for every expert and all-gathers the counts (the split
+   sizes of every rank, so the receivers know what comes);
+3. sends the tokens, grouped by expert, to the ranks that hold the experts
+   (:func:`~mmgem.models.layers.ep_all_to_all.all_to_all`), runs each local
+   expert once on all the tokens it received, and sends the results back by
+   the reverse exchange; both exchanges are differentiable (backward is the
+   reverse exchange);
+4. puts the outputs back in the input's order; the rest is as in
+   :class:`MoEFFN`.
+
+When the gathered counts show that no token has to leave its rank (e.g. with
+:class:`~mmgem.datasets.samplers.ExpertLocalitySampler`), every rank skips
+both exchanges, consistently, and nothing is moved. Forward outputs and
+gradients equal those of :class:`MoEFFN` with the same (full) weights run on
+each rank's batch.
+
+Every rank of an expert-parallel group must run the same number of MoE
+forward passes (the exchange is a collective), which MMEngine's loops and
+samplers (equal batches per rank) guarantee.
+
+Weights and checkpoints: expert tensors are initialised as the full ``M``
+experts of a :class:`MoEFFN` and sliced, so a model built with the same seed
+holds the same experts in both modes. A state dict with all ``M`` experts
+(saved in data-parallel mode, by one process, or gathered by
+:class:`~mmgem.engine.hooks.ExpertParallelCheckpointHook`) loads into an
+expert-parallel layer by keeping this rank's slice; the hook writes full
+tensors, so checkpoints do not depend on the world size.
+"""
+import types
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from torch import Tensor, nn
+
+from .dispatch import expert_capacity
+from .ep_all_to_all import all_to_all, gather_count_matrix
+from .ep_topology import ExpertParallelTopology, check_divisible, get_ep_topology
+from .moe_ffn import MoEFFN
+from .moe_losses import importance_load_loss, router_ce_loss
+
+#: Names of the batched expert parameters of :class:`MoEFFN`.
+EXPERT_PARAM_NAMES = ('w1', 'b1', 'w2', 'b2')
+#: Attribute set on sharded expert parameters: the expert-parallel size.
+EP_SIZE_ATTR = 'expert_parallel_size'
+
+
+def is_expert_shard(param: Tensor) -> bool:
+    """Whether ``param`` holds only some experts (expert parallel, E > 1).
+
+    Args:
+        param (Tensor): A parameter.
+
+    Returns:
+        bool: True for the expert tensors of an
+        :class:`ExpertParallelMoEFFN` with expert-parallel size > 1.
+    """
+    return getattr(param, EP_SIZE_ATTR, 1) > 1
+
+
+@MODELS.register_module()
+class ExpertParallelMoEFFN(MoEFFN):
+    """:class:`MoEFFN` whose experts are split over the ranks.
+
+    Args:
+        *args: Positional arguments of :class:`MoEFFN`.
+        expert_parallel_size (int, optional): Ranks that share one full set
+            of experts ``E``; must divide the world size and ``num_experts``.
+            None uses the world size (each expert on exactly one rank).
+        **kwargs: Keyword arguments of :class:`MoEFFN`.
+    """
+
+    def __init__(self,
+                 *args,
+                 expert_parallel_size: Optional[int] = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._shard(get_ep_topology(expert_parallel_size))
+
+    @classmethod
+    def convert(cls,
+                module: MoEFFN,
+                expert_parallel_size: Optional[int] = None
+                ) -> 'ExpertParallelMoEFFN':
+        """Turn a :class:`MoEFFN` into an expert-parallel one, in place.
+
+        The module keeps its submodules, buffers and configuration; its
+        expert tensors are replaced by this rank's slices.
+
+        Args:
+            module (MoEFFN): A layer holding all experts.
+            expert_parallel_size (int, optional): See the class docstring.
+
+        Returns:
+            ExpertParallelMoEFFN: ``module`` itself, converted.
+        """
+        if isinstance(module, cls):
+            return module
+        if not isinstance(module, MoEFFN):
+            raise TypeError(f'can only convert an MoEFFN, got '
+                            f'{type(module).__name__}')
+        topology = get_ep_topology(expert_parallel_size)
+        module.__class__ = cls
+        module._shard(topology)
+        return module
+
+    def _shard(self, topology: ExpertParallelTopology) -> None:
+        """Keep only this rank's experts."""
+        check_divisible(self.num_experts, topology.ep_size)
+        local = topology.local_experts(self.num_experts)
+        self.topology = topology
+        self.local_expert_start = local.start
+        self.num_local_experts = len(local)
+        for name in EXPERT_PARAM_NAMES:
+            full = getattr(self, name)
+            shard = nn.Parameter(
+                full.data[local.start:local.stop].clone(),
+                requires_grad=full.requires_grad)
+            setattr(shard, EP_SIZE_ATTR, topology.ep_size)
+            setattr(self, name, shard)
+
+    @property
+    def is_sharded(self) -> bool:
+        """bool: Whether this rank holds fewer than all experts."""
+        return getattr(self, 'num_local_experts',
+                       self.num_experts) < self.num_experts
+
+    def expert_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """Yield ``(name, parameter)`` of the expert tensors.
+
+        Returns:
+            Iterator[tuple[str, nn.Parameter]]: ``w1``, ``b1``, ``w2`` and
+            ``b2`` with their (local) tensors.
+        """
+        for name in EXPERT_PARAM_NAMES:
+            yield name, getattr(self, name)
+
+    # ------------------------------------------------------------------
+    # initialisation: as the full layer, then slice
+    # ------------------------------------------------------------------
+    def _init_as_full(self, init_fn: Callable) -> None:
+        """Run a :class:`MoEFFN` initialiser on full tensors, keep a slice.
+
+        Every rank draws the same random numbers as a layer holding all
+        experts would, so an expert gets the same initial weights whatever
+        the world size.
+        """
+        full = types.SimpleNamespace(num_experts=self.num_experts)
+        for name, param in self.expert_parameters():
+            shape = (self.num_experts, ) + tuple(param.shape[1:])
+            setattr(full, name,
+                    nn.Parameter(param.new_empty(shape), requires_grad=False))
+        init_fn(full)
+        start = self.local_expert_start
+        with torch.no_grad():
+            for name, param in self.expert_parameters():
+                param.copy_(getattr(full, name)[start:start +
+                                                self.num_local_experts])
+
+    def reset_parameters(self) -> None:
+        """:meth:`MoEFFN.reset_parameters` of the full layer, sliced."""
+        if not self.is_sharded:
+            return super().reset_parameters()
+        self._init_as_full(MoEFFN.reset_parameters)
+
+    def xavier_init_experts(self) -> None:
+        """:meth:`MoEFFN.xavier_init_experts` of the full layer, sliced."""
+        if not self.is_sharded:
+            return super().xavier_init_experts()
+        self._init_as_full(MoEFFN.xavier_init_experts)
+
+    # ------------------------------------------------------------------
+    # checkpoints: full tensors load by slicing
+    # ------------------------------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Accept full ``(M, ...)`` expert tensors and keep this rank's
+        slice; local ``(M / E, ...)`` shards load as they are."""
+        if self.is_sharded:
+            start, count = self.local_expert_start, self.num_local_experts
+            for name, _ in self.expert_parameters():
+                key = prefix + name
+                value = state_dict.get(key)
+                if value is None or value.dim() == 0:
+                    continue
+                if value.size(0) == self.num_experts:
+                    state_dict[key] = value[start:start + count]
+                elif value.size(0) != count:
+                    error_msgs.append(
+                        f'{key}: the checkpoint holds {value.size(0)} '
+                        f'experts, the layer has {self.num_experts} experts '
+                        f'({count} on this rank)')
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+    # ------------------------------------------------------------------
+    # forward
+    # ------------------------------------------------------------------
+    def forward(self,
+                x: Tensor,
+                identity: Optional[Tensor] = None,
+                dataset_ids: Optional[Tensor] = None,
+                image_buckets: Optional[Tensor] = None) -> Tensor:
+        """Forward function, with the arguments and result of
+        :meth:`MoEFFN.forward`.
+
+        Args:
+            x (Tensor): Tokens ``(B, N, C)``, batch first.
+            identity (Tensor, optional): Residual; None uses ``x``.
+            dataset_ids (Tensor, optional): ``(B,)`` dataset of each image.
+            image_buckets (Tensor, optional): ``(B,)`` int64 image buckets.
+
+        Returns:
+            Tensor: ``identity + ffn(x)``, the shape of ``x``.
+        """
+        if not self.is_sharded:
+            return super().forward(x, identity, dataset_ids, image_buckets)
+        self.aux_losses = {}
+        if self.routing == 'gem':
+            experts = self._image_experts(x, dataset_ids, image_buckets)
+            tokens_per_image = x.size(1)
+            token_experts = experts.repeat_interleave(tokens_per_image)
+            out = self.exchange_apply(
+                x.reshape(-1, x.size(-1)), token_experts).view_as(x)
+            self.routing_stats = dict(
+                expert_tokens=torch.bincount(
+                    experts, minlength=self.num_experts) * tokens_per_image,
+                dropped_tokens=x.new_zeros((), dtype=torch.long))
+        else:
+            out = self._token_routed_forward_ep(x, dataset_ids, image_buckets)
+        out = self.dropout_layer(out)
+        if not self.add_identity:
+            return out
+        if identity is None:
+            identity = x
+        return identity + out
+
+    def _token_routed_forward_ep(self, x: Tensor,
+                                 dataset_ids: Optional[Tensor],
+                                 image_buckets: Optional[Tensor]) -> Tensor:
+        """``'damex'`` / ``'moe'`` forward with the experts over the ranks.
+
+        Routing, capacity (on this rank's tokens, as in data-parallel
+        training), gates and auxiliary losses are those of
+        :class:`MoEFFN`; only the kept tokens travel.
+        """
+        target_experts = None
+        if self.training and self.routing == 'damex':
+            image_experts = self._image_experts(x, dataset_ids, image_buckets)
+            target_experts = image_experts.repeat_interleave(x.size(1))
+        tokens = x.reshape(-1, x.size(-1))
+        routed = self.router(tokens)
+        factor = self.capacity_factor
+        if not self.training and self.eval_capacity_factor is not None:
+            factor = self.eval_capacity_factor
+        capacity = expert_capacity(tokens.size(0), self.num_experts, factor)
+        one_hot = F.one_hot(routed.experts, self.num_experts)
+        position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
+        kept = position < capacity
+        kept_idx = kept.nonzero().squeeze(1)
+        outs = self.exchange_apply(
+            tokens.index_select(0, kept_idx),
+            routed.experts.index_select(0, kept_idx))
+        gated = outs * routed.gates.index_select(0, kept_idx).unsqueeze(1)
+        out = tokens.new_zeros(tokens.shape).index_copy(0, kept_idx, gated)
+        self.routing_stats = dict(
+            expert_tokens=torch.bincount(
+                routed.experts[kept], minlength=self.num_experts),
+            dropped_tokens=(~kept).sum())
+        if self.training:
+            if self.routing == 'damex':
+                loss = router_ce_loss(routed.clean_logits, target_experts)
+                self.aux_losses = {
+                    'loss_damex_ce': self.aux_loss_weight * loss
+                }
+            else:
+                loss = importance_load_loss(routed.clean_logits,
+                                            routed.noisy_logits,
+                                            self.router.noise_std)
+                self.aux_losses = {'loss_moe_aux': self.aux_loss_weight * loss}
+        return out.view_as(x)
+
+    def exchange_apply(self, tokens: Tensor, token_experts: Tensor) -> Tensor:
+        """Run every token through its expert, wherever the expert lives.
+
+        A collective over the expert-parallel group: every rank of the group
+        must call it once per MoE forward, even with no token.
+
+        Args:
+            tokens (Tensor): ``(T, C)`` tokens of this rank.
+            token_experts (Tensor): ``(T,)`` int64 global expert of each
+                token.
+
+        Returns:
+            Tensor: ``(T, C)`` expert outputs, in the order of ``tokens``.
+        """
+        topology = self.topology
+        ep_size, count = topology.ep_size, self.num_local_experts
+        me = topology.ep_rank
+        counts = torch.bincount(token_experts, minlength=self.num_experts)
+        # matrix[s, e]: tokens rank s sends to expert e.
+        matrix = gather_count_matrix(counts, topology.ep_group)
+        per_rank = matrix.view(ep_size, ep_size, count).sum(dim=2)
+        send = per_rank[me].tolist()
+        recv = per_rank[:, me].tolist()
+        moving = int(per_rank.sum()) != int(per_rank.diagonal().sum())
+
+        order = torch.argsort(token_experts, stable=True)
+        sorted_tokens = tokens.index_select(0, order)
+        if moving:
+            received = all_to_all(sorted_tokens, send, recv,
+                                  topology.ep_group)
+        else:
+            received = sorted_tokens
+        # Received rows: by source rank, then by local expert.
+        block_sizes = matrix[:, me * count:(me + 1) * count]
+        chunks: List[Tensor] = list(
+            received.split(block_sizes.flatten().tolist(), dim=0))
+        weights = (self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0),
+                   self.b2.unbind(0))
+        for local in range(count):
+            idx = [s * count + local for s in range(ep_size)]
+            sizes = [chunks[i].size(0) for i in idx]
+            if sum(sizes) == 0:
+                continue
+            out = self._expert(weights, local,
+                               torch.cat([chunks[i] for i in idx], dim=0))
+            for i, piece in zip(idx, out.split(sizes, dim=0)):
+                chunks[i] = piece
+        processed = torch.cat(chunks, dim=0)
+        if moving:
+            returned = all_to_all(processed, recv, send, topology.ep_group)
+        else:
+            returned = processed
+        return torch.empty_like(returned).index_copy(0, order, returned)
+
+    def extra_repr(self) -> str:
+        rep = super().extra_repr()
+        if self.is_sharded:
+            stop = self.local_expert_start + self.num_local_experts
+            rep += (f', expert_parallel_size={self.topology.ep_size}, '
+                    f'local_experts=[{self.local_expert_start}, {stop})')
+        return rep
+
+
+def convert_to_expert_parallel(model: nn.Module,
+                               expert_parallel_size: Optional[int] = None
+                               ) -> List[str]:
+    """Convert every :class:`MoEFFN` of ``model`` to expert parallel.
+
+    Must run on every rank, in the same order (it may create process
+    groups), before the model is wrapped by DDP.
+
+    Args:
+        model (nn.Module): A model holding :class:`MoEFFN` layers.
+        expert_parallel_size (int, optional): Ranks sharing one full set of
+            experts; None uses the world size.
+
+    Returns:
+        list[str]: Names of the converted layers.
+    """
+    converted = []
+    for name, module in model.named_modules():
+        if isinstance(module, MoEFFN) and not isinstance(
+                module, ExpertParallelMoEFFN):
+            ExpertParallelMoEFFN.convert(module, expert_parallel_size)
+            converted.append(name)
+    return converted

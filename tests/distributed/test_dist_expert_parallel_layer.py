@@ -1,0 +1,173 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Expert-parallel MoE FFN on 2 gloo processes against the full MoEFFN.
+
+Every rank builds the same full :class:`MoEFFN` (same seed), converts a copy
+to :class:`ExpertParallelMoEFFN` (rank 0 keeps experts 0-1, rank 1 experts
+2-3) and runs both on its own batch (different sizes and token counts per
+rank, as DINO's denoising queries give). Outputs and input gradients must
+match the full layer on the same batch; the gradient of an expert on its
+rank must equal the sum over both ranks of the full layer's gradients (each
+rank's loss reaches the expert through the exchange).
+"""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from dist_utils import run_distributed
+
+from mmgem.models.layers import MoEFFN
+from mmgem.models.layers.ep_exchange_stats import exchange_stats
+from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN, convert_to_expert_parallel
+from mmgem.planner.hashing import image_bucket, route_bucket
+
+DIM, HIDDEN, EXPERTS = 8, 16, 4
+QUOTA = np.array([[3, 1, 0, 0], [0, 0, 2, 2], [1, 1, 1, 1]], dtype=np.int64)
+# Images and tokens per image of each rank's batch.
+BATCH = {0: (5, 7), 1: (3, 4)}
+PARAMS = ('w1', 'b1', 'w2', 'b2')
+
+
+def _images(rank, local_only):
+    """(dataset ids, buckets) of rank's batch; with ``local_only`` every
+    image's planned expert lives on ``rank``."""
+    num_images = BATCH[rank][0]
+    ids, buckets, i = [], [], 0
+    while len(ids) < num_images:
+        d = (i * 7 + rank) % 3
+        b = image_bucket(f'set{d}', f'{rank}-{i}')
+        i += 1
+        if local_only and route_bucket(QUOTA[d], b) // 2 != rank:
+            continue
+        ids.append(d)
+        buckets.append(b)
+    return torch.tensor(ids), torch.tensor(buckets)
+
+
+def _run(layer, rank, x, ids, buckets, upstream):
+    torch.manual_seed(100 + rank)  # same gate noise for both layers
+    x = x.clone().requires_grad_()
+    out = layer(x, dataset_ids=ids, image_buckets=buckets)
+    loss = (out * upstream).sum()
+    for value in layer.aux_losses.values():
+        loss = loss + value
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    return out.detach(), x.grad, grads, dict(layer.aux_losses)
+
+
+CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False)]
+
+
+def _case(rank, routing, local_only):
+    torch.manual_seed(0)
+    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, num_datasets=3,
+                  routing=routing)
+    full.install_plan(torch.from_numpy(QUOTA))
+    ep = copy.deepcopy(full)
+    assert convert_to_expert_parallel(ep) == ['']
+    assert isinstance(ep, ExpertParallelMoEFFN) and ep.w1.size(0) == 2
+    full.train()
+    ep.train()
+
+    gen = torch.Generator().manual_seed(rank)
+    num_images, num_tokens = BATCH[rank]
+    x = torch.randn(num_images, num_tokens, DIM, generator=gen)
+    upstream = torch.randn(x.shape, generator=gen)
+    ids, buckets = _images(rank, local_only)
+
+    ref = _run(full, rank, x, ids, buckets, upstream)
+    exchange_stats().reset()
+    got = _run(ep, rank, x, ids, buckets, upstream)
+    stats = exchange_stats().snapshot()
+    experts = full._image_experts(x, ids, buckets)
+    return dict(ref=ref, got=got, stats=stats, experts=experts,
+                stats_ep=ep.routing_stats, stats_ref=full.routing_stats)
+
+
+def _layer_worker(rank, world_size, out_dir):
+    results = {case: _case(rank, *case) for case in CASES}
+    results['errors'] = _errors(rank)
+    return results
+
+
+@pytest.fixture(scope='module')
+def layer_results(tmp_path_factory):
+    """Every case on one pair of processes (spawning costs seconds)."""
+    return run_distributed(_layer_worker, 2, tmp_path_factory.mktemp('ep'))
+
+
+@pytest.mark.parametrize('routing,local_only', CASES)
+def test_expert_parallel_equals_full_layer(layer_results, routing,
+                                           local_only):
+    results = [res[(routing, local_only)] for res in layer_results]
+    tol = dict(rtol=1e-5, atol=1e-5)
+    summed = {
+        n: results[0]['ref'][2][n] + results[1]['ref'][2][n]
+        for n in PARAMS
+    }
+    for rank, res in enumerate(results):
+        ref_out, ref_xgrad, ref_grads, ref_aux = res['ref']
+        out, xgrad, grads, aux = res['got']
+        torch.testing.assert_close(out, ref_out, **tol)
+        torch.testing.assert_close(xgrad, ref_xgrad, **tol)
+        for n in PARAMS:
+            torch.testing.assert_close(grads[n],
+                                       summed[n][2 * rank:2 * rank + 2],
+                                       **tol)
+        # the router is replicated: its gradient is this rank's own
+        for n, g in ref_grads.items():
+            if n.startswith('router'):
+                torch.testing.assert_close(grads[n], g, **tol)
+        assert aux.keys() == ref_aux.keys()
+        for k in aux:
+            torch.testing.assert_close(aux[k], ref_aux[k], **tol)
+        for k in ('expert_tokens', 'dropped_tokens'):
+            assert torch.equal(res['stats_ep'][k], res['stats_ref'][k])
+
+    if routing != 'gem':
+        return
+    # Bytes moved: every token whose expert lives on the other rank goes
+    # there and back in forward, and its gradient does the same in backward.
+    for rank, res in enumerate(results):
+        other = 1 - rank
+        tokens_out = int((res['experts'] // 2 != rank).sum()) * BATCH[rank][1]
+        tokens_in = int((results[other]['experts'] // 2 != other).sum()) * \
+            BATCH[other][1]
+        row_bytes = DIM * 4
+        moved = 2 * (tokens_out + tokens_in) * row_bytes
+        assert res['stats']['sent_bytes'] == moved
+        assert res['stats']['received_bytes'] == moved
+        if local_only:
+            assert moved == 0 and res['stats']['exchanges'] == 0
+        else:
+            assert moved > 0 and res['stats']['exchanges'] == 4
+
+
+def _errors(rank):
+    with pytest.raises(ValueError, match='num_experts=3 and '
+                       'expert_parallel_size=2'):
+        ExpertParallelMoEFFN(DIM, HIDDEN, num_experts=3, num_datasets=3)
+    with pytest.raises(ValueError, match='expert_parallel_size=3 must divide '
+                       'the world size 2'):
+        ExpertParallelMoEFFN(DIM, HIDDEN, num_experts=6,
+                             expert_parallel_size=3)
+    # A full checkpoint loads by slicing; a shard of another layout fails.
+    torch.manual_seed(0)
+    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS)
+    torch.manual_seed(0)
+    ep = ExpertParallelMoEFFN(DIM, HIDDEN, num_experts=EXPERTS)
+    # same seed: the shard is initialised as the full layer's slice
+    torch.testing.assert_close(ep.w1, full.w1[2 * rank:2 * rank + 2])
+    ep.w1.data.zero_()
+    ep.load_state_dict(full.state_dict())
+    torch.testing.assert_close(ep.w1, full.w1[2 * rank:2 * rank + 2])
+    bad = dict(full.state_dict(), w1=full.w1[:3].detach())
+    with pytest.raises(RuntimeError, match='w1: the checkpoint holds 3 '
+                       'experts, the layer has 4 experts'):
+        ep.load_state_dict(bad)
+    return True
+
+
+def test_expert_parallel_errors_and_loading(layer_results):
+    assert [res['errors'] for res in layer_results] == [True, True]
