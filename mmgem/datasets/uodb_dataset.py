@@ -2,7 +2,6 @@
 """A multi-dataset wrapper that carries dataset ids and offset labels."""
 import copy
 import json
-import os.path as osp
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -450,7 +449,6 @@ class UODBDataset(BaseDataset):
                 f'  {d}: {name}: {n} samples, '
                 f'{len(self._dataset_classes[name])} classes '
                 f'[{self._label_offsets[d]}, {self._label_offsets[d + 1]}) '
-                f'from {osp.basename(str(getattr(self.datasets[d], "ann_file", "")))}'  # noqa: E501
-            )
+                f'from {getattr(self.datasets[d], "ann_file", "")}')
         lines.append(')')
         return '\n'.join(lines)

@@ -1,8 +1,12 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Tests of UODBSampler, SingleDatasetBatchSampler and the planner's load."""
+import copy
+
 import numpy as np
 import pytest
 from mmengine.dataset import DefaultSampler, InfiniteSampler
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
 
 import mmgem.datasets.samplers.uodb_sampler as uodb_sampler_module
 from mmgem.datasets import SingleDatasetBatchSampler, UODBSampler, expected_images_per_dataset
@@ -145,3 +149,19 @@ def test_expected_images_per_dataset_fallbacks(mini_train_dataset):
     equal = batch.expected_images_per_dataset()  # integral counts per epoch
     assert equal.sum() == len(ds) and np.ptp(equal) <= 1
     assert (equal == np.round(equal)).all()
+
+
+def test_expected_images_from_a_runner_dataloader(mini_cfg):
+    """Given the DataLoader, the load comes from the UODBSampler behind
+    mmdet's AspectRatioBatchSampler (``DataLoader.sampler`` is torch's
+    SequentialSampler there, which knows nothing of the ratios)."""
+    init_default_scope('mmdet')
+    cfg = copy.deepcopy(mini_cfg.train_dataloader)
+    cfg.sampler = dict(type='UODBSampler', mode='temperature',
+                       temperature=4)
+    loader = Runner.build_dataloader(cfg, seed=0)
+    want = loader.batch_sampler.sampler.expected_images_per_dataset()
+    got = expected_images_per_dataset(loader, loader.dataset)
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(
+        got, np.asarray(loader.dataset.dataset_lengths, float))

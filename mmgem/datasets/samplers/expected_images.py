@@ -27,7 +27,8 @@ def find_uodb_dataset(dataset: Any) -> Any:
                 obj, 'dataset_lengths'):
             return obj
         seen.add(id(obj))
-        obj = getattr(obj, 'dataset', None) or getattr(obj, '_dataset', None)
+        inner = getattr(obj, 'dataset', None)  # no `or`: bool() is len()
+        obj = inner if inner is not None else getattr(obj, '_dataset', None)
     raise TypeError(
         f'{type(dataset).__name__} is not a UODBDataset (nor wraps one): the '
         'UODB samplers need dataset ids')
@@ -39,10 +40,17 @@ def expected_images_per_dataset(sampler: Optional[Any],
 
     This is the load ``n_d`` the planner balances over experts.
 
+    Pass the training ``DataLoader`` itself when you have it: with a batch
+    sampler, ``DataLoader.sampler`` is torch's ``SequentialSampler``, and the
+    real sampler is ``DataLoader.batch_sampler.sampler``; this function
+    follows ``batch_sampler`` then ``sampler`` until it finds one that knows
+    its load.
+
     Args:
-        sampler (Any, optional): A UODB sampler or batch sampler (anything
-            with ``expected_images_per_dataset()``), a sampler wrapped by a
-            batch sampler or a ``DataLoader``, or None / mmengine's
+        sampler (Any, optional): A ``DataLoader``, a UODB sampler or batch
+            sampler (anything with ``expected_images_per_dataset()``), a
+            batch sampler wrapping one (e.g. mmdet's
+            ``AspectRatioBatchSampler``), or None / mmengine's
             ``DefaultSampler`` / ``InfiniteSampler``, for which every image is
             drawn once per epoch.
         dataset (Any): The :class:`UODBDataset` (or a wrapper of it).
@@ -57,7 +65,7 @@ def expected_images_per_dataset(sampler: Optional[Any],
         method = getattr(obj, 'expected_images_per_dataset', None)
         if callable(method):
             return np.asarray(method(), dtype=np.float64)
-        obj = getattr(obj, 'batch_sampler', None) or getattr(
-            obj, 'sampler', None)
+        inner = getattr(obj, 'batch_sampler', None)
+        obj = inner if inner is not None else getattr(obj, 'sampler', None)
     lengths = find_uodb_dataset(dataset).dataset_lengths
     return np.asarray(lengths, dtype=np.float64)
