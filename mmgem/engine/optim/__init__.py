@@ -1,0 +1,8 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+from .global_norm_optim_wrapper import (
+                                        GlobalNormAmpOptimWrapper,
+                                        GlobalNormClipMixin,
+                                        GlobalNormOptimWrapper,
+)
+
+__all__ = ['GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper', 'GlobalNormClipMixin']
