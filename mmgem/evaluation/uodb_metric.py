@@ -34,6 +34,10 @@ class UODBMetric(BaseMetric):
     files, column titles) comes from the dataset's metainfo, which the runner
     hands over as ``dataset_meta`` (:class:`UODBDataset` puts it there).
 
+    AP is COCO's AP@[.5:.95] (DAMEX Table 1); AP50 is COCO's AP at IoU 0.5
+    (101-point interpolation, pycocotools), which can differ slightly from
+    the VOC 11-point AP50 of the UODB paper.
+
     Keys (with the default prefix ``uodb``): ``uodb/<name>/bbox_mAP``,
     ``uodb/<name>/bbox_mAP_50`` for every dataset seen, ``uodb/bbox_mAP`` and
     ``uodb/bbox_mAP_50`` (means over those datasets), and ``uodb/domain_acc``

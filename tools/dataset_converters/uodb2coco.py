@@ -46,6 +46,9 @@ Conventions (those of mmdet's ``tools/dataset_converters/pascal_voc.py`` and
   (``outside``). Boxes that stick out of the image are clipped (``clipped``).
 - A missing split file, XML or image (with ``--check-images``, the default)
   or an unparsable XML fails with its path; an empty split fails too.
+- VOC 07+12 lives in one folder ``ROOT/voc``: the XMLs and images of both
+  years (their stems do not collide) with ``trainval.txt`` listing 07's and
+  12's trainval and ``test.txt`` 07's test.
 - COCO's part may come from COCO's own JSON: when
   ``ROOT/coco/annotations/instances_<split>2014.json`` exists (UODB's COCO
   splits are ``valminusminival`` and ``minival`` of 2014), it is filtered the
