@@ -45,7 +45,7 @@ def test_config_builds_and_matches_its_label_space(path):
         assert cfg.model.num_datasets == len(counts)
         hooks = [h.type for h in cfg.get('custom_hooks', [])]
         if cfg.model.routing in ('gem', 'damex'):
-            assert hooks == ['GEMPlannerHook']
+            assert 'GEMPlannerHook' in hooks
     model = MODELS.build(cfg.model)
     if cfg.model.type == 'GEMDINO':
         assert len(model.moe_ffns()) == len(cfg.model.moe_layers)

@@ -269,3 +269,20 @@ def test_moe_requires_gate_noise_and_valid_mode():
         MoEFFN(DIM, HIDDEN, routing='moe', gate_noise=0.)
     with pytest.raises(ValueError, match="'top2'"):
         MoEFFN(DIM, HIDDEN, routing='top2')
+
+
+@pytest.mark.parametrize('routing', ['gem', 'moe'])
+def test_routing_stats_per_image(routing):
+    layer = _gem_layer(routing=routing)
+    layer.eval()
+    x, dataset_ids, buckets = _batch(5)
+    layer(x, dataset_ids=dataset_ids, image_buckets=buckets)
+    per_image = layer.routing_stats['image_experts']
+    assert per_image.shape == (5, 4)
+    assert torch.equal(per_image.sum(0), layer.routing_stats['expert_tokens'])
+    kept = per_image.sum(1) + 0
+    assert int(kept.sum() + layer.routing_stats['dropped_tokens']) == 5 * 7
+    if routing == 'gem':
+        for b in range(5):
+            e = route_bucket(QUOTA[int(dataset_ids[b])], int(buckets[b]))
+            assert per_image[b].tolist() == [7 if i == e else 0 for i in range(4)]

@@ -357,8 +357,11 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     def _routing(self, memory: Tensor, memory_mask: Optional[Tensor],
                  batch_data_samples: OptSampleList) -> Dict:
-        """Dataset ids, image buckets and domain logits of the batch."""
-        device = memory.device
+        """Dataset ids, image buckets and domain logits of the batch.
+
+        Ids and buckets read from the metainfo stay on the CPU: the MoE
+        layers group images on the host, so no device sync is needed.
+        """
         domain_logits = None
         if self.domain_classifier is not None:
             domain_logits = self.domain_classifier(memory, memory_mask)
@@ -366,7 +369,7 @@ class GEMDINO(DINO):
         if batch_data_samples is not None and (
                 self.training or self.test_dataset_known):
             known_ids = dataset_ids_from_samples(batch_data_samples,
-                                                 self.num_datasets, device)
+                                                 self.num_datasets)
         if self.training or self.test_dataset_known:
             dataset_ids = known_ids
         elif domain_logits is not None:
@@ -381,8 +384,7 @@ class GEMDINO(DINO):
                 raise ValueError(
                     f'GEMDINO(routing={self.routing!r}) needs the batch data '
                     'samples (dataset_id, dataset_name, img_id) to route')
-            image_buckets = image_buckets_from_samples(batch_data_samples,
-                                                       device)
+            image_buckets = image_buckets_from_samples(batch_data_samples)
         return dict(
             dataset_ids=dataset_ids,
             image_buckets=image_buckets,
@@ -472,7 +474,7 @@ class GEMDINO(DINO):
         losses.update(self.moe_losses())
         logits = routing['domain_logits']
         if logits is not None:
-            target = routing['known_dataset_ids']
+            target = routing['known_dataset_ids'].to(logits.device)
             losses['loss_domain'] = self.domain_loss_weight * \
                 self.domain_classifier.loss(logits, target)
             losses['domain_acc'] = (logits.argmax(dim=1) == target).float(

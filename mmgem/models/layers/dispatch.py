@@ -55,7 +55,8 @@ def image_dispatch(x: Tensor, experts: Tensor, num_experts: int,
 
     Args:
         x (Tensor): ``(B, N, C)`` tokens, batch first.
-        experts (Tensor): ``(B,)`` int64 expert of each image.
+        experts (Tensor): ``(B,)`` int64 expert of each image (on any
+            device; best on the CPU).
         num_experts (int): Number of experts.
         expert_fn (Callable[[int, Tensor], Tensor]): ``expert_fn(e, t)``
             applies expert ``e`` to tokens ``t`` of shape ``(n, N, C)`` and
@@ -67,10 +68,13 @@ def image_dispatch(x: Tensor, experts: Tensor, num_experts: int,
     if experts.numel() != x.size(0):
         raise ValueError(f'{experts.numel()} experts given for a batch of '
                          f'{x.size(0)} images')
-    order, counts = _group(experts, num_experts)
+    # the grouping of at most B indices is done on the host: one transfer
+    # instead of a device sync per step
+    order, counts = _group(experts.cpu(), num_experts)
     active = [e for e, n in enumerate(counts) if n > 0]
     if len(active) == 1:
         return expert_fn(active[0], x)
+    order = order.to(x.device, non_blocking=True)
     blocks = x.index_select(0, order).split(counts, dim=0)
     out_sorted = torch.cat(
         [expert_fn(e, blocks[e]) for e in active], dim=0)

@@ -62,7 +62,9 @@ class MoEFFN(BaseModule):
     After every forward, :attr:`aux_losses` holds this layer's weighted
     auxiliary losses (empty in eval mode and in ``'gem'`` mode) and
     :attr:`routing_stats` holds ``expert_tokens`` (``(M,)`` tokens each
-    expert processed) and ``dropped_tokens`` (scalar).
+    expert processed), ``dropped_tokens`` (scalar) and ``image_experts``
+    (``(B, M)`` tokens of each image that each expert processed; on the CPU
+    in ``'gem'`` mode).
 
     Args:
         embed_dims (int): Token dimension. Defaults to 256.
@@ -238,6 +240,13 @@ class MoEFFN(BaseModule):
 
     def _image_experts(self, x: Tensor, dataset_ids: Optional[Tensor],
                        image_buckets: Optional[Tensor]) -> Tensor:
+        """Planned expert of each image, on the device of ``x``."""
+        return self._image_experts_cpu(x, dataset_ids,
+                                       image_buckets).to(x.device)
+
+    def _image_experts_cpu(self, x: Tensor, dataset_ids: Optional[Tensor],
+                           image_buckets: Optional[Tensor]) -> Tensor:
+        """Planned expert of each image, computed and returned on the CPU."""
         if dataset_ids is None or image_buckets is None:
             raise ValueError(
                 f'MoEFFN(routing={self.routing!r}) needs the dataset_ids and '
@@ -247,9 +256,13 @@ class MoEFFN(BaseModule):
                 f'MoEFFN(routing={self.routing!r}) expects batch-first tokens '
                 f'(B, N, C) with B={dataset_ids.numel()} images, got shape '
                 f'{tuple(x.shape)}')
-        if not self.has_plan():
+        # Route on the host: the table is tiny and the grouping of images
+        # needs the counts there anyway, so one transfer replaces a device
+        # sync per check.
+        quota = self.plan_quota.cpu()
+        if not plan_is_installed(quota):
             raise RuntimeError(NO_PLAN_MESSAGE)
-        return route_images(self.plan_quota, dataset_ids, image_buckets)
+        return route_images(quota, dataset_ids.cpu(), image_buckets.cpu())
 
     def forward(self,
                 x: Tensor,
@@ -281,13 +294,15 @@ class MoEFFN(BaseModule):
             return self._expert(weights, e, tokens)
 
         if self.routing == 'gem':
-            experts = self._image_experts(x, dataset_ids, image_buckets)
+            experts = self._image_experts_cpu(x, dataset_ids, image_buckets)
             out = image_dispatch(x, experts, self.num_experts, expert_fn)
             tokens_per_image = x.size(1)
+            image_experts = F.one_hot(
+                experts, self.num_experts) * tokens_per_image
             self.routing_stats = dict(
-                expert_tokens=torch.bincount(
-                    experts, minlength=self.num_experts) * tokens_per_image,
-                dropped_tokens=x.new_zeros((), dtype=torch.long))
+                expert_tokens=image_experts.sum(dim=0),
+                dropped_tokens=torch.zeros((), dtype=torch.long),
+                image_experts=image_experts)
         else:
             out = self._token_routed_forward(x, dataset_ids, image_buckets,
                                              expert_fn)
@@ -305,7 +320,8 @@ class MoEFFN(BaseModule):
         target_experts = None
         if self.training and self.routing == 'damex':
             image_experts = self._image_experts(x, dataset_ids, image_buckets)
-            target_experts = image_experts.repeat_interleave(x.size(1))
+            target_experts = image_experts.to(x.device).repeat_interleave(
+                x.size(1))
         tokens = x.reshape(-1, x.size(-1))
         routed = self.router(tokens)
         factor = self.capacity_factor
@@ -318,6 +334,14 @@ class MoEFFN(BaseModule):
             expert_tokens=torch.bincount(
                 routed.experts[kept], minlength=self.num_experts),
             dropped_tokens=(~kept).sum())
+        if x.dim() == 3:
+            num_images, num_queries = x.shape[:2]
+            image_idx = torch.arange(
+                tokens.size(0), device=x.device) // num_queries
+            pairs = image_idx[kept] * self.num_experts + routed.experts[kept]
+            self.routing_stats['image_experts'] = torch.bincount(
+                pairs, minlength=num_images * self.num_experts).view(
+                    num_images, self.num_experts)
         if self.training:
             if self.routing == 'damex':
                 loss = router_ce_loss(routed.clean_logits, target_experts)
