@@ -1,0 +1,220 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Scaling benchmark of the GEM planner: solve + round time and plan quality.
+
+For each (K datasets, M experts) size and each installed LP solver, seeded
+random instances are planned with :func:`mmgem.planner.make_plan`; the table
+reports the median wall time of LP + compiler, the LP's column generation
+rounds, and the rounded-cost / LP-bound ratio (the absolute gap where the
+bound is ~0). Instances: datasets drawn around ``K // 4 + 1`` latent domains
+(cosine of noisy 16-d features, sharpened), log-normal loads (median 3000
+images), ``capacity_factor`` 1.25 and ``beta`` 0.
+
+Usage::
+
+    python tools/benchmark/planner_scaling.py
+    python tools/benchmark/planner_scaling.py --sizes 11x8 50x16 --repeats 5
+
+It prints a markdown table and writes it to
+``tools/benchmark/results/planner_scaling.md``.
+"""
+import argparse
+import os
+import os.path as osp
+import platform
+import sys
+import time
+import types
+
+import numpy as np
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _import_planner():
+    """Import mmgem.planner without mmgem/__init__ (which imports mmdet)."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    if 'mmgem' not in sys.modules:
+        pkg = types.ModuleType('mmgem')
+        pkg.__path__ = [osp.join(ROOT, 'mmgem')]
+        sys.modules['mmgem'] = pkg
+    import mmgem.planner as planner
+    return planner
+
+
+def random_instance(num_datasets: int, seed: int):
+    """A seeded random planning instance.
+
+    Args:
+        num_datasets (int): K.
+        seed (int): Seed of numpy's default generator.
+
+    Returns:
+        tuple: ``(names, loads, similarity)``.
+    """
+    rng = np.random.default_rng(seed)
+    domains = num_datasets // 4 + 1
+    centers = rng.normal(size=(domains, 16))
+    which = rng.integers(0, domains, size=num_datasets)
+    feats = centers[which] + 0.6 * rng.normal(size=(num_datasets, 16))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    sim = np.clip(feats @ feats.T, 0.0, 1.0) ** 2
+    np.fill_diagonal(sim, 1.0)
+    loads = np.round(rng.lognormal(np.log(3000), 1.0, size=num_datasets)) + 1
+    names = [f'ds{i:04d}' for i in range(num_datasets)]
+    return names, loads, sim
+
+
+def best_integral_cost(plan, time_limit: float = 60.0) -> float:
+    """Cost of the best integral plan (MILP, HiGHS) for a plan's inputs.
+
+    Integral means what the compiler may produce: anchors open or not
+    (``y`` binary), integer expert counts ``u``, datasets split over groups
+    (``x`` continuous). Its ratio to the LP bound is the LP's integrality
+    gap, which no rounding can beat.
+
+    Args:
+        plan (GEMPlan): A plan (its inputs are used).
+        time_limit (float): HiGHS time limit in seconds.
+
+    Returns:
+        float: The MILP optimum (nan when HiGHS stopped without proof).
+    """
+    import cvxpy as cp
+    k, m = plan.num_datasets, plan.num_experts
+    cost = plan.cost_matrix
+    x = cp.Variable((k, k), nonneg=True)
+    y = cp.Variable(k, boolean=True)
+    u = cp.Variable(k, integer=True)
+    cons = [cp.sum(x, axis=1) == 1, x <= np.ones((k, 1)) @ cp.reshape(y, (1, k), order='C'),
+            y <= u, u >= 0, cp.sum(u) == m]
+    if plan.capacity is not None:
+        cons.append((plan.images / plan.capacity) @ x <= u)
+    prob = cp.Problem(cp.Minimize(cp.sum(cp.multiply(cost, x))), cons)
+    prob.solve(solver='HIGHS', time_limit=time_limit)
+    return float(prob.value) if prob.status == cp.OPTIMAL else float('nan')
+
+
+def run(sizes, solvers, repeats, seeds, capacity_factor, time_limit, milp_max_k=50):
+    planner = _import_planner()
+    rows = []
+    milp = {}
+    worst = None
+    for k, m in sizes:
+        for solver in solvers:
+            times, ratios, gaps, rounds, bounds = [], [], [], [], []
+            skipped = False
+            for seed in seeds:
+                names, loads, sim = random_instance(k, seed)
+                reps = repeats if k <= 50 else 1
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    plan = planner.make_plan(names, loads, sim, m,
+                                             capacity_factor=capacity_factor,
+                                             solver=solver)
+                    times.append(time.perf_counter() - t0)
+                bound, cost = plan.lp_bound, plan.rounded_cost
+                if k <= milp_max_k and (k, m, seed) not in milp:
+                    milp[(k, m, seed)] = best_integral_cost(plan)
+                gaps.append(cost - bound)
+                bounds.append(bound)
+                ratios.append(cost / bound if bound > 1e-3 else float('nan'))
+                rounds.append(plan.lp.rounds)
+                if plan.capacity is not None:
+                    assert plan.expert_loads.max() <= plan.capacity
+                bad = (cost / bound - 1) if bound > 1e-3 else (cost - bound)
+                if worst is None or bad > worst[0]:
+                    worst = (bad, k, m, solver, seed, bound, cost)
+                if times[-1] > time_limit:
+                    skipped = True
+                    break
+            ratio = np.nanmax(ratios) if np.any(np.isfinite(ratios)) else float('nan')
+            ref = [milp.get((k, m, sd)) for sd in seeds]
+            ref_ratio = (max(r / b for r, b in zip(ref, bounds)) if all(
+                r is not None and np.isfinite(r) for r in ref) else float('nan'))
+            rows.append(dict(k=k, m=m, solver=solver, median=float(np.median(times)),
+                             milp_ratio=ref_ratio,
+                             max=float(np.max(times)), n=len(times),
+                             rounds=int(np.max(rounds)), ratio=ratio,
+                             gap=float(np.max(gaps)), partial=skipped))
+            print(f'K={k} M={m} {solver}: median {np.median(times):.3f}s, worst ratio '
+                  f'{ratio:.4f}', flush=True)
+    return rows, worst
+
+
+def to_markdown(rows, worst, args) -> str:
+    lines = [
+        '# GEM planner scaling', '',
+        f'`python tools/benchmark/planner_scaling.py {" ".join(sys.argv[1:])}`'.rstrip(),
+        f'on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, '
+        f'Python {platform.python_version()}; capacity_factor {args.capacity_factor}, '
+        f'beta 0, seeds {args.seeds}.', '',
+        'Time is LP (CVXPY, column generation) + compiler, median over the runs. '
+        'Ratio is rounded cost / LP bound, worst over the seeds; gap is their worst '
+        'absolute difference. MILP / LP is the worst ratio of the best integral plan '
+        '(HiGHS MILP, K <= 50 only) to the LP bound: the LP\'s integrality gap, which '
+        'bounds what any rounding can reach.', '',
+        '| K x M | solver | median s | max s | runs | CG rounds | worst ratio | worst gap '
+        '| MILP / LP |',
+        '|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        flag = ' (stopped: over time limit)' if r['partial'] else ''
+        lines.append(f"| {r['k']} x {r['m']} | {r['solver']}{flag} | {r['median']:.3f} | "
+                     f"{r['max']:.3f} | {r['n']} | {r['rounds']} | {r['ratio']:.4f} | "
+                     f"{r['gap']:.5f} | {r['milp_ratio']:.4f} |")
+    # the fastest solver per size
+    lines += ['', '| K x M | fastest solver | median s | target | met |', '|---|---|---|---|---|']
+    for k, m in sorted({(r['k'], r['m']) for r in rows}):
+        best = min((r for r in rows if (r['k'], r['m']) == (k, m)), key=lambda r: r['median'])
+        target = 0.1 if (k, m) == (11, 8) else (30.0 if k >= 1000 else None)
+        met = '-' if target is None else ('yes' if best['median'] < target else 'NO')
+        tgt = '-' if target is None else f'< {target:g} s'
+        lines.append(f"| {k} x {m} | {best['solver']} | {best['median']:.3f} | {tgt} | {met} |")
+    if worst is not None:
+        bad, k, m, solver, seed, bound, cost = worst
+        kind = 'relative' if bound > 1e-3 else 'absolute'
+        lines += ['', f'Worst case: K={k}, M={m}, {solver}, seed {seed}: LP bound {bound:.6f}, '
+                  f'rounded {cost:.6f} ({kind} gap {bad:.4%}' if kind == 'relative' else
+                  f'Worst case: K={k}, M={m}, {solver}, seed {seed}: LP bound {bound:.6f}, '
+                  f'rounded {cost:.6f} (absolute gap {bad:.5f}']
+        lines[-1] += '; target: 5% relative, or 0.02 absolute when the bound is ~0).'
+    return '\n'.join(lines) + '\n'
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', nargs='+', default=['11x8', '50x16', '200x64', '1000x256'],
+                        help='K x M sizes')
+    parser.add_argument('--solvers', nargs='+', default=None,
+                        help='CVXPY solvers (default: every installed LP solver among '
+                        'ECOS, CLARABEL, HIGHS, SCIPY)')
+    parser.add_argument('--repeats', type=int, default=10,
+                        help='runs per seed for K <= 50 (larger sizes run once)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--capacity-factor', type=float, default=1.25)
+    parser.add_argument('--time-limit', type=float, default=120.0,
+                        help='stop a (size, solver) after a run slower than this')
+    parser.add_argument('--milp-max-k', type=int, default=50,
+                        help='solve the MILP reference up to this K')
+    parser.add_argument('--out', default=osp.join(ROOT, 'tools', 'benchmark', 'results',
+                                                  'planner_scaling.md'))
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    planner = _import_planner()
+    sizes = [tuple(int(v) for v in s.lower().split('x')) for s in args.sizes]
+    inst = planner.installed_solvers()
+    solvers = args.solvers or [s for s in ('ECOS', 'CLARABEL', 'HIGHS', 'SCIPY') if s in inst]
+    rows, worst = run(sizes, solvers, args.repeats, args.seeds, args.capacity_factor,
+                      args.time_limit, args.milp_max_k)
+    text = to_markdown(rows, worst, args)
+    print(text)
+    from mmgem.planner.plan import _atomic_write
+    _atomic_write(args.out, text)
+    print(f'written to {args.out}')
+
+
+if __name__ == '__main__':
+    main()
