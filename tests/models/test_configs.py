@@ -11,7 +11,7 @@ from mmengine.hub import get_config
 import mmgem  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted((REPO / 'configs' / 'gem').glob('*.py'))
+CONFIGS = sorted((REPO / 'configs' / 'gem').rglob('*.py'))
 DATA_BASE = {
     'mini-uodb': REPO / 'configs/_base_/datasets/mini_uodb.py',
     'uodb': REPO / 'configs/_base_/datasets/uodb.py',
@@ -33,8 +33,20 @@ def test_all_four_methods_exist_for_both_benchmarks():
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
 def test_config_builds_and_matches_its_label_space(path):
     cfg = Config.fromfile(str(path))
-    data = _data_base(path)
-    counts = [len(data.uodb_classes[n]) for n in data.uodb_dataset_names]
+    train, val = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
+    assert list(train.dataset_names) == list(val.dataset_names)
+    classes = [d.metainfo.classes for d in train.datasets]
+    assert classes == [d.metainfo.classes for d in val.datasets]
+    if path.parent.name == 'gem':  # the full benchmarks: the data base's sets
+        data = _data_base(path)
+        assert list(train.dataset_names) == list(data.uodb_dataset_names)
+        assert classes == [
+            data.uodb_classes[n] for n in data.uodb_dataset_names
+        ]
+    else:  # ablations: subsets with the data base's class lists
+        data = Config.fromfile(str(DATA_BASE['uodb']))
+        assert classes == [data.uodb_classes[n] for n in train.dataset_names]
+    counts = [len(c) for c in classes]
     offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     assert cfg.model.bbox_head.num_classes == offsets[-1]
     assert cfg.custom_imports == dict(
@@ -46,6 +58,11 @@ def test_config_builds_and_matches_its_label_space(path):
         hooks = [h.type for h in cfg.get('custom_hooks', [])]
         if cfg.model.routing in ('gem', 'damex'):
             assert 'GEMPlannerHook' in hooks
+        for hook in cfg.get('custom_hooks', []):
+            prior = hook.get('similarity', {}).get('prior')
+            if prior:  # a hand-made map names every dataset exactly once
+                named = sorted(n for group in prior for n in group)
+                assert named == sorted(train.dataset_names)
     model = MODELS.build(cfg.model)
     if cfg.model.type == 'GEMDINO':
         assert len(model.moe_ffns()) == len(cfg.model.moe_layers)
