@@ -104,8 +104,9 @@ def make_plan(dataset_names: Sequence[str],
         fallback_solvers (Sequence[str], optional): Solvers tried in order
             when ``solver`` is not installed or fails. Without it a missing
             or failing solver is an error.
-        solver_options (dict, optional): Extra keyword arguments for the
-            solver, passed to ``cvxpy.Problem.solve``.
+        solver_options (dict, optional): Extra keyword arguments for
+            ``solver`` (not the fallbacks, which run with their defaults),
+            passed to ``cvxpy.Problem.solve``.
         init_columns (int): Cheapest anchors per dataset in the first round
             of column generation (``>= K`` solves the full LP at once).
             Defaults to 10.
@@ -155,8 +156,9 @@ def make_plan(dataset_names: Sequence[str],
             errors.append(f'{name}: not installed')
             continue
         try:
+            opts = solver_options if name == chain[0] else None
             lp = solve_gem_lp(cost, images, num_experts, capacity, solver=name,
-                              solver_options=solver_options, init_columns=init_columns)
+                              solver_options=opts, init_columns=init_columns)
         except SolverFailedError as err:
             if not fallback_solvers:
                 raise

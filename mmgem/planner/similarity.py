@@ -231,11 +231,11 @@ def check_similarity(similarity, num_datasets: int) -> np.ndarray:
     bad = np.argwhere((sim < 0) | (sim > 1))
     if bad.size:
         i, j = bad[0]
-        raise PlanError(f'similarity[{i}, {j}]={sim[i, j]!r} is outside [0, 1]')
+        raise PlanError(f'similarity[{i}, {j}]={float(sim[i, j])!r} is outside [0, 1]')
     diag = np.diag(sim)
     bad = np.flatnonzero(np.abs(diag - 1.0) > 1e-9)
     if bad.size:
         i = bad[0]
-        raise PlanError(f'similarity[{i}, {i}]={diag[i]!r}; a dataset is fully similar to '
+        raise PlanError(f'similarity[{i}, {i}]={float(diag[i])!r}; a dataset is fully similar to '
                         'itself (the diagonal must be 1)')
     return sim
