@@ -16,8 +16,8 @@ from distinct datasets (the most experts active, the worst case for GEM).
 Methods are interleaved and the median of ``--repeats`` runs after
 ``--warmup`` runs is reported. Peak memory: on CUDA
 ``torch.cuda.max_memory_allocated`` around one train iteration + inference;
-on CPU the peak RSS (``ru_maxrss``) of a fresh process per model that builds
-it and runs one train iteration + inference.
+on CPU the peak RSS of a fresh process per model that builds it and runs
+one train iteration + inference, counted above the RSS after the imports.
 
 Usage::
 
@@ -68,6 +68,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
         '--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument(
+        '--clock',
+        choices=['wall', 'process'],
+        default='wall',
+        help='wall: elapsed time; process: CPU time of this process (robust '
+        'on a shared CPU machine; use with --threads 1 and --device cpu)')
     parser.add_argument('--out', default=None, help='markdown results file')
     parser.add_argument(
         '--memory-worker',
@@ -176,15 +182,41 @@ def prepare(device: torch.device, args, only: Optional[str] = None):
     return steps
 
 
+def _rss_kib(field: str) -> Optional[int]:
+    """``VmRSS`` / ``VmHWM`` of this process from /proc (Linux), in KiB."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def memory_worker(args) -> None:
-    """Print the peak RSS (MiB) of building one model + one iteration."""
+    """Print the peak RSS (MiB) of one model: build + one iteration.
+
+    The peak is counted above the RSS after the imports: on Linux the
+    high-water mark is reset (``/proc/self/clear_refs``) before building;
+    elsewhere the process peak (``ru_maxrss``) is reported.
+    """
     device = torch.device('cpu')
+    baseline = 0
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        baseline = _rss_kib('VmRSS') or 0
+    except OSError:
+        pass
     steps = prepare(device, args, only=args.memory_worker)
     train_step, test_step = steps[args.memory_worker]
     train_step()
     test_step()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(dict(peak_mib=peak_kib / 1024)))
+    peak_kib = _rss_kib('VmHWM') if baseline else None
+    if peak_kib is None:
+        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps(dict(peak_mib=(peak_kib - baseline) / 1024)))
 
 
 def cpu_peak_memory(args) -> Dict[str, float]:
@@ -243,6 +275,8 @@ def main() -> None:
         return
     device = torch.device(args.device)
     steps = prepare(device, args)
+    clock = time.process_time if args.clock == 'process' else \
+        time.perf_counter
     order = [(f'{name}/{phase}', fn) for phase, idx in (('train', 0),
                                                         ('test', 1))
              for name, pair in steps.items() for fn in [pair[idx]]]
@@ -253,23 +287,24 @@ def main() -> None:
     for _ in range(args.repeats):
         for key, fn in order:
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             synchronize(device)
-            times[key].append((time.perf_counter() - start) * 1e3)
+            times[key].append((clock() - start) * 1e3)
     ms = {k: statistics.median(v) for k, v in times.items()}
     if device.type == 'cuda':
         peaks, how = cuda_peak_memory(steps, device), \
             'torch.cuda.max_memory_allocated'
     else:
         peaks, how = cpu_peak_memory(args), \
-            'peak RSS of a fresh process (ru_maxrss)'
+            'peak RSS above the imports, fresh process per model'
     lines = [
         f'Tiny DINO vs GEM-DINO (same config, weights and inputs; GEM: 4 '
         f'experts in decoder layers 0, 2, images from {args.batch_size} '
         f'distinct datasets), batch {args.batch_size} x {args.img_size} px; '
-        f'median of {args.repeats} after {args.warmup} warm-up runs on '
-        f'{device_name(device)}, torch {torch.__version__}.', '',
+        f'median of {args.repeats} after {args.warmup} warm-up runs '
+        f'({args.clock} time) on {device_name(device)}, torch '
+        f'{torch.__version__}.', '',
         '| phase | DINO ms | GEM-DINO ms | GEM / DINO | target |',
         '|---|---|---|---|---|',
         f"| train iteration | {ms['dino/train']:.1f} | "

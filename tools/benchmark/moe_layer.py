@@ -69,6 +69,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--repeats', type=int, default=15)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument(
+        '--clock',
+        choices=['wall', 'process'],
+        default='wall',
+        help='wall: elapsed time; process: CPU time of this process (robust '
+        'on a shared CPU machine; use with --threads 1 and --device cpu)')
     parser.add_argument('--out', default=None, help='markdown results file')
     return parser.parse_args()
 
@@ -119,7 +127,7 @@ def make_step(stack: nn.ModuleList, x: torch.Tensor,
 
 
 def time_steps(steps: Dict[str, Callable[[], None]], device, warmup: int,
-               repeats: int) -> Dict[str, float]:
+               repeats: int, clock: Callable[[], float]) -> Dict[str, float]:
     """Median milliseconds of each step, interleaving the methods."""
     for _ in range(warmup):
         for step in steps.values():
@@ -129,10 +137,10 @@ def time_steps(steps: Dict[str, Callable[[], None]], device, warmup: int,
     for _ in range(repeats):
         for name, step in steps.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             step()
             synchronize(device)
-            times[name].append((time.perf_counter() - start) * 1e3)
+            times[name].append((clock() - start) * 1e3)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -154,6 +162,10 @@ def write_atomic(path: str, text: str) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == 'process' else \
+        time.perf_counter
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     stacks = build_stacks(args, device)
@@ -175,7 +187,7 @@ def main() -> None:
             'gem': make_step(stacks['gem'], x, routing),
             'token': make_step(stacks['token'], x, {}),
         }
-        ms = time_steps(steps, device, args.warmup, args.repeats)
+        ms = time_steps(steps, device, args.warmup, args.repeats, clock)
         active = int(
             (stacks['gem'][0].routing_stats['expert_tokens'] > 0).sum())
         stats = [layer.routing_stats for layer in stacks['token']]
@@ -188,8 +200,9 @@ def main() -> None:
         f'{args.embed_dims}->{args.hidden}->{args.embed_dims}, '
         f'{args.experts} experts, {args.queries}+{args.dn_queries} queries, '
         f'capacity factor {args.capacity_factor} (token router); '
-        f'median of {args.repeats} after {args.warmup} warm-up runs on '
-        f'{device_name(device)}, torch {torch.__version__}.', '',
+        f'median of {args.repeats} after {args.warmup} warm-up runs '
+        f'({args.clock} time) on {device_name(device)}, torch '
+        f'{torch.__version__}.', '',
         '| batch | active experts (gem) | dense ms | gem ms | token ms '
         '| token drop % | gem / dense | token / gem |',
         '|---|---|---|---|---|---|---|---|'
