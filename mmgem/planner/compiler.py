@@ -252,14 +252,12 @@ def _fill_group(quotas: Dict[int, int], k: int, limit: Optional[int]) -> Dict[in
     items = sorted(quotas.items(), key=lambda it: (-it[1], it[0]))
     if len(items) < k:
         alloc = highest_averages([q for _, q in items], k)
-        per = {}
         start = 0
         out = {}
         for (d, q), n_e in zip(items, alloc.tolist()):
             row = np.zeros(k, dtype=np.int64)
             row[start:start + n_e] = largest_remainder(np.ones(n_e), q)
             out[d] = row
-            per[d] = row
             start += n_e
         loads = np.sum(list(out.values()), axis=0)
         if limit is None or loads.max() <= limit:

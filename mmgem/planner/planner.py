@@ -115,6 +115,7 @@ def make_plan(dataset_names: Sequence[str],
         GEMPlan: The plan.
 
     Example:
+        >>> from mmgem.planner import build_similarity, make_plan
         >>> S = build_similarity(['voc', 'clipart', 'kitti'],
         ...                      prior=[['voc', 'clipart']])
         >>> plan = make_plan(['voc', 'clipart', 'kitti'], [16551, 500, 7481],

@@ -166,6 +166,7 @@ def build_similarity(dataset_names: Sequence[str],
         weighted mean of the given sources.
 
     Example:
+        >>> from mmgem.planner import build_similarity
         >>> build_similarity(['voc', 'clipart', 'kitti'],
         ...                  prior=[['voc', 'clipart']])[0].tolist()
         [1.0, 1.0, 0.0]

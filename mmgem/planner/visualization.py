@@ -6,6 +6,12 @@ import os.path as osp
 import numpy as np
 
 
+def _short(value) -> str:
+    """``19753`` -> ``'19.8k'``; small numbers unchanged."""
+    value = int(value)
+    return f'{value / 1000:.1f}k' if value >= 10000 else str(value)
+
+
 def draw_plan_heatmap(plan, path: str, dpi: int = 120) -> str:
     """Draw ``plan.quota`` row-normalised as a datasets x experts heat map.
 
@@ -24,7 +30,7 @@ def draw_plan_heatmap(plan, path: str, dpi: int = 120) -> str:
 
     k, m = plan.quota.shape
     share = plan.quota / plan.images[:, None]
-    fig = Figure(figsize=(min(2.0 + 0.5 * m, 40), min(1.5 + 0.4 * k, 60)))
+    fig = Figure(figsize=(min(3.5 + 0.75 * m, 40), min(1.5 + 0.4 * k, 60)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(share, cmap='viridis', vmin=0.0, vmax=1.0, aspect='auto')
@@ -35,9 +41,9 @@ def draw_plan_heatmap(plan, path: str, dpi: int = 120) -> str:
                        fontsize=7 if k > 20 else 9)
     ax.set_xlabel('expert (load / capacity below)')
     if m <= 16:
-        cap = plan.capacity if plan.capacity is not None else '-'
-        ax.set_xticklabels([f'e{e}\n{int(v)}/{cap}' for e, v in enumerate(plan.expert_loads)],
-                           fontsize=8)
+        cap = '-' if plan.capacity is None else _short(plan.capacity)
+        ax.set_xticklabels([f'e{e}\n{_short(v)}\n/{cap}' for e, v in
+                            enumerate(plan.expert_loads)], fontsize=8)
     if k * m <= 400:
         for d in range(k):
             for e in range(m):
