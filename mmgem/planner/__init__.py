@@ -1,5 +1,21 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""GEM's global planner: pure numpy + cvxpy, no torch."""
+"""GEM's global planner: pure numpy + cvxpy, no torch.
+
+Typical use (what ``GEMPlannerHook`` does before training)::
+
+    from mmgem.planner import build_similarity, make_plan
+
+    S = build_similarity(names, labels=classes_per_dataset)
+    plan = make_plan(names, images_per_epoch, S, num_experts=8,
+                     capacity_factor=1.25, beta=0.0, solver='ECOS')
+    print(plan)                      # datasets x experts table
+    plan.save('gem_plan.json')       # exact JSON, atomic
+    plan.plot('gem_plan.png')        # heat map
+    expert = plan.expert_of('coco', image_id)
+
+``tools/analysis_tools/gem_plan.py`` does the same from a statistics file or
+a training config.
+"""
 from .compiler import CompiledPlan, compile_plan
 from .errors import PlanError, SolverFailedError, SolverUnavailableError
 from .hashing import image_bucket, route_bucket

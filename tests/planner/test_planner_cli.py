@@ -106,3 +106,18 @@ def test_cli_reads_a_training_config(gem_plan, tmp_path):
     plan = GEMPlan.load(str(tmp_path / 'out' / 'gem_plan.json'))
     assert plan.dataset_names == tuple(counts)
     assert plan.images.tolist() == list(counts.values())
+
+
+def test_scaling_benchmark_runs_and_writes_markdown(load_tool, tmp_path):
+    bench = load_tool('tools/benchmark/planner_scaling.py')
+    rows, worst = bench.run([(6, 3)], ['ECOS'], repeats=1, seeds=[0], capacity_factor=1.25,
+                            time_limit=60.0)
+    assert len(rows) == 1 and rows[0]['ratio'] >= 1 - 1e-6
+    assert rows[0]['milp_ratio'] >= 1 - 1e-6  # the best integral plan is above the LP
+    # the rounded plan is a feasible point of the MILP: never below its optimum
+    assert rows[0]['ratio'] >= rows[0]['milp_ratio'] - 1e-6
+
+    class Args:
+        capacity_factor, seeds, load = 1.25, [0], 0.0
+    text = bench.to_markdown(rows, worst, Args)
+    assert '| 6 x 3 | ECOS |' in text and 'Worst case: K=6, M=3' in text
