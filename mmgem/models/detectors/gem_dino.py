@@ -65,6 +65,9 @@ class GEMDINO(DINO):
             (summed over MoE layers). Defaults to 0.1.
         capacity_factor (float): Expert capacity factor of the token-routed
             modes. Defaults to 1.25.
+        eval_capacity_factor (float, optional): Capacity factor of the
+            token-routed modes at test time; None uses ``capacity_factor``.
+            Defaults to None.
         gate_noise (float, optional): Router noise scale (see
             :class:`MoEFFN`); None uses the mode's default. Defaults to None.
         upcycle_from (str, optional): Path (or URL) of a dense DINO
@@ -103,6 +106,7 @@ class GEMDINO(DINO):
                  routing: str = 'gem',
                  aux_loss_weight: float = 0.1,
                  capacity_factor: float = 1.25,
+                 eval_capacity_factor: Optional[float] = None,
                  gate_noise: Optional[float] = None,
                  upcycle_from: Optional[str] = None,
                  domain_classifier: OptConfigType = None,
@@ -120,6 +124,7 @@ class GEMDINO(DINO):
         self.routing = routing
         self.aux_loss_weight = aux_loss_weight
         self.capacity_factor = capacity_factor
+        self.eval_capacity_factor = eval_capacity_factor
         self.gate_noise = gate_noise
         super().__init__(*args, **kwargs)
         self.upcycle_from = upcycle_from
@@ -163,6 +168,7 @@ class GEMDINO(DINO):
             num_datasets=self.num_datasets,
             routing=self.routing,
             capacity_factor=self.capacity_factor,
+            eval_capacity_factor=self.eval_capacity_factor,
             gate_noise=self.gate_noise,
             aux_loss_weight=self.aux_loss_weight)
         self.decoder = GEMDinoTransformerDecoder(

@@ -57,7 +57,9 @@ def dataset_ids_from_samples(batch_data_samples: SampleList,
             raise KeyError(
                 f'image {_where(meta)} has no dataset_id in its metainfo, '
                 f'which a model of {num_datasets} datasets needs. '
-                f'{METAINFO_HINT}')
+                f'{METAINFO_HINT} For images of unknown dataset, test with '
+                'model.test_dataset_known=False (the domain classifier '
+                'predicts it).')
         dataset_id = int(meta['dataset_id'])
         if not 0 <= dataset_id < num_datasets:
             raise ValueError(
