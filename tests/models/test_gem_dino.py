@@ -114,6 +114,11 @@ def test_one_expert_gem_equals_dino(dino):
     with torch.no_grad():
         dino_out = dino.predict(inputs, copy.deepcopy(samples))
         gem_out = gem.predict(inputs, copy.deepcopy(samples))
+    with torch.no_grad():  # mode='tensor' (export, FLOPs counting)
+        dino_raw = dino._forward(inputs, copy.deepcopy(samples))
+        gem_raw = gem._forward(inputs, copy.deepcopy(samples))
+    for a, b in zip(dino_raw, gem_raw):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
     for a, b in zip(dino_out, gem_out):
         assert torch.equal(a.pred_instances.labels, b.pred_instances.labels)
         torch.testing.assert_close(b.pred_instances.scores,
