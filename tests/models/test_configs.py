@@ -84,3 +84,16 @@ def test_full_uodb_schedule_is_damex():
     assert cfg.auto_scale_lr.base_batch_size == 16
     assert cfg.model.num_experts == 8
     assert tuple(cfg.model.moe_layers) == (0, 2, 4)
+
+
+@pytest.mark.parametrize(
+    'path', [p for p in CONFIGS if p.parent.name == 'few_shot'],
+    ids=lambda p: p.name)
+def test_few_shot_configs_limit_kitti_only(path):
+    shots = int(path.stem.split('kitti-')[1].replace('shot', ''))
+    cfg = Config.fromfile(str(path))
+    train = cfg.train_dataloader.dataset
+    for name, dataset in zip(train.dataset_names, train.datasets):
+        assert dataset.get('indices') == (shots if name == 'kitti' else None)
+    assert all('indices' not in d for d in cfg.val_dataloader.dataset.datasets)
+    assert not any(key.isupper() for key in cfg.keys())  # imports cleaned up
