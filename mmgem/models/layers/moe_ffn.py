@@ -1,7 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Mixture-of-experts FFN: a drop-in replacement for mmcv's ``FFN``."""
 import math
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from mmdet.utils import ConfigType, OptConfigType
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .dispatch import expert_capacity, image_dispatch, token_dispatch
+from .dispatch import ExpertFn, expert_capacity, image_dispatch, token_dispatch
 from .moe_losses import importance_load_loss, router_ce_loss
 from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
 from .token_router import TopOneRouter
@@ -233,7 +233,9 @@ class MoEFFN(BaseModule):
         """bool: Whether a non-zero plan quota table is installed."""
         return plan_is_installed(self.plan_quota)
 
-    def _expert(self, weights, e: int, tokens: Tensor) -> Tensor:
+    def _expert(self, weights: Tuple[Sequence[Tensor], ...], e: int,
+                tokens: Tensor) -> Tensor:
+        """Apply expert ``e`` (slices of the unbound weights) to tokens."""
         w1, b1, w2, b2 = weights
         hidden = self.drop(self.activate(F.linear(tokens, w1[e], b1[e])))
         return self.drop(F.linear(hidden, w2[e], b2[e]))
@@ -315,7 +317,7 @@ class MoEFFN(BaseModule):
 
     def _token_routed_forward(self, x: Tensor, dataset_ids: Optional[Tensor],
                               image_buckets: Optional[Tensor],
-                              expert_fn) -> Tensor:
+                              expert_fn: ExpertFn) -> Tensor:
         """Forward of the ``'damex'`` and ``'moe'`` modes."""
         target_experts = None
         if self.training and self.routing == 'damex':
