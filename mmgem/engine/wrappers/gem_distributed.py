@@ -35,15 +35,17 @@ Use :class:`~mmgem.engine.optim.GlobalNormOptimWrapper` for gradient
 clipping in expert-parallel mode (the norm must include every expert once).
 
 On CPU (gloo) ``device_ids`` is dropped, which MMEngine otherwise always
-passes and DDP refuses for CPU modules.
+passes and DDP refuses for CPU modules. The wrapper is registered in
+MMEngine's root ``MODEL_WRAPPERS``: the Runner looks wrappers up there with
+``get``, which does not search child registries such as mmdet's.
 """
 from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
-from mmdet.registry import MODEL_WRAPPERS
 from mmengine.model import MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
+from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
 from mmgem.models.layers.ep_topology import ExpertParallelTopology, get_ep_topology

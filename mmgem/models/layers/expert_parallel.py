@@ -160,16 +160,18 @@ class ExpertParallelMoEFFN(MoEFFN):
         the world size.
         """
         full = types.SimpleNamespace(num_experts=self.num_experts)
-        for name, param in self.expert_parameters():
-            shape = (self.num_experts, ) + tuple(param.shape[1:])
-            setattr(full, name,
-                    nn.Parameter(param.new_empty(shape), requires_grad=False))
-        init_fn(full)
-        start = self.local_expert_start
+        start, stop = (self.local_expert_start,
+                       self.local_expert_start + self.num_local_experts)
         with torch.no_grad():
             for name, param in self.expert_parameters():
-                param.copy_(getattr(full, name)[start:start +
-                                                self.num_local_experts])
+                shape = (self.num_experts, ) + tuple(param.shape[1:])
+                tensor = param.new_zeros(shape)
+                # tensors the initialiser leaves alone keep their values
+                tensor[start:stop] = param
+                setattr(full, name, nn.Parameter(tensor, requires_grad=False))
+            init_fn(full)
+            for name, param in self.expert_parameters():
+                param.copy_(getattr(full, name)[start:stop])
 
     def reset_parameters(self) -> None:
         """:meth:`MoEFFN.reset_parameters` of the full layer, sliced."""
@@ -238,10 +240,13 @@ class ExpertParallelMoEFFN(MoEFFN):
             token_experts = experts.repeat_interleave(tokens_per_image)
             out = self.exchange_apply(
                 x.reshape(-1, x.size(-1)), token_experts).view_as(x)
+            # the statistics of MoEFFN, on this rank's images
+            image_experts = F.one_hot(experts.cpu(), self.num_experts) * \
+                tokens_per_image
             self.routing_stats = dict(
-                expert_tokens=torch.bincount(
-                    experts, minlength=self.num_experts) * tokens_per_image,
-                dropped_tokens=x.new_zeros((), dtype=torch.long))
+                expert_tokens=image_experts.sum(dim=0),
+                dropped_tokens=torch.zeros((), dtype=torch.long),
+                image_experts=image_experts)
         else:
             out = self._token_routed_forward_ep(x, dataset_ids, image_buckets)
         out = self.dropout_layer(out)
@@ -263,7 +268,8 @@ class ExpertParallelMoEFFN(MoEFFN):
         target_experts = None
         if self.training and self.routing == 'damex':
             image_experts = self._image_experts(x, dataset_ids, image_buckets)
-            target_experts = image_experts.repeat_interleave(x.size(1))
+            target_experts = image_experts.to(x.device).repeat_interleave(
+                x.size(1))
         tokens = x.reshape(-1, x.size(-1))
         routed = self.router(tokens)
         factor = self.capacity_factor
@@ -283,6 +289,14 @@ class ExpertParallelMoEFFN(MoEFFN):
             expert_tokens=torch.bincount(
                 routed.experts[kept], minlength=self.num_experts),
             dropped_tokens=(~kept).sum())
+        if x.dim() == 3:
+            num_images, num_queries = x.shape[:2]
+            image_idx = torch.arange(
+                tokens.size(0), device=x.device) // num_queries
+            pairs = image_idx[kept] * self.num_experts + routed.experts[kept]
+            self.routing_stats['image_experts'] = torch.bincount(
+                pairs, minlength=num_images * self.num_experts).view(
+                    num_images, self.num_experts)
         if self.training:
             if self.routing == 'damex':
                 loss = router_ce_loss(routed.clean_logits, target_experts)
@@ -305,7 +319,7 @@ class ExpertParallelMoEFFN(MoEFFN):
         Args:
             tokens (Tensor): ``(T, C)`` tokens of this rank.
             token_experts (Tensor): ``(T,)`` int64 global expert of each
-                token.
+                token, on any device (the host is cheapest).
 
         Returns:
             Tensor: ``(T, C)`` expert outputs, in the order of ``tokens``.
@@ -314,14 +328,16 @@ class ExpertParallelMoEFFN(MoEFFN):
         ep_size, count = topology.ep_size, self.num_local_experts
         me = topology.ep_rank
         counts = torch.bincount(token_experts, minlength=self.num_experts)
-        # matrix[s, e]: tokens rank s sends to expert e.
-        matrix = gather_count_matrix(counts, topology.ep_group)
+        # matrix[s, e]: tokens rank s sends to expert e (gathered on the
+        # tokens' device, as the backend needs, and read on the host).
+        matrix = gather_count_matrix(counts.to(tokens.device),
+                                     topology.ep_group).cpu()
         per_rank = matrix.view(ep_size, ep_size, count).sum(dim=2)
         send = per_rank[me].tolist()
         recv = per_rank[:, me].tolist()
         moving = int(per_rank.sum()) != int(per_rank.diagonal().sum())
 
-        order = torch.argsort(token_experts, stable=True)
+        order = torch.argsort(token_experts, stable=True).to(tokens.device)
         sorted_tokens = tokens.index_select(0, order)
         if moving:
             received = all_to_all(sorted_tokens, send, recv,

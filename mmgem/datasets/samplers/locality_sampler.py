@@ -1,0 +1,267 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""A sampler that sends every image to the rank holding its expert.
+
+GEM fixes the expert of every image before training (the plan's quota table
+and the stable hash of the image, :mod:`mmgem.planner.hashing`), so a sampler
+can place each image on the rank that holds its expert in expert-parallel
+training; the exchange then moves no token at all.
+"""
+from typing import Iterator, List, Optional, Sequence, Sized
+
+import numpy as np
+from mmdet.registry import DATA_SAMPLERS
+from mmengine.logging import print_log
+
+from mmgem.planner.hashing import image_bucket, route_bucket
+
+from .uodb_sampler import UODBSampler
+
+
+@DATA_SAMPLERS.register_module()
+class ExpertLocalitySampler(UODBSampler):
+    """:class:`UODBSampler` that splits each epoch between ranks by expert.
+
+    An epoch's global index list is drawn exactly as by
+    :class:`UODBSampler` (same modes, same per-dataset counts, so the loads
+    the planner balances are unchanged; :meth:`expected_images_per_dataset`
+    is inherited). Instead of splitting it between ranks by stride, every
+    image goes to the rank that holds its planned expert: with ``E`` ranks
+    per expert-parallel group and ``M`` experts, expert ``e`` lives on EP
+    rank ``e // (M / E)`` of every EP group; the images of one EP rank are
+    dealt round-robin to the ``W / E`` ranks holding those experts.
+
+    Every rank must still yield ``num_samples`` images per epoch (the same
+    number of iterations everywhere). When the plan's per-rank loads are not
+    equal (capacity slack, or the hash's spread around the quota):
+
+    - ``strict=True`` (default): each rank keeps only its own images,
+      dropping the surplus of this epoch (a different random surplus every
+      epoch) or repeating its own images to fill up. No image is ever
+      exchanged; the datasets of a rank are drawn in the proportions of the
+      plan's quota for its experts, and a rank with more (fewer) planned
+      images than ``num_samples`` draws them a little less (more) often.
+    - ``strict=False``: every image of the epoch is used exactly once, as
+      with :class:`UODBSampler`; the surplus of over-full ranks fills the
+      under-full ones and only those images travel through the exchange.
+
+    The plan comes from :meth:`set_plan`, which
+    :class:`~mmgem.engine.hooks.ExpertParallelExchangeHook` calls in
+    ``before_train`` with the model's installed plan (after
+    ``GEMPlannerHook`` made or restored it), or from ``plan_file`` (a
+    ``gem_plan.json``) at construction; iterating without a plan is an error.
+
+    Args:
+        dataset (Sized): A :class:`UODBDataset` (or a wrapper of one).
+        expert_parallel_size (int, optional): Ranks per expert-parallel
+            group ``E``; None uses the world size. :meth:`set_plan` may
+            override it.
+        strict (bool): See above. Defaults to True.
+        plan_file (str, optional): A plan JSON to use from the start.
+        **kwargs: Other arguments of :class:`UODBSampler` (``mode``,
+            ``ratios``, ``temperature``, ``shuffle``, ``seed``, ``round_up``,
+            ``epoch_length``).
+    """
+
+    def __init__(self,
+                 dataset: Sized,
+                 expert_parallel_size: Optional[int] = None,
+                 strict: bool = True,
+                 plan_file: Optional[str] = None,
+                 **kwargs) -> None:
+        if kwargs.get('round_up') is False:
+            raise ValueError('ExpertLocalitySampler needs round_up=True: '
+                             'every rank must draw the same number of images')
+        super().__init__(dataset, **kwargs)
+        self.strict = strict
+        self.expert_parallel_size = (self.world_size
+                                     if expert_parallel_size is None else
+                                     int(expert_parallel_size))
+        self._check_ep_size(self.expert_parallel_size)
+        self.quota: Optional[np.ndarray] = None
+        self._image_experts: Optional[np.ndarray] = None
+        if plan_file is not None:
+            from mmgem.planner import GEMPlan
+            plan = GEMPlan.load(plan_file)
+            names = tuple(plan.dataset_names)
+            if names != tuple(self.uodb.dataset_names):
+                raise ValueError(
+                    f'ExpertLocalitySampler: plan {plan_file} was made for '
+                    f'datasets {list(names)}, the dataset has '
+                    f'{list(self.uodb.dataset_names)}')
+            self.set_plan(plan.quota)
+
+    def _check_ep_size(self, ep_size: int) -> None:
+        if ep_size < 1 or self.world_size % ep_size != 0:
+            raise ValueError(
+                f'ExpertLocalitySampler: expert_parallel_size={ep_size} must '
+                f'divide the world size {self.world_size}')
+
+    # ------------------------------------------------------------------
+    # the plan
+    # ------------------------------------------------------------------
+    def set_plan(self,
+                 quota: Sequence[Sequence[int]],
+                 expert_parallel_size: Optional[int] = None) -> None:
+        """Route every image of the dataset through a plan's quota table.
+
+        Args:
+            quota (array-like): ``(K, M)`` integer quota table of the plan.
+            expert_parallel_size (int, optional): Overrides the sampler's
+                ``expert_parallel_size``.
+        """
+        quota = np.asarray(quota, dtype=np.int64)
+        num_datasets = len(self.uodb.dataset_names)
+        if quota.ndim != 2 or quota.shape[0] != num_datasets:
+            raise ValueError(
+                f'ExpertLocalitySampler: the plan quota has shape '
+                f'{quota.shape}, the dataset has {num_datasets} datasets')
+        if expert_parallel_size is not None:
+            self._check_ep_size(int(expert_parallel_size))
+            self.expert_parallel_size = int(expert_parallel_size)
+        num_experts = quota.shape[1]
+        if num_experts % self.expert_parallel_size:
+            raise ValueError(
+                f'ExpertLocalitySampler: {num_experts} experts cannot be '
+                f'split over expert_parallel_size='
+                f'{self.expert_parallel_size} ranks')
+        empty = [self.uodb.dataset_names[d] for d in range(num_datasets)
+                 if quota[d].sum() <= 0 and self._lengths[d] > 0]
+        if empty:
+            raise ValueError(f'ExpertLocalitySampler: the plan routes no '
+                             f'image of dataset(s) {empty}')
+        self.quota = quota
+        self._image_experts = self.image_experts()
+        loads = self.rank_loads()
+        print_log(
+            'ExpertLocalitySampler: planned images per EP rank and epoch '
+            f'{loads.tolist()} (each rank draws {self.num_samples}'
+            f' x {self.world_size // self.expert_parallel_size} per group)',
+            logger='current')
+
+    def image_experts(self) -> np.ndarray:
+        """The planned expert of every sample of the dataset.
+
+        Returns:
+            np.ndarray: int64 expert index per dataset index.
+        """
+        names = self.uodb.dataset_names
+        experts = np.empty(len(self._ids), dtype=np.int64)
+        for idx, d in enumerate(self._ids):
+            info = self.uodb.get_data_info(idx)
+            bucket = image_bucket(names[d], info['img_id'])
+            experts[idx] = route_bucket(self.quota[d], bucket)
+        return experts
+
+    def owner_ep_rank(self, indices: np.ndarray) -> np.ndarray:
+        """EP rank holding the expert of each dataset index.
+
+        Args:
+            indices (np.ndarray): Dataset indices.
+
+        Returns:
+            np.ndarray: int64 EP rank (in ``[0, E)``) per index.
+        """
+        if self._image_experts is None:
+            raise RuntimeError(
+                'ExpertLocalitySampler has no plan: add '
+                'ExpertParallelExchangeHook to custom_hooks (it hands the '
+                'installed GEM plan to the sampler before training) or give '
+                'plan_file')
+        per_rank = self.quota.shape[1] // self.expert_parallel_size
+        return self._image_experts[indices] // per_rank
+
+    def rank_loads(self) -> np.ndarray:
+        """Images per epoch whose expert lives on each EP rank.
+
+        Returns:
+            np.ndarray: int64 counts per EP rank for one epoch's draw.
+        """
+        owners = self.owner_ep_rank(self._global_indices())
+        return np.bincount(owners, minlength=self.expert_parallel_size)
+
+    # ------------------------------------------------------------------
+    # sampling
+    # ------------------------------------------------------------------
+    def _own_lists(self, indices: np.ndarray) -> List[np.ndarray]:
+        """Split ``indices`` by the global rank that holds their expert.
+
+        Global rank ``r`` is EP rank ``r % E`` of EP group ``r // E``; the
+        images of an EP rank are dealt round-robin over its replicas.
+        """
+        owners = self.owner_ep_rank(indices)
+        ep_size = self.expert_parallel_size
+        replicas = self.world_size // ep_size
+        own: List[np.ndarray] = [np.empty(0, np.int64)] * self.world_size
+        for ep_rank in range(ep_size):
+            mine = indices[owners == ep_rank]
+            for g in range(replicas):
+                own[g * ep_size + ep_rank] = mine[g::replicas]
+        return own
+
+    def _rank_lists(self) -> List[np.ndarray]:
+        """Every rank's indices for this epoch (the same on every rank)."""
+        indices = self._global_indices()
+        n = self.num_samples
+        if self.strict:
+            rng = np.random.default_rng([self.seed, self.epoch, 1])
+            lists = []
+            for items in self._own_lists(indices):
+                if len(items) == 0:
+                    raise RuntimeError(
+                        'ExpertLocalitySampler(strict=True): the plan gives '
+                        'a rank no image at all; use strict=False')
+                if len(items) < n:
+                    extra = rng.choice(items, n - len(items), replace=True)
+                    items = np.concatenate([items, extra])
+                lists.append(items[:n])
+            return lists
+        total = n * self.world_size
+        if total > len(indices):  # round_up padding, as UODBSampler
+            indices = np.tile(indices, -(-total // len(indices)))[:total]
+        # Keep each rank's own images up to n; the surplus of the over-full
+        # ranks fills the others, in rank order.
+        own = self._own_lists(indices)
+        surplus = np.concatenate([items[n:] for items in own])
+        lists, pos = [], 0
+        for items in own:
+            items = items[:n]
+            need = n - len(items)
+            lists.append(np.concatenate([items, surplus[pos:pos + need]]))
+            pos += need
+        return lists
+
+    def __iter__(self) -> Iterator[int]:
+        lists = self._rank_lists()
+        return iter(lists[self.rank].astype(np.int64).tolist())
+
+    def expected_moved_fraction(self) -> float:
+        """Share of this epoch's draws whose expert is on another rank.
+
+        Returns:
+            float: 0 in strict mode.
+        """
+        lists = self._rank_lists()
+        ep_size = self.expert_parallel_size
+        moved = sum(
+            int((self.owner_ep_rank(items) != r % ep_size).sum())
+            for r, items in enumerate(lists))
+        return moved / float(sum(len(items) for items in lists))
+
+
+def default_sampler_moved_fraction(owners: np.ndarray, world_size: int,
+                                   ep_size: int) -> float:
+    """Share of images a stride split (``UODBSampler``/``DefaultSampler``)
+    places on a rank that does not hold their expert.
+
+    Args:
+        owners (np.ndarray): EP rank of the expert of each image of the
+            epoch's global (padded) index list, in order.
+        world_size (int): Number of ranks.
+        ep_size (int): Expert-parallel size.
+
+    Returns:
+        float: Moved share of the images.
+    """
+    ranks = np.arange(len(owners)) % world_size
+    return float(np.mean(owners != ranks % ep_size)) if len(owners) else 0.0
+

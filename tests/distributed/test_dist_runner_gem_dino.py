@@ -1,0 +1,204 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Tiny GEM-DINO on tiny mini-UODB with MMEngine's Runner on 2 gloo ranks.
+
+1. One process trains 1 iteration of ``gem-dino-tiny_r18_mini-uodb_ep.py``
+   (no process group: plain single-process training) and saves a
+   checkpoint; its raw head outputs on two fixed batches are the reference.
+2. Two processes load that checkpoint in expert-parallel mode (each keeps
+   its 2 of the 4 experts): head outputs on the same batches must match the
+   single process (1 rank -> 2 ranks). They train 2 iterations with the
+   locality sampler (the exchange must move 0 bytes) and save a checkpoint
+   through ExpertParallelCheckpointHook; shared parameters must be identical
+   on both ranks.
+3. One process loads the 2-rank checkpoint into the data-parallel model: it
+   holds all experts (with their optimizer moments) and its head outputs
+   equal the 2-rank model's on rank 0, whose BN statistics the checkpoint
+   keeps (2 ranks -> 1 rank).
+"""
+import os.path as osp
+
+import pytest
+import torch
+from dist_utils import run_distributed
+from mmdet.registry import DATASETS, MODELS
+from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
+from mmengine.hooks import Hook
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner, load_checkpoint
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG = osp.join(REPO, 'configs/gem/gem-dino-tiny_r18_mini-uodb_ep.py')
+# one image of each domain per batch (the test split lists 8 per domain)
+BATCHES = {0: [0, 8, 16, 24], 1: [32, 40, 4, 12]}
+EXPERT_KEYS = ('w1', 'b1', 'w2', 'b2')
+
+
+def _import_mmgem():
+    import mmgem  # noqa: F401
+
+    # the distributed modules register themselves on import, whatever the
+    # subpackages' __init__ wiring
+    import mmgem.datasets.samplers.locality_sampler  # noqa: F401
+    import mmgem.engine.hooks.expert_parallel_checkpoint_hook  # noqa: F401
+    import mmgem.engine.hooks.expert_parallel_exchange_hook  # noqa: F401
+    import mmgem.engine.optim  # noqa: F401
+    import mmgem.engine.wrappers  # noqa: F401
+
+
+def _config(data_root, work_dir, max_iters, **extra):
+    _import_mmgem()
+    cfg = Config.fromfile(CONFIG)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(data_root) + '/'
+    cfg.work_dir = str(work_dir)
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = 10**6
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.param_scheduler = []
+    cfg.default_hooks.checkpoint.interval = max_iters
+    cfg.default_hooks.logger.interval = 1
+    # labels only: the feature probe is not what is tested here
+    cfg.custom_hooks[0].similarity = dict(sources=dict(labels=1.0))
+    cfg.merge_from_dict(extra)
+    return cfg
+
+
+def _head_outputs(model, cfg, rank):
+    """Raw head outputs (``mode='tensor'``) on the rank's fixed batch."""
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    data = pseudo_collate([dataset[i] for i in BATCHES[rank]])
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        data = model.data_preprocessor(data, False)
+        outs = model(**data, mode='tensor')
+    model.train(was_training)
+    return [o.detach().clone() for o in outs]
+
+
+class _RecordOutputs(Hook):
+    """Head outputs once the checkpoint is loaded, before training."""
+
+    priority = 'LOWEST'
+
+    def __init__(self, cfg, rank):
+        self.cfg, self.rank, self.outputs = cfg, rank, None
+
+    def before_train(self, runner):
+        self.outputs = _head_outputs(runner.model.module, self.cfg, self.rank)
+
+
+def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
+    # load_from: the 1-rank checkpoint with all 4 experts
+    cfg = _config(data_root, osp.join(out_dir, 'two'), max_iters=2,
+                  launcher='pytorch', load_from=ckpt)
+    runner = Runner.from_cfg(cfg)
+    record = _RecordOutputs(cfg, rank)
+    runner.register_hook(record)
+    model = runner.model.module
+    runner.train()
+    loaded = record.outputs
+    exchange = runner.message_hub.get_scalar('train/exchange_MB').data[0]
+    optim = runner.optim_wrapper.optimizer
+    w1 = model.decoder.layers[0].ffn.w1
+    return dict(
+        loaded=loaded,
+        # both batches on both ranks (each call is collective); rank 0's
+        # BN statistics are the ones a checkpoint keeps
+        trained={b: _head_outputs(model, cfg, b)
+                 for b in BATCHES},
+        state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        exp_avg_w1=optim.state[w1]['exp_avg'].clone(),
+        exchange_MB=list(exchange),
+        param_names=[n for n, _ in model.named_parameters()],
+        converted=runner.model.converted_layers)
+
+
+@pytest.fixture(scope='module')
+def runs(mini_uodb_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('runner')
+    _import_mmgem()
+    init_default_scope('mmdet')
+    # 1. one process, one iteration
+    cfg1 = _config(mini_uodb_root, tmp / 'one', max_iters=1)
+    runner = Runner.from_cfg(cfg1)
+    runner.train()
+    ckpt1 = str(tmp / 'one' / 'iter_1.pth')
+    checkpoint1 = torch.load(ckpt1, map_location='cpu', weights_only=False)
+    reference = {r: _head_outputs(runner.model, cfg1, r) for r in BATCHES}
+    # 2. two processes, expert parallel
+    results = run_distributed(_two_rank_worker, 2, tmp, str(mini_uodb_root),
+                              ckpt1)
+    # 3. one process loads the 2-rank checkpoint
+    ckpt2 = str(tmp / 'two' / 'iter_2.pth')
+    model = MODELS.build(cfg1.model)
+    checkpoint = load_checkpoint(model, ckpt2, map_location='cpu',
+                                 strict=True)
+    reloaded = {r: _head_outputs(model, cfg1, r) for r in BATCHES}
+    return dict(reference=reference, results=results, reloaded=reloaded,
+                checkpoint=checkpoint, checkpoint1=checkpoint1)
+
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def test_one_rank_checkpoint_loads_into_two_ranks(runs):
+    results = runs['results']
+    assert results[0]['converted'] == [
+        'decoder.layers.0.ffn', 'decoder.layers.2.ffn'
+    ]
+    for rank, res in enumerate(results):
+        for got, ref in zip(res['loaded'], runs['reference'][rank]):
+            torch.testing.assert_close(got, ref, **TOL)
+
+
+def test_shared_parameters_identical_after_training(runs):
+    states = [res['state'] for res in runs['results']]
+    params = runs['results'][0]['param_names']
+    experts = [k for k in params if k.rsplit('.', 1)[-1] in EXPERT_KEYS
+               and '.ffn.' in k]
+    assert len(experts) == 8 and all(states[0][k].size(0) == 2
+                                     for k in experts)
+    # BN running statistics are per rank (MMEngine's broadcast_buffers=False)
+    # but the plan buffers are the same everywhere
+    shared = [k for k in params if k not in experts] + [
+        k for k in states[0] if k.endswith(('plan_quota', 'plan_hash'))
+    ]
+    assert len(shared) > 100
+    for key in shared:
+        assert torch.equal(states[0][key], states[1][key]), key
+    for key in experts:
+        assert not torch.equal(states[0][key], states[1][key]), key
+    # and training moved the weights away from the loaded checkpoint
+    loaded = runs['checkpoint1']['state_dict']
+    assert not torch.equal(states[0]['query_embedding.weight'],
+                           loaded['query_embedding.weight'])
+
+
+def test_locality_sampler_moves_nothing(runs):
+    for res in runs['results']:
+        assert res['exchange_MB'] == [0.0, 0.0]
+
+
+def test_two_rank_checkpoint_loads_into_one_rank(runs):
+    state = runs['checkpoint']['state_dict']
+    results = runs['results']
+    for key in ('decoder.layers.0.ffn.w1', 'decoder.layers.2.ffn.b2'):
+        assert state[key].size(0) == 4
+        for rank, res in enumerate(results):
+            torch.testing.assert_close(state[key][2 * rank:2 * rank + 2],
+                                       res['state'][key], rtol=0, atol=0)
+    # AdamW's moments of the experts are gathered too
+    moments = [
+        s['exp_avg'] for s in runs['checkpoint']['optimizer']['state'].values()
+        if s['exp_avg'].shape == state['decoder.layers.0.ffn.w1'].shape
+    ]
+    expected = torch.cat([res['exp_avg_w1'] for res in results])
+    assert any(torch.equal(m, expected) for m in moments)
+    # BN running statistics are per rank in MMEngine (broadcast_buffers=
+    # False) and rank 0 saves its own: compare with rank 0's outputs
+    for batch in BATCHES:
+        for got, ref in zip(runs['reloaded'][batch],
+                            results[0]['trained'][batch]):
+            torch.testing.assert_close(got, ref, **TOL)
