@@ -4,18 +4,19 @@
 Three deterministic levels turn the LP optimum into an integer quota table
 ``quota[d, e]`` (images of dataset d per epoch that go to expert e):
 
-1. **Anchors and expert counts.** Anchors the LP opens fully (``y = 1``)
-   are kept first; the rest are picked greedily from the LP's support
-   (``y > 0``) by how much they lower the uncapacitated assignment cost,
-   until M anchors or no gain. This greedy step is what makes the rounding
-   robust to an interior-point solver spreading ``y`` evenly over
-   interchangeable anchors (three datasets with S = 1 get ``y = 1/3`` each;
-   ranking by ``y`` alone would drop all three). Ties are broken by the LP
-   (``y``, then ``u``, then dataset order). The M experts are then
-   apportioned to the kept anchors by the highest-averages rule on their
-   loads, each anchor getting at least one expert; this minimises the
-   largest per-expert load, hence fits the capacity whenever any count
-   vector does.
+1. **Anchors and expert counts.** Two anchor sets of at most M are built
+   from the LP: ``'lp'`` walks the LP's anchors by rank (``y``, then ``u``,
+   then dataset order) and keeps each unless every dataset it serves in the
+   LP is already served as cheaply by a kept anchor -- this collapses
+   interchangeable anchors, which an interior-point solver opens evenly
+   (three datasets with S = 1 get ``y = 1/3`` each; ranking by ``y`` alone
+   would keep all three or drop all three); ``'greedy'`` keeps the fully
+   opened anchors (``y = 1``) and adds the LP-support anchor that lowers the
+   uncapacitated assignment cost most. Both fill up to M anchors while that
+   cost still drops. The M experts are apportioned to the kept anchors by
+   the highest-averages rule on their loads, each anchor getting at least
+   one expert; this minimises the largest per-expert load, hence fits the
+   capacity whenever any count vector does.
 2. **Datasets to anchor groups.** Every dataset goes whole to its cheapest
    kept anchor (ties: the LP's ``x``, then rank). If that breaks a group's
    capacity ``C * u``, the assignment is the optimal vertex of the
@@ -24,7 +25,14 @@ Three deterministic levels turn the LP optimum into an integer quota table
    a vertex splits at most ``groups - 1`` datasets and is integral, as the
    data are integers. Both expert-count candidates (from the whole
    assignment's loads and from the LP's ``x``) are tried, recounting once
-   after the assignment, and the cheapest plan is kept.
+   after the assignment, and the cheapest plan over both anchor sets is
+   kept (ties: ``'lp'`` first).
+   For K <= ``LOCAL_SEARCH_MAX_K`` a deterministic 1-swap local search
+   (drop an anchor, or swap it for a non-anchor; at most 4 K evaluations of
+   a greedy level-2 estimate) also runs from both anchor sets, because the
+   LP may leave nearly closed (``y ~ 0``) an anchor that the best integral
+   plan opens; every candidate set is then compiled exactly and the
+   cheapest wins.
 3. **Inside a group of u experts.** With fewer datasets than experts each
    dataset gets its own experts (highest averages on its images) and is
    split evenly over them, so no expert is idle -- DAMEX's "two experts per
@@ -47,6 +55,8 @@ from .lp import LPSolution
 from .rounding import highest_averages, largest_remainder
 
 _TOL = 1e-9
+#: the anchor local search runs up to this many datasets (4 K evaluations)
+LOCAL_SEARCH_MAX_K = 64
 
 
 @dataclass
@@ -247,6 +257,70 @@ def _level2(cost, images, anchors, capacity, x, pos, num_experts):
     return best[1], best[2]
 
 
+def _quick_value(cost, images, anchors, capacity, x, pos, num_experts) -> float:
+    """Level-2 cost of an anchor set with one count vector (local search)."""
+    k = cost.shape[0]
+    sub = cost[:, anchors]
+    whole = np.argmin(sub, axis=1)
+    flow = np.zeros((k, anchors.size), dtype=np.int64)
+    flow[np.arange(k), whole] = images
+    if capacity is not None:
+        counts = highest_averages(flow.sum(0), num_experts)
+        caps = counts * int(capacity)
+        if np.any(flow.sum(0) > caps):  # greedy repair: an upper bound of level 2
+            flow = _repair_capacity(flow, sub / images[:, None], caps)
+    return float((sub * (flow / images[:, None])).sum())
+
+
+def improve_anchors(cost: np.ndarray, images: np.ndarray, anchors: np.ndarray,
+                    capacity: Optional[int], lp: LPSolution, num_experts: int,
+                    max_evals: int) -> np.ndarray:
+    """Deterministic 1-swap local search over the anchor set (small K only).
+
+    Tries, in order, to drop an anchor or to swap it for a non-anchor (by LP
+    rank) and keeps the first change that lowers the level-2 cost, until no
+    change helps or ``max_evals`` evaluations are spent. The LP can leave an
+    anchor nearly closed (``y ~ 0``) that the best integral plan opens;
+    this finds such plans on small instances.
+
+    Args:
+        cost (np.ndarray): K x K planner costs.
+        images (np.ndarray): Images per dataset.
+        anchors (np.ndarray): Starting anchors.
+        capacity (int, optional): C.
+        lp (LPSolution): The LP optimum (ranks and tie-breaks).
+        num_experts (int): M.
+        max_evals (int): Evaluation budget.
+
+    Returns:
+        np.ndarray: The improved anchors.
+    """
+    order = _rank(lp)
+    pos = np.empty_like(order)
+    pos[order] = np.arange(order.size)
+    x = lp.dense_x()
+    best = _quick_value(cost, images, anchors, capacity, x, pos, num_experts)
+    evals = 0
+    improved = True
+    while improved and evals < max_evals:
+        improved = False
+        current = anchors.tolist()
+        outside = [int(c) for c in order if int(c) not in set(current)]
+        moves = [[a for a in current if a != drop] for drop in current if len(current) > 1]
+        moves += [[c if a == drop else a for a in current]
+                  for drop in current for c in outside]
+        for cand in moves:
+            if evals >= max_evals:
+                break
+            evals += 1
+            cand = np.array(cand, dtype=np.int64)
+            value = _quick_value(cost, images, cand, capacity, x, pos, num_experts)
+            if value < best - 1e-12 * max(1.0, abs(best)):
+                best, anchors, improved = value, cand, True
+                break
+    return anchors
+
+
 def _fill_group(quotas: Dict[int, int], k: int, limit: Optional[int]) -> Dict[int, np.ndarray]:
     """Level 3: place a group's dataset quotas on its k experts."""
     items = sorted(quotas.items(), key=lambda it: (-it[1], it[0]))
@@ -326,14 +400,19 @@ def compile_plan(cost: np.ndarray, images: np.ndarray, num_experts: int,
     best = None
     tried = []
     for strategy in ('lp', 'greedy'):
-        anchors = np.array(select_anchors(cost, lp, num_experts, strategy), dtype=np.int64)
-        if any(np.array_equal(anchors, t) for t in tried):
-            continue
-        tried.append(anchors)
-        flow, counts = _level2(cost, images, anchors, capacity, x, pos, num_experts)
-        value = float((cost[:, anchors] * (flow / images[:, None])).sum())
-        if best is None or value < best[0] - 1e-12:
-            best = (value, anchors, flow, counts)
+        start = np.array(select_anchors(cost, lp, num_experts, strategy), dtype=np.int64)
+        options = [start]
+        if k <= LOCAL_SEARCH_MAX_K:
+            options.append(improve_anchors(cost, images, start, capacity, lp, num_experts,
+                                           max_evals=4 * k))
+        for anchors in options:
+            if any(np.array_equal(anchors, t) for t in tried):
+                continue
+            tried.append(anchors)
+            flow, counts = _level2(cost, images, anchors, capacity, x, pos, num_experts)
+            value = float((cost[:, anchors] * (flow / images[:, None])).sum())
+            if best is None or value < best[0] - 1e-12:
+                best = (value, anchors, flow, counts)
     _, anchors, flow, counts = best
     # experts: groups in dataset order of their anchors, experts consecutive
     group_order = np.argsort(anchors, kind='stable')

@@ -215,3 +215,18 @@ def test_str_table_and_heat_map(tmp_path):
     with open(png, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert os.listdir(tmp_path) == ['plan.png']
+
+
+def test_anchor_local_search_never_hurts_and_sometimes_helps(instance, monkeypatch):
+    from mmgem.planner import compiler
+    costs = []
+    for seed in range(8):
+        names, loads, sim = instance(10, 100 + seed)
+        with_ls = make_plan(names, loads, sim, 4, capacity_factor=1.1)
+        with monkeypatch.context() as mp:
+            mp.setattr(compiler, 'LOCAL_SEARCH_MAX_K', 0)
+            without = make_plan(names, loads, sim, 4, capacity_factor=1.1)
+        assert with_ls.lp_bound == without.lp_bound
+        assert with_ls.rounded_cost <= without.rounded_cost + 1e-12
+        costs.append((with_ls.rounded_cost, without.rounded_cost))
+    assert any(a < b - 1e-9 for a, b in costs), costs
