@@ -70,7 +70,11 @@ def _train_reference(model):
     return model
 
 
-def _worker(rank, world_size, out_dir, expert_parallel):
+def _worker(rank, world_size, out_dir):
+    return {mode: _train(rank, mode) for mode in (False, True)}
+
+
+def _train(rank, expert_parallel):
     torch.manual_seed(0)
     model = ToyMoEModel()
     reference = _train_reference(copy.deepcopy(model))
@@ -93,11 +97,15 @@ def _worker(rank, world_size, out_dir, expert_parallel):
         ignored=getattr(model, '_ddp_params_and_buffers_to_ignore', []))
 
 
-@pytest.fixture(scope='module', params=[False, True],
-                ids=['data_parallel', 'expert_parallel'])
-def trained(request, tmp_path_factory):
-    return request.param, run_distributed(
-        _worker, 2, tmp_path_factory.mktemp('ddp'), request.param)
+@pytest.fixture(scope='module')
+def both_modes(tmp_path_factory):
+    """Both modes, one after the other, on one pair of processes."""
+    return run_distributed(_worker, 2, tmp_path_factory.mktemp('ddp'))
+
+
+@pytest.fixture(params=[False, True], ids=['data_parallel', 'expert_parallel'])
+def trained(request, both_modes):
+    return request.param, [res[request.param] for res in both_modes]
 
 
 def test_unused_experts_do_not_break_ddp(trained):

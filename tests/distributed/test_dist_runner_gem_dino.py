@@ -64,10 +64,22 @@ def _config(data_root, work_dir, max_iters, **extra):
     return cfg
 
 
+_BATCH_CACHE = {}
+
+
+def _batch(cfg, rank):
+    """The rank's fixed test batch (built once per process)."""
+    key = (cfg.test_dataloader.dataset.data_root, rank)
+    if key not in _BATCH_CACHE:
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+        for r, indices in BATCHES.items():
+            _BATCH_CACHE[key[:1] + (r, )] = [dataset[i] for i in indices]
+    return pseudo_collate(_BATCH_CACHE[key])
+
+
 def _head_outputs(model, cfg, rank):
     """Raw head outputs (``mode='tensor'``) on the rank's fixed batch."""
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    data = pseudo_collate([dataset[i] for i in BATCHES[rank]])
+    data = _batch(cfg, rank)
     was_training = model.training
     model.eval()
     with torch.no_grad():

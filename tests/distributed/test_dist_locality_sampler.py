@@ -1,0 +1,166 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""ExpertLocalitySampler and the bytes the expert exchange moves.
+
+On 2 gloo ranks with the tiny mini-UODB training set and a real GEM plan
+(4 experts, 2 per rank), every rank draws its first batch from
+``UODBSampler`` (stride split) and from ``ExpertLocalitySampler`` (strict
+and not), runs an expert-parallel MoE FFN on it (forward + backward) and
+counts the bytes the exchange sent. The prediction is computed from the plan
+alone (``route_bucket`` of every drawn image, the rank that holds its
+expert, tokens x channels x 4 bytes, there and back, forward and backward).
+"""
+import numpy as np
+import pytest
+import torch
+from dist_utils import run_distributed
+from mmdet.registry import DATASETS
+from mmengine.config import Config
+
+from mmgem.datasets.samplers.locality_sampler import ExpertLocalitySampler
+from mmgem.datasets.samplers.uodb_sampler import UODBSampler
+from mmgem.models.layers import MoEFFN
+from mmgem.models.layers.ep_exchange_stats import exchange_stats
+from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
+from mmgem.planner import build_similarity, image_bucket, make_plan, route_bucket
+
+DATA_CONFIG = 'configs/_base_/datasets/mini_uodb.py'
+EXPERTS, DIM, TOKENS, BATCH = 4, 8, 6, 4
+SAMPLERS = ('default', 'strict', 'balanced')
+
+
+def _dataset(repo_root, data_root):
+    cfg = Config.fromfile(str(repo_root / DATA_CONFIG))
+    ds_cfg = cfg.train_dataloader.dataset
+    ds_cfg.data_root = str(data_root) + '/'
+    ds_cfg.pipeline = []
+    dataset = DATASETS.build(ds_cfg)
+    dataset.full_init()
+    return dataset
+
+
+def _plan(dataset):
+    names = list(dataset.dataset_names)
+    similarity = build_similarity(
+        names, weights=dict(labels=1.0),
+        labels={n: list(dataset.dataset_classes[n]) for n in names})
+    return make_plan(names, dataset.dataset_lengths, similarity,
+                     num_experts=EXPERTS, capacity_factor=1.25)
+
+
+def _sampler(kind, dataset, quota):
+    if kind == 'default':
+        return UODBSampler(dataset, seed=3)
+    sampler = ExpertLocalitySampler(dataset, seed=3,
+                                    strict=(kind == 'strict'))
+    sampler.set_plan(quota)
+    return sampler
+
+
+def _routing(dataset, indices):
+    names = dataset.dataset_names
+    ids, buckets = [], []
+    for idx in indices:
+        d = int(dataset.sample_dataset_ids[idx])
+        ids.append(d)
+        buckets.append(image_bucket(names[d],
+                                    dataset.get_data_info(idx)['img_id']))
+    return torch.tensor(ids), torch.tensor(buckets)
+
+
+def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
+    dataset = _dataset(repo_root, data_root)
+    torch.manual_seed(0)
+    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS,
+                   num_datasets=len(dataset.dataset_names))
+    layer.install_plan(torch.from_numpy(quota))
+    convert_to_expert_parallel(layer)
+    results = {}
+    for kind in SAMPLERS:
+        sampler = _sampler(kind, dataset, quota)
+        epoch = list(iter(sampler))
+        batch = epoch[:BATCH]
+        ids, buckets = _routing(dataset, batch)
+        x = torch.randn(BATCH, TOKENS, DIM, requires_grad=True)
+        exchange_stats().reset()
+        layer(x, dataset_ids=ids, image_buckets=buckets).sum().backward()
+        results[kind] = dict(epoch=epoch, stats=exchange_stats().snapshot(),
+                             expected=sampler.expected_images_per_dataset())
+    return results
+
+
+@pytest.fixture(scope='module')
+def setup(repo_root, mini_uodb_root, tmp_path_factory):
+    dataset = _dataset(repo_root, mini_uodb_root)
+    plan = _plan(dataset)
+    results = run_distributed(_worker, 2, tmp_path_factory.mktemp('loc'),
+                              repo_root, str(mini_uodb_root), plan.quota)
+    owner = {}
+    for idx in range(len(dataset)):
+        (d, ), (b, ) = _routing(dataset, [idx])
+        owner[idx] = route_bucket(plan.quota[int(d)], int(b)) // 2
+    return dataset, plan, owner, results
+
+
+def _predicted_bytes(owner, batches, rank):
+    """Bytes rank sends: its off-rank images' tokens out and the other
+    rank's off-rank tokens back, in forward and again in backward."""
+    other = 1 - rank
+    out = sum(owner[i] != rank for i in batches[rank][:BATCH])
+    back = sum(owner[i] != other for i in batches[other][:BATCH])
+    return 2 * (out + back) * TOKENS * DIM * 4
+
+
+def test_locality_sampler_moves_zero_bytes(setup):
+    _, _, owner, results = setup
+    for rank, res in enumerate(results):
+        strict = res['strict']
+        assert all(owner[i] == rank for i in strict['epoch'])
+        assert strict['stats']['sent_bytes'] == 0
+        assert strict['stats']['exchanges'] == 0
+
+
+def test_default_sampler_moves_what_the_plan_predicts(setup):
+    _, _, owner, results = setup
+    for kind in ('default', 'balanced'):
+        batches = [res[kind]['epoch'] for res in results]
+        for rank, res in enumerate(results):
+            predicted = _predicted_bytes(owner, batches, rank)
+            assert res[kind]['stats']['sent_bytes'] == predicted, kind
+            assert res[kind]['stats']['received_bytes'] == predicted, kind
+    # the stride split does move images on this plan
+    batches = [res['default']['epoch'] for res in results]
+    assert _predicted_bytes(owner, batches, 0) > 0
+
+
+def test_balanced_locality_uses_every_image_once(setup):
+    dataset, plan, owner, results = setup
+    default = sorted(results[0]['default']['epoch'] +
+                     results[1]['default']['epoch'])
+    balanced = [res['balanced']['epoch'] for res in results]
+    # the same images as the default sampler's epoch (with its padding) ...
+    assert sorted(balanced[0] + balanced[1]) == default
+    assert len(balanced[0]) == len(balanced[1])
+    # ... and only the surplus of the fuller rank is placed on the other one
+    loads = np.bincount([owner[i] for i in default], minlength=2)
+    moved = sum(owner[i] != r for r, epoch in enumerate(balanced)
+                for i in epoch)
+    assert moved == abs(int(loads[0]) - int(loads[1])) // 2
+    for res in results:
+        for kind in SAMPLERS:
+            np.testing.assert_array_equal(res[kind]['expected'],
+                                          res['default']['expected'])
+
+
+def test_locality_sampler_errors(setup):
+    dataset, plan, _, _ = setup
+    sampler = ExpertLocalitySampler(dataset)
+    with pytest.raises(RuntimeError, match='has no plan: add '
+                       'ExpertParallelExchangeHook'):
+        list(iter(sampler))
+    with pytest.raises(ValueError, match=r'quota has shape \(2, 4\), the '
+                       'dataset has 6 datasets'):
+        sampler.set_plan(np.ones((2, 4), dtype=np.int64))
+    with pytest.raises(ValueError, match='round_up=True'):
+        ExpertLocalitySampler(dataset, round_up=False)
+    sampler.set_plan(plan.quota)
+    assert sorted(iter(sampler)) == list(range(len(dataset)))
