@@ -36,9 +36,12 @@ def test_base_config_mirrors_meta_and_builds_lazily(repo_root, name):
         {k: tuple(v) for k, v in classes.items()}
     assert {k: tuple(v) for k, v in cfg.uodb_splits.items()} == splits
     assert cfg.uodb_num_classes == sum(len(classes[n]) for n in names)
+    # uodb.py prefixes every name with `uodb_` (so it can sit beside mmdet's
+    # DINO config as a second base); mini_uodb.py is a plain dataset base.
+    prefix = 'uodb_' if name == 'uodb.py' else ''
     for loader, split in (('train_dataloader', 0), ('val_dataloader', 1),
                           ('test_dataloader', 1)):
-        dataset = cfg[loader].dataset
+        dataset = cfg[prefix + loader].dataset
         assert dataset.data_root == data_root
         assert [d.ann_file for d in dataset.datasets] == [
             f'{n}/annotations/{splits[n][split]}.json' for n in names
@@ -50,5 +53,5 @@ def test_base_config_mirrors_meta_and_builds_lazily(repo_root, name):
         assert lazy.dataset_names == names
         assert lazy.label_offsets[-1] == cfg.uodb_num_classes
         assert lazy.metainfo['ann_files'][0].startswith(data_root)
-    assert cfg.val_evaluator.type == 'UODBMetric'
-    assert cfg.test_evaluator.type == 'UODBMetric'
+    assert cfg[prefix + 'val_evaluator'].type == 'UODBMetric'
+    assert cfg[prefix + 'test_evaluator'].type == 'UODBMetric'

@@ -70,10 +70,26 @@ def test_config_builds_and_matches_its_label_space(path):
         assert {f.routing for f in model.moe_ffns()} == {cfg.model.routing}
 
 
-def test_r50_model_base_is_mmdets_dino():
-    ours = Config.fromfile(str(REPO / 'configs/_base_/models/dino-4scale_r50.py'))
+def test_r50_uodb_configs_inherit_mmdets_dino():
+    dense = Config.fromfile(str(REPO / 'configs/gem/dino-4scale_r50_8xb2-36e_uodb.py'))
+    text = (REPO / 'configs/gem/dino-4scale_r50_8xb2-36e_uodb.py').read_text()
+    assert "'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'" in text
     mmdet = get_config('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py')
-    assert ours.model.to_dict() == mmdet.model.to_dict()
+    # the model is mmdet's DINO but for the number of classes
+    ours = dense.model.to_dict()
+    theirs = mmdet.model.to_dict()
+    ours.pop('_scope_', None)  # mmengine tags what a `mmdet::` base gave
+    assert ours['bbox_head'].pop('num_classes') == 167
+    theirs['bbox_head'].pop('num_classes')
+    assert ours == theirs
+    # UODB's loaders replaced COCO's entirely (no COCO key left merged in)
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert dense[loader].dataset.type == 'UODBDataset'
+        assert 'ann_file' not in dense[loader].dataset
+        assert '_delete_' not in dense[loader]
+    assert dense.val_evaluator == dict(type='UODBMetric', backend_args=None)
+    for key in ('optim_wrapper', 'auto_scale_lr', 'default_hooks'):
+        assert dense[key].keys() >= mmdet[key].keys()
 
 
 def test_full_uodb_schedule_is_damex():

@@ -16,11 +16,18 @@
 # that they agree); dataset order is DAMEX Table 1's column order.
 #
 # Augmentation is DINO's (mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py),
-# batch 2 per GPU. Note: a model config that also inherits a COCO dataset
-# config must replace its dataloaders' ``dataset`` with ``_delete_=True``.
-dataset_type = 'UODBDataset'
-data_root = 'data/uodb/'
-backend_args = None
+# batch 2 per GPU.
+#
+# Every name here starts with `uodb_`, so this file can be a second base
+# beside `mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py` (mmengine refuses
+# bases that define the same keys). A config takes the data over with
+#   train_dataloader = {{_base_.uodb_train_dataloader}}
+# and likewise val/test dataloaders and evaluators; each carries
+# `_delete_=True`, so it replaces COCO's instead of merging into it
+# (see configs/gem/dino-4scale_r50_8xb2-36e_uodb.py).
+uodb_dataset_type = 'UODBDataset'
+uodb_data_root = 'data/uodb/'
+uodb_backend_args = None
 
 uodb_dataset_names = ['kitti', 'voc', 'widerface', 'lisa', 'kitchen', 'coco', 'dota',
                       'deeplesion', 'comic', 'clipart', 'watercolor']
@@ -84,8 +91,8 @@ uodb_train_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape',
 uodb_test_meta_keys = ('img_id', 'img_path', 'ori_shape', 'img_shape',
                        'scale_factor', 'dataset_id', 'dataset_name')
 
-train_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+uodb_train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=uodb_backend_args),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='RandomFlip', prob=0.5),
     dict(
@@ -119,8 +126,8 @@ train_pipeline = [
         ]),
     dict(type='PackDetInputs', meta_keys=uodb_train_meta_keys)
 ]
-test_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=backend_args),
+uodb_test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=uodb_backend_args),
     dict(type='Resize', scale=(1333, 800), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
     dict(type='PackDetInputs', meta_keys=uodb_test_meta_keys)
@@ -143,35 +150,38 @@ uodb_test_datasets = [
     for name in uodb_dataset_names
 ]
 
-train_dataloader = dict(
+uodb_train_dataloader = dict(
+    _delete_=True,
     batch_size=2,
     num_workers=2,
     persistent_workers=True,
     sampler=dict(type='UODBSampler', mode='proportional', shuffle=True),
     batch_sampler=dict(type='AspectRatioBatchSampler'),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
+        type=uodb_dataset_type,
+        data_root=uodb_data_root,
         datasets=uodb_train_datasets,
         dataset_names=uodb_dataset_names,
         filter_cfg=dict(filter_empty_gt=False),
-        pipeline=train_pipeline,
-        backend_args=backend_args))
-val_dataloader = dict(
+        pipeline=uodb_train_pipeline,
+        backend_args=uodb_backend_args))
+uodb_val_dataloader = dict(
+    _delete_=True,
     batch_size=1,
     num_workers=2,
     persistent_workers=True,
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
+        type=uodb_dataset_type,
+        data_root=uodb_data_root,
         datasets=uodb_test_datasets,
         dataset_names=uodb_dataset_names,
         test_mode=True,
-        pipeline=test_pipeline,
-        backend_args=backend_args))
-test_dataloader = val_dataloader
+        pipeline=uodb_test_pipeline,
+        backend_args=uodb_backend_args))
+uodb_test_dataloader = uodb_val_dataloader
 
-val_evaluator = dict(type='UODBMetric', backend_args=backend_args)
-test_evaluator = val_evaluator
+uodb_val_evaluator = dict(
+    _delete_=True, type='UODBMetric', backend_args=uodb_backend_args)
+uodb_test_evaluator = uodb_val_evaluator
