@@ -177,6 +177,10 @@ def run(sizes, solvers, repeats, seeds, capacity_factor, time_limit, milp_max_k=
     return rows, worst
 
 
+def _fmt(value: float) -> str:
+    return 'n/a' if not np.isfinite(value) else f'{value:.4f}'
+
+
 def to_markdown(rows, worst, args) -> str:
     lines = [
         '# GEM planner scaling', '',
@@ -198,7 +202,7 @@ def to_markdown(rows, worst, args) -> str:
         flag = ' (stopped: over time limit)' if r['partial'] else ''
         lines.append(f"| {r['k']} x {r['m']} | {r['solver']}{flag} | {r['median']:.3f} | "
                      f"{r['max']:.3f} | {r['n']} | {r['rounds']} | {r['ratio']:.4f} | "
-                     f"{r['gap']:.5f} | {r['milp_ratio']:.4f} |")
+                     f"{r['gap']:.5f} | {_fmt(r['milp_ratio'])} |")
     # the fastest solver per size
     lines += ['', '| K x M | fastest solver | median s | target | met |', '|---|---|---|---|---|']
     for k, m in dict.fromkeys((r['k'], r['m']) for r in rows):
