@@ -65,6 +65,10 @@ class UODBDataset(BaseDataset):
             tables; UODB's and mini-UODB's are known.
         indices (int | Sequence[int], optional): Keep only these samples of
             the concatenation (see ``BaseDataset``).
+        dataset_indices (Mapping[str, int | Sequence[int]], optional): Per
+            dataset name, the ``indices`` of that sub-dataset (its first N
+            images, or a list), e.g. ``dict(kitti=100)`` for the few-shot
+            scenario; the other datasets are kept whole.
         serialize_data (bool): Serialize the data infos (see
             ``BaseDataset``). Defaults to True.
         lazy_init (bool): Do not load annotations in ``__init__``.
@@ -98,6 +102,7 @@ class UODBDataset(BaseDataset):
                  backend_args: Optional[dict] = None,
                  display_names: Optional[Mapping[str, str]] = None,
                  indices: Optional[Union[int, Sequence[int]]] = None,
+                 dataset_indices: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
                  serialize_data: bool = True,
                  lazy_init: bool = False,
                  max_refetch: int = 1000) -> None:
@@ -118,6 +123,17 @@ class UODBDataset(BaseDataset):
                 raise ValueError(
                     f'UODBDataset: dataset name {name!r} contains "/", which '
                     'separates dataset and class in the class names')
+        unknown = sorted(set(dataset_indices or {}) - set(dataset_names))
+        if unknown:
+            raise ValueError(f'UODBDataset: dataset_indices names {unknown}, which are not '
+                             f'among the dataset_names {list(dataset_names)}')
+        datasets = list(datasets)
+        for name, value in (dataset_indices or {}).items():
+            i = dataset_names.index(name)
+            if not isinstance(datasets[i], Mapping):
+                raise TypeError(f'UODBDataset: dataset_indices needs a config dict for '
+                                f'dataset {name!r}, got a built {type(datasets[i]).__name__}')
+            datasets[i] = dict(datasets[i], indices=value)
         defaults = dict(
             data_root=data_root,
             test_mode=test_mode,

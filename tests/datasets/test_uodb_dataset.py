@@ -105,6 +105,24 @@ def test_subsets_keep_dataset_ids(mini_train_dataset):
     assert sum(sub.dataset_lengths) == 3
 
 
+def test_dataset_indices_limit_one_dataset(mini_cfg, mini_train_dataset):
+    cfg = copy.deepcopy(mini_cfg.train_dataloader.dataset)
+    cfg.dataset_indices = dict(aerial=3)
+    few = DATASETS.build(cfg)
+    full = dict(zip(mini_train_dataset.dataset_names, mini_train_dataset.dataset_lengths))
+    got = dict(zip(few.dataset_names, few.dataset_lengths))
+    assert got == dict(full, aerial=3)
+    aerial = few.dataset_names.index('aerial')
+    ids = [few[i]['data_samples'].metainfo['img_id']
+           for i in np.flatnonzero(few.sample_dataset_ids == aerial)]
+    first = [mini_train_dataset.datasets[aerial].get_data_info(i)['img_id'] for i in range(3)]
+    assert ids == first  # the first 3 images of that dataset
+
+    cfg.dataset_indices = dict(kitti=3)
+    with pytest.raises(ValueError, match=r"dataset_indices names \['kitti'\]"):
+        DATASETS.build(cfg)
+
+
 def test_dataloader_with_mmdet_batch_sampler(mini_cfg):
     """The base config's train dataloader (UODBSampler + mmdet's
     AspectRatioBatchSampler) yields batches whose samples carry ids."""

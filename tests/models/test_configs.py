@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmdet.registry import MODELS
+from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
 from mmengine.hub import get_config
 
@@ -108,8 +108,8 @@ def test_full_uodb_schedule_is_damex():
 def test_few_shot_configs_limit_kitti_only(path):
     shots = int(path.stem.split('kitti-')[1].replace('shot', ''))
     cfg = Config.fromfile(str(path))
-    train = cfg.train_dataloader.dataset
-    for name, dataset in zip(train.dataset_names, train.datasets):
-        assert dataset.get('indices') == (shots if name == 'kitti' else None)
-    assert all('indices' not in d for d in cfg.val_dataloader.dataset.datasets)
-    assert not any(key.isupper() for key in cfg.keys())  # imports cleaned up
+    assert cfg.train_dataloader.dataset.dataset_indices == dict(kitti=shots)
+    assert 'dataset_indices' not in cfg.val_dataloader.dataset
+    lazy = DATASETS.build(dict(cfg.train_dataloader.dataset, lazy_init=True))
+    for name, dataset in zip(lazy.dataset_names, lazy.datasets):
+        assert dataset._indices == (shots if name == 'kitti' else None)

@@ -6,18 +6,4 @@
 # datasets instead of being merged into a large neighbour.
 _base_ = '../gem-dino-4scale_r50_8xb2-36e_uodb.py'
 
-from mmgem.datasets.uodb_meta import (UODB_CLASSES, UODB_DATASETS,  # noqa
-                                      UODB_SPLITS)
-
-kitti_shots = 1000
-train_dataloader = dict(
-    dataset=dict(datasets=[
-        dict(
-            type='CocoDataset',
-            ann_file=f'{name}/annotations/{UODB_SPLITS[name][0]}.json',
-            data_prefix=dict(img=f'{name}/JPEGImages/'),
-            metainfo=dict(classes=UODB_CLASSES[name]),
-            **(dict(indices=kitti_shots) if name == 'kitti' else {}))
-        for name in UODB_DATASETS
-    ]))
-del UODB_CLASSES, UODB_DATASETS, UODB_SPLITS
+train_dataloader = dict(dataset=dict(dataset_indices=dict(kitti=1000)))
