@@ -8,7 +8,7 @@ config only needs::
 """
 # isort: off
 from .version import __version__, version_info
-from .utils import patch_mmengine_checkpoint_loading
+from .utils.compat import patch_mmengine_checkpoint_loading
 
 # Before anything can load a checkpoint (see mmgem/utils/compat.py).
 patch_mmengine_checkpoint_loading()

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.utils import digit_version
 
 import mmgem
-from mmgem.utils import mmdet_tool_path
+from mmgem.utils.mmdet_tools import mmdet_tool_path
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 

@@ -10,7 +10,7 @@ and then runs mmdet's own script::
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import mmgem  # noqa: F401
-from mmgem.utils import run_mmdet_tool
+from mmgem.utils.mmdet_tools import run_mmdet_tool
 
 if __name__ == '__main__':
     run_mmdet_tool('test.py')

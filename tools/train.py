@@ -11,7 +11,7 @@ mmdet's own script, so behaviour stays identical to mmdet's::
     bash tools/dist_train.sh configs/gem/gem-dino_r50_8xb2-36e_uodb.py 8
 """
 import mmgem  # noqa: F401
-from mmgem.utils import run_mmdet_tool
+from mmgem.utils.mmdet_tools import run_mmdet_tool
 
 if __name__ == '__main__':
     run_mmdet_tool('train.py')

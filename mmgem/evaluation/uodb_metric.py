@@ -9,7 +9,8 @@ from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
-from .uodb_table import format_uodb_table, write_text_atomic
+from ..utils.fileio import atomic_write
+from .uodb_table import format_uodb_table
 
 
 def _to_int(value) -> int:
@@ -201,6 +202,6 @@ class UODBMetric(BaseMetric):
         logger.info('UODB per-dataset results (COCO box AP, %):\n' + table)
         path = self._table_path()
         if path is not None:
-            write_text_atomic(table, path)
+            atomic_write(path, table)
             logger.info(f'UODBMetric: wrote {path}')
         return eval_results

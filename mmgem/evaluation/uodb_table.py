@@ -1,8 +1,5 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """The per-dataset result table in the layout of DAMEX Table 1."""
-import os
-import os.path as osp
-import tempfile
 from typing import Mapping, Optional, Sequence
 
 
@@ -38,24 +35,3 @@ def format_uodb_table(columns: Sequence[str],
                  for v in [*values, mean]]
         lines.append('| ' + ' | '.join([label, *cells]) + ' |')
     return '\n'.join(lines) + '\n'
-
-
-def write_text_atomic(text: str, path: str) -> None:
-    """Write a text file through a temporary file and a rename.
-
-    Args:
-        text (str): Content.
-        path (str): Destination; its folder is created if needed.
-    """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix='.' + osp.basename(path) + '.', dir=folder)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -2,36 +2,18 @@
 """The GEM plan: the compiled quota table, its routing rule and provenance."""
 import hashlib
 import json
-import os
 import os.path as osp
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..utils.fileio import atomic_write
 from .errors import PlanError
 from .hashing import ImageId, image_bucket, route_bucket
 from .lp import LPSolution
 
 PLAN_FORMAT = 'mmgem.GEMPlan'
 PLAN_VERSION = 1
-
-
-def _atomic_write(path: str, data: Union[str, bytes]) -> None:
-    """Write a file through a temporary file in the same folder + rename."""
-    path = osp.abspath(path)
-    folder = osp.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    mode = 'wb' if isinstance(data, bytes) else 'w'
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path) + '.', dir=folder)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _canonical(obj: Any) -> str:
@@ -316,7 +298,7 @@ class GEMPlan:
         Returns:
             str: The absolute path written.
         """
-        _atomic_write(path, self.to_json())
+        atomic_write(path, self.to_json())
         return osp.abspath(path)
 
     @classmethod

@@ -5,6 +5,8 @@ import os.path as osp
 
 import numpy as np
 
+from ..utils.fileio import atomic_write
+
 
 def _short(value) -> str:
     """``19753`` -> ``'19.8k'``; small numbers unchanged."""
@@ -26,7 +28,6 @@ def draw_plan_heatmap(plan, path: str, dpi: int = 120) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from .plan import _atomic_write
 
     k, m = plan.quota.shape
     share = plan.quota / plan.images[:, None]
@@ -56,5 +57,5 @@ def draw_plan_heatmap(plan, path: str, dpi: int = 120) -> str:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi)
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return osp.abspath(path)

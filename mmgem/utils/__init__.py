@@ -1,8 +1,10 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-from .compat import load_local_checkpoint, patch_mmengine_checkpoint_loading
-from .mmdet_tools import mmdet_tool_path, run_mmdet_tool
+"""Small utilities.
 
-__all__ = [
-    'load_local_checkpoint', 'patch_mmengine_checkpoint_loading', 'mmdet_tool_path',
-    'run_mmdet_tool'
-]
+Only :mod:`.fileio` is imported here (standard library only, so the planner
+can use it without torch); import :mod:`mmgem.utils.compat` and
+:mod:`mmgem.utils.mmdet_tools` by their full names.
+"""
+from .fileio import atomic_write
+
+__all__ = ['atomic_write']

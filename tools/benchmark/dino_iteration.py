@@ -31,14 +31,12 @@ Targets: train <= 1.05x, inference <= 1.03x.
 import argparse
 import copy
 import json
-import os
 import os.path as osp
 import platform
 import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -52,6 +50,7 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 import mmgem  # noqa: F401
+from mmgem.utils import atomic_write
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DINO_CFG = osp.join(REPO, 'configs/gem/dino-tiny_r18_mini-uodb.py')
@@ -257,15 +256,6 @@ def device_name(device: torch.device) -> str:
            f'{torch.get_num_threads()} threads'
 
 
-def write_atomic(path: str, text: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)),
-                               suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -322,7 +312,7 @@ def main() -> None:
     out = args.out or osp.join(
         osp.dirname(osp.abspath(__file__)), 'results',
         f'dino_iteration_{device.type}.md')
-    write_atomic(out, text)
+    atomic_write(out, text)
     print(f'written to {out}')
 
 

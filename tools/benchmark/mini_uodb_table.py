@@ -34,7 +34,7 @@ from mmengine.runner import Runner
 
 import mmgem  # noqa: F401
 from mmgem.datasets import MINI_UODB_DISPLAY_NAMES
-from mmgem.evaluation.uodb_table import write_text_atomic
+from mmgem.utils import atomic_write
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 METHODS = {
@@ -172,7 +172,7 @@ def main() -> None:
     report = format_report(results, args)
     print(report)
     os.makedirs(osp.dirname(args.out), exist_ok=True)
-    write_text_atomic(report + "\n", args.out)
+    atomic_write(args.out, report + '\n')
     print(f'written to {args.out}')
 
 

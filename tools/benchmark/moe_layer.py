@@ -30,11 +30,9 @@ The markdown table is printed and written atomically to ``--out``
 Targets: gem / dense <= 1.10 and token / gem >= 1.3.
 """
 import argparse
-import os
 import os.path as osp
 import platform
 import statistics
-import tempfile
 import time
 from typing import Callable, Dict, List
 
@@ -44,6 +42,7 @@ from torch import nn
 
 from mmgem.models.layers import MoEFFN
 from mmgem.planner.hashing import image_bucket
+from mmgem.utils import atomic_write
 
 # 11 UODB-like datasets over 8 experts: 5 datasets alone, 3 pairs sharing
 # an expert, and the largest dataset sharded over two experts.
@@ -151,15 +150,6 @@ def device_name(device: torch.device) -> str:
            f'{torch.get_num_threads()} threads'
 
 
-def write_atomic(path: str, text: str) -> None:
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(osp.abspath(path)),
-                               suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main() -> None:
     args = parse_args()
     if args.threads:
@@ -218,7 +208,7 @@ def main() -> None:
     out = args.out or osp.join(
         osp.dirname(osp.abspath(__file__)), 'results',
         f'moe_layer_{device.type}.md')
-    write_atomic(out, text)
+    atomic_write(out, text)
     print(f'written to {out}')
 
 

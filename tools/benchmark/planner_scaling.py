@@ -261,8 +261,8 @@ def main():
     rows += more
     text = to_markdown(rows, worst, args)
     print(text)
-    from mmgem.planner.plan import _atomic_write
-    _atomic_write(args.out, text)
+    from mmgem.utils.fileio import atomic_write  # beside the planner: no torch
+    atomic_write(args.out, text)
     print(f'written to {args.out}')
 
 

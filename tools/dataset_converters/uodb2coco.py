@@ -61,10 +61,8 @@ the output is deterministic: converting twice gives identical bytes.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
@@ -78,6 +76,7 @@ try:
         UODB_NAME_MAPS,
         UODB_SPLITS,
     )
+    from mmgem.utils import atomic_write
 except ImportError:  # pragma: no cover - run from a checkout, not installed
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
     from mmgem.datasets.mini_uodb_meta import MINI_UODB_CLASSES, MINI_UODB_SPLITS
@@ -87,6 +86,7 @@ except ImportError:  # pragma: no cover - run from a checkout, not installed
         UODB_NAME_MAPS,
         UODB_SPLITS,
     )
+    from mmgem.utils import atomic_write
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
 
@@ -274,18 +274,7 @@ def dump_json_atomic(obj: object, out_file: str) -> None:
         obj (object): JSON-serialisable content.
         out_file (str): Destination; its folder is created if needed.
     """
-    out_dir = osp.dirname(osp.abspath(out_file))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix='.' + osp.basename(out_file) + '.', suffix='.tmp', dir=out_dir)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(obj, f, separators=(',', ':'))
-        os.replace(tmp, out_file)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(out_file, json.dumps(obj, separators=(',', ':')))
 
 
 def _find_image(img_dir: str, stem: str,

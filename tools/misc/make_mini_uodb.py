@@ -46,7 +46,6 @@ import os
 import os.path as osp
 import shutil
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -61,6 +60,7 @@ try:
         MINI_UODB_SIZES,
         MINI_UODB_SPLITS,
     )
+    from mmgem.utils import atomic_write
 except ImportError:  # pragma: no cover - run from a checkout, not installed
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
     from mmgem.datasets.mini_uodb_meta import (
@@ -69,6 +69,7 @@ except ImportError:  # pragma: no cover - run from a checkout, not installed
         MINI_UODB_SIZES,
         MINI_UODB_SPLITS,
     )
+    from mmgem.utils import atomic_write
 
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 with x1, y1 exclusive
 Color = Tuple[int, int, int]
@@ -116,20 +117,6 @@ CLIPART_PALETTE: Tuple[Color, ...] = (
 PASTELS: Tuple[Color, ...] = (
     (253, 240, 213), (237, 246, 249), (241, 250, 238), (255, 229, 236),
     (232, 232, 255), (245, 245, 220))
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write bytes through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(
-        prefix='.' + osp.basename(path) + '.', dir=osp.dirname(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _jitter(rng: np.random.Generator, color: Sequence[int],
@@ -639,23 +626,23 @@ def make_mini_uodb(out: str,
                 img, objects = draw_image(domain, seed, split_index, i)
                 buf = io.BytesIO()
                 img.save(buf, format='JPEG', quality=92)
-                _atomic_write(
+                atomic_write(
                     osp.join(ddir, 'JPEGImages', f'{stem}.jpg'),
                     buf.getvalue())
                 depth = 1 if img.mode == 'L' else 3
-                _atomic_write(
+                atomic_write(
                     osp.join(ddir, 'Annotations', f'{stem}.xml'),
                     _voc_xml(domain, stem, img.width, img.height, depth,
                              objects))
                 stems.append(stem)
                 objects_of[stem] = [[n, list(b)] for n, b in objects]
             offset += count
-            _atomic_write(
+            atomic_write(
                 osp.join(ddir, 'ImageSets', 'Main', f'{split}.txt'),
                 ''.join(s + '\n' for s in stems).encode())
             entry['splits'][split] = dict(stems=stems, objects=objects_of)
         manifest['domains'][domain] = entry
-    _atomic_write(
+    atomic_write(
         osp.join(out, MANIFEST),
         json.dumps(manifest, separators=(',', ':')).encode())
     if convert:
