@@ -19,6 +19,7 @@ import os.path as osp
 
 import pytest
 import torch
+import torch.distributed as dist
 from dist_utils import run_distributed
 from mmdet.registry import DATASETS, MODELS
 from mmengine.config import Config
@@ -26,6 +27,8 @@ from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
+
+from mmgem.engine.hooks.expert_parallel_checkpoint_hook import ExpertParallelCheckpointHook
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs/gem/gem-dino-tiny_r18_mini-uodb_ep.py')
@@ -78,14 +81,24 @@ def _batch(cfg, rank):
 
 
 def _head_outputs(model, cfg, rank):
-    """Raw head outputs (``mode='tensor'``) on the rank's fixed batch."""
+    """Raw head outputs (``mode='tensor'``) on the rank's fixed batch.
+
+    With one thread, as the spawned ranks: DINO picks its queries by top-k
+    of the encoder's scores, and a different summation order can flip a
+    near tie and change a query completely.
+    """
     data = _batch(cfg, rank)
     was_training = model.training
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     model.eval()
-    with torch.no_grad():
-        data = model.data_preprocessor(data, False)
-        outs = model(**data, mode='tensor')
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            data = model.data_preprocessor(data, False)
+            outs = model(**data, mode='tensor')
+    finally:
+        model.train(was_training)
+        torch.set_num_threads(threads)
     return [o.detach().clone() for o in outs]
 
 
@@ -114,6 +127,17 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
     exchange = runner.message_hub.get_scalar('train/exchange_MB').data[0]
     optim = runner.optim_wrapper.optimizer
     w1 = model.decoder.layers[0].ffn.w1
+    # resume path: the hook keeps this rank's slice of the gathered moments
+    dist.barrier()  # rank 0 has written iter_2.pth
+    saved = torch.load(osp.join(cfg.work_dir, 'iter_2.pth'),
+                       map_location='cpu', weights_only=False)
+    hook = next(h for h in runner.hooks
+                if isinstance(h, ExpertParallelCheckpointHook))
+    hook.after_load_checkpoint(runner, saved)
+    index = next(i for i, p in enumerate(
+        p for g in optim.param_groups for p in g['params']) if p is w1)
+    resumed = saved['optimizer']['state'][index]['exp_avg']
+    runner.optim_wrapper.load_state_dict(saved['optimizer'])
     return dict(
         loaded=loaded,
         # both batches on both ranks (each call is collective); rank 0's
@@ -122,6 +146,7 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
                  for b in BATCHES},
         state={k: v.detach().clone() for k, v in model.state_dict().items()},
         exp_avg_w1=optim.state[w1]['exp_avg'].clone(),
+        resumed_exp_avg_w1=resumed,
         exchange_MB=list(exchange),
         param_names=[n for n, _ in model.named_parameters()],
         converted=runner.model.converted_layers)
@@ -201,7 +226,9 @@ def test_two_rank_checkpoint_loads_into_one_rank(runs):
         for rank, res in enumerate(results):
             torch.testing.assert_close(state[key][2 * rank:2 * rank + 2],
                                        res['state'][key], rtol=0, atol=0)
-    # AdamW's moments of the experts are gathered too
+    # AdamW's moments of the experts are gathered too, and sliced on resume
+    for res in results:
+        assert torch.equal(res['resumed_exp_avg_w1'], res['exp_avg_w1'])
     moments = [
         s['exp_avg'] for s in runs['checkpoint']['optimizer']['state'].values()
         if s['exp_avg'].shape == state['decoder.layers.0.ffn.w1'].shape
