@@ -9,15 +9,19 @@ model on the mean of both ranks' losses (what DDP averages) with
 every weight must match the reference.
 """
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from dist_utils import run_distributed
+from mmengine.hooks import CheckpointHook
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper
 from torch import nn
 
+from mmgem.engine.hooks.expert_parallel_checkpoint_hook import ExpertParallelCheckpointHook
+from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExchangeHook
 from mmgem.engine.optim import GlobalNormOptimWrapper
 from mmgem.engine.wrappers import GEMDistributedDataParallel
 from mmgem.models.layers import MoEFFN
@@ -91,10 +95,24 @@ def _train(rank, expert_parallel):
             for d, b in zip(batch['ids'], batch['buckets'])
         }))
         ddp.train_step(batch, wrapper)
+    if expert_parallel:
+        _check_hook_errors(ddp)
     return dict(
         state={k: v.detach().clone() for k, v in model.state_dict().items()},
         reference=reference.state_dict(), used=used,
         ignored=getattr(model, '_ddp_params_and_buffers_to_ignore', []))
+
+
+def _check_hook_errors(ddp):
+    """The hooks refuse what would save rank 0's experts only."""
+    loader = SimpleNamespace(sampler=None, batch_sampler=None)
+    runner = SimpleNamespace(model=ddp, hooks=[CheckpointHook(interval=1)],
+                             train_dataloader=loader)
+    with pytest.raises(TypeError, match="checkpoint.type='ExpertParallel"):
+        ExpertParallelExchangeHook().before_train(runner)
+    with pytest.raises(RuntimeError, match='without gathering the experts'):
+        ExpertParallelCheckpointHook().before_save_checkpoint(
+            runner, dict(state_dict={}))
 
 
 @pytest.fixture(scope='module')

@@ -49,6 +49,10 @@ class ExpertLocalitySampler(UODBSampler):
     ``before_train`` with the model's installed plan (after
     ``GEMPlannerHook`` made or restored it), or from ``plan_file`` (a
     ``gem_plan.json``) at construction; iterating without a plan is an error.
+    MMEngine's ``EpochBasedTrainLoop`` starts iterating after
+    ``before_train``, and so does ``IterBasedTrainLoop`` with
+    ``num_workers=0``; with workers, the ``IterBasedTrainLoop`` prefetches
+    indices when it is built, before any hook runs, so give ``plan_file``.
 
     Args:
         dataset (Sized): A :class:`UODBDataset` (or a wrapper of one).
