@@ -14,6 +14,10 @@
    holds all experts (with their optimizer moments) and its head outputs
    equal the 2-rank model's on rank 0, whose BN statistics the checkpoint
    keeps (2 ranks -> 1 rank).
+4. Data parallel, in the same two processes: 3 iterations with MMEngine's
+   own ``MMDistributedDataParallel`` and no ``find_unused_parameters``,
+   although the ranks' batches leave experts unused: every weight stays
+   identical on both ranks.
 """
 import os.path as osp
 
@@ -114,7 +118,45 @@ class _RecordOutputs(Hook):
         self.outputs = _head_outputs(runner.model.module, self.cfg, self.rank)
 
 
+class _RecordExperts(Hook):
+    """Experts each MoE layer used in every training iteration."""
+
+    def __init__(self):
+        self.used = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        ffns = runner.model.module.moe_ffns()
+        self.used.append([
+            torch.nonzero(f.routing_stats['expert_tokens']).flatten().tolist()
+            for f in ffns
+        ])
+
+
+def _data_parallel_run(rank, out_dir, data_root, ckpt):
+    """MMEngine's own DDP wrapper, every expert on every rank, no
+    find_unused_parameters (device_ids=None: CPU)."""
+    cfg = _config(data_root, osp.join(out_dir, 'dp'), max_iters=3,
+                  launcher='pytorch', load_from=ckpt)
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel',
+                                 device_ids=None)
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    cfg.default_hooks.checkpoint.type = 'CheckpointHook'
+    cfg.train_dataloader.sampler = dict(type='UODBSampler', shuffle=True)
+    cfg.custom_hooks = cfg.custom_hooks[:1]
+    assert 'find_unused_parameters' not in cfg
+    runner = Runner.from_cfg(cfg)
+    record = _RecordExperts()
+    runner.register_hook(record)
+    runner.train()
+    model = runner.model.module
+    return dict(used=record.used,
+                params={n: p.detach().clone()
+                        for n, p in model.named_parameters()})
+
+
 def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
+    dp = _data_parallel_run(rank, out_dir, data_root, ckpt)
     # load_from: the 1-rank checkpoint with all 4 experts
     cfg = _config(data_root, osp.join(out_dir, 'two'), max_iters=2,
                   launcher='pytorch', load_from=ckpt)
@@ -148,6 +190,7 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
         exp_avg_w1=optim.state[w1]['exp_avg'].clone(),
         resumed_exp_avg_w1=resumed,
         exchange_MB=list(exchange),
+        data_parallel=dp,
         param_names=[n for n, _ in model.named_parameters()],
         converted=runner.model.converted_layers)
 
@@ -241,3 +284,16 @@ def test_two_rank_checkpoint_loads_into_one_rank(runs):
         for got, ref in zip(runs['reloaded'][batch],
                             results[0]['trained'][batch]):
             torch.testing.assert_close(got, ref, **TOL)
+
+
+def test_data_parallel_ddp_with_unused_experts(runs):
+    results = [res['data_parallel'] for res in runs['results']]
+    # some rank left some expert of some layer unused in some iteration ...
+    used = [layers for res in results for layers in res['used']]
+    assert len(used) == 6
+    assert any(len(experts) < 4 for layers in used for experts in layers)
+    # ... and DDP (without find_unused_parameters) kept every weight equal
+    params = [res['params'] for res in results]
+    assert params[0]['decoder.layers.0.ffn.w1'].size(0) == 4
+    for key, value in params[0].items():
+        assert torch.equal(value, params[1][key]), key
