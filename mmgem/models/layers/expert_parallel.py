@@ -38,6 +38,13 @@ holds the same experts in both modes. A state dict with all ``M`` experts
 :class:`~mmgem.engine.hooks.ExpertParallelCheckpointHook`) loads into an
 expert-parallel layer by keeping this rank's slice; the hook writes full
 tensors, so checkpoints do not depend on the world size.
+
+Use: ``model_wrapper_cfg=dict(type='GEMDistributedDataParallel',
+expert_parallel=True)`` converts every :class:`MoEFFN` of the model in place
+(:func:`convert_to_expert_parallel`) before DDP is set up, so model configs
+stay unchanged; the layer can also be built directly with
+``type='ExpertParallelMoEFFN'``. With one process (or
+``expert_parallel_size=1``) it is a plain :class:`MoEFFN`.
 """
 import types
 from typing import Callable, Iterator, List, Optional, Tuple
