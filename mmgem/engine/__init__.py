@@ -1,4 +1,9 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-from .hooks import GEMPlannerHook
+from .hooks import ExpertParallelCheckpointHook, ExpertParallelExchangeHook, GEMPlannerHook
+from .optim import GlobalNormAmpOptimWrapper, GlobalNormOptimWrapper
+from .wrappers import GEMDistributedDataParallel
 
-__all__ = ['GEMPlannerHook']
+__all__ = [
+    'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
+    'GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper', 'GEMDistributedDataParallel'
+]

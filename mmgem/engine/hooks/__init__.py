@@ -1,4 +1,6 @@
 # Copyright (c) mmgem contributors. All rights reserved.
+from .expert_parallel_checkpoint_hook import ExpertParallelCheckpointHook
+from .expert_parallel_exchange_hook import ExpertParallelExchangeHook
 from .gem_planner_hook import GEMPlannerHook
 
-__all__ = ['GEMPlannerHook']
+__all__ = ['GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook']
