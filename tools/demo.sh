@@ -45,7 +45,7 @@ CFG_OPTS=(
     "train_dataloader.dataset.data_root=${DATA_DIR}/"
     "val_dataloader.dataset.data_root=${DATA_DIR}/"
     "test_dataloader.dataset.data_root=${DATA_DIR}/"
-    "train_cfg.max_iters=${ITERS}" "train_cfg.val_interval=${ITERS}"
+    "train_cfg.max_iters=${ITERS}" "train_cfg.val_interval=$((ITERS + 1))"
     "default_hooks.checkpoint.interval=${ITERS}"
     "param_scheduler.1.end=${ITERS}" "param_scheduler.1.milestones=[$((ITERS * 3 / 4))]"
 )
