@@ -54,11 +54,9 @@ import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from .dispatch import expert_capacity
 from .ep_all_to_all import all_to_all, gather_count_matrix
 from .ep_topology import ExpertParallelTopology, check_divisible, get_ep_topology
 from .moe_ffn import MoEFFN
-from .moe_losses import importance_load_loss, router_ce_loss
 
 #: Names of the batched expert parameters of :class:`MoEFFN`.
 EXPERT_PARAM_NAMES = ('w1', 'b1', 'w2', 'b2')
@@ -221,101 +219,31 @@ class ExpertParallelMoEFFN(MoEFFN):
     # ------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------
-    def forward(self,
-                x: Tensor,
-                identity: Optional[Tensor] = None,
-                dataset_ids: Optional[Tensor] = None,
-                image_buckets: Optional[Tensor] = None) -> Tensor:
-        """Forward function, with the arguments and result of
-        :meth:`MoEFFN.forward`.
+    def _dispatch_images(self, x: Tensor, experts: Tensor) -> Tensor:
+        """Send every image's tokens to the rank holding its expert and back.
 
-        Args:
-            x (Tensor): Tokens ``(B, N, C)``, batch first.
-            identity (Tensor, optional): Residual; None uses ``x``.
-            dataset_ids (Tensor, optional): ``(B,)`` dataset of each image.
-            image_buckets (Tensor, optional): ``(B,)`` int64 image buckets.
-
-        Returns:
-            Tensor: ``identity + ffn(x)``, the shape of ``x``.
+        Routing, statistics and losses are :class:`MoEFFN`'s; only where the
+        experts run differs.
         """
         if not self.is_sharded:
-            return super().forward(x, identity, dataset_ids, image_buckets)
-        self.aux_losses = {}
-        if self.routing == 'gem':
-            experts = self._image_experts(x, dataset_ids, image_buckets)
-            tokens_per_image = x.size(1)
-            token_experts = experts.repeat_interleave(tokens_per_image)
-            out = self.exchange_apply(
-                x.reshape(-1, x.size(-1)), token_experts).view_as(x)
-            # the statistics of MoEFFN, on this rank's images
-            image_experts = F.one_hot(experts.cpu(), self.num_experts) * \
-                tokens_per_image
-            self.routing_stats = dict(
-                expert_tokens=image_experts.sum(dim=0),
-                dropped_tokens=torch.zeros((), dtype=torch.long),
-                image_experts=image_experts)
-        else:
-            out = self._token_routed_forward_ep(x, dataset_ids, image_buckets)
-        out = self.dropout_layer(out)
-        if not self.add_identity:
-            return out
-        if identity is None:
-            identity = x
-        return identity + out
+            return super()._dispatch_images(x, experts)
+        token_experts = experts.repeat_interleave(x.size(1))
+        return self.exchange_apply(x.reshape(-1, x.size(-1)), token_experts).view_as(x)
 
-    def _token_routed_forward_ep(self, x: Tensor,
-                                 dataset_ids: Optional[Tensor],
-                                 image_buckets: Optional[Tensor]) -> Tensor:
-        """``'damex'`` / ``'moe'`` forward with the experts over the ranks.
-
-        Routing, capacity (on this rank's tokens, as in data-parallel
-        training), gates and auxiliary losses are those of
-        :class:`MoEFFN`; only the kept tokens travel.
-        """
-        target_experts = None
-        if self.training and self.routing == 'damex':
-            image_experts = self._image_experts(x, dataset_ids, image_buckets)
-            target_experts = image_experts.to(x.device).repeat_interleave(
-                x.size(1))
-        tokens = x.reshape(-1, x.size(-1))
-        routed = self.router(tokens)
-        factor = self.capacity_factor
-        if not self.training and self.eval_capacity_factor is not None:
-            factor = self.eval_capacity_factor
-        capacity = expert_capacity(tokens.size(0), self.num_experts, factor)
-        one_hot = F.one_hot(routed.experts, self.num_experts)
+    def _dispatch_tokens(self, tokens: Tensor, experts: Tensor, gates: Tensor,
+                         capacity: int) -> Tuple[Tensor, Tensor]:
+        """Capacity on this rank's tokens (as in data-parallel training); only
+        the kept tokens travel to their experts' ranks."""
+        if not self.is_sharded:
+            return super()._dispatch_tokens(tokens, experts, gates, capacity)
+        one_hot = F.one_hot(experts, self.num_experts)
         position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
         kept = position < capacity
         kept_idx = kept.nonzero().squeeze(1)
         outs = self.exchange_apply(
-            tokens.index_select(0, kept_idx),
-            routed.experts.index_select(0, kept_idx))
-        gated = outs * routed.gates.index_select(0, kept_idx).unsqueeze(1)
-        out = tokens.new_zeros(tokens.shape).index_copy(0, kept_idx, gated)
-        self.routing_stats = dict(
-            expert_tokens=torch.bincount(
-                routed.experts[kept], minlength=self.num_experts),
-            dropped_tokens=(~kept).sum())
-        if x.dim() == 3:
-            num_images, num_queries = x.shape[:2]
-            image_idx = torch.arange(
-                tokens.size(0), device=x.device) // num_queries
-            pairs = image_idx[kept] * self.num_experts + routed.experts[kept]
-            self.routing_stats['image_experts'] = torch.bincount(
-                pairs, minlength=num_images * self.num_experts).view(
-                    num_images, self.num_experts)
-        if self.training:
-            if self.routing == 'damex':
-                loss = router_ce_loss(routed.clean_logits, target_experts)
-                self.aux_losses = {
-                    'loss_damex_ce': self.aux_loss_weight * loss
-                }
-            else:
-                loss = importance_load_loss(routed.clean_logits,
-                                            routed.noisy_logits,
-                                            self.router.noise_std)
-                self.aux_losses = {'loss_moe_aux': self.aux_loss_weight * loss}
-        return out.view_as(x)
+            tokens.index_select(0, kept_idx), experts.index_select(0, kept_idx))
+        gated = outs * gates.index_select(0, kept_idx).unsqueeze(1)
+        return tokens.new_zeros(tokens.shape).index_copy(0, kept_idx, gated), kept
 
     def exchange_apply(self, tokens: Tensor, token_experts: Tensor) -> Tensor:
         """Run every token through its expert, wherever the expert lives.

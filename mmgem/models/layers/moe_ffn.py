@@ -289,15 +289,9 @@ class MoEFFN(BaseModule):
             the shape of ``x``.
         """
         self.aux_losses = {}
-        weights = (self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0),
-                   self.b2.unbind(0))
-
-        def expert_fn(e: int, tokens: Tensor) -> Tensor:
-            return self._expert(weights, e, tokens)
-
         if self.routing == 'gem':
             experts = self._image_experts_cpu(x, dataset_ids, image_buckets)
-            out = image_dispatch(x, experts, self.num_experts, expert_fn)
+            out = self._dispatch_images(x, experts)
             tokens_per_image = x.size(1)
             image_experts = F.one_hot(
                 experts, self.num_experts) * tokens_per_image
@@ -306,8 +300,7 @@ class MoEFFN(BaseModule):
                 dropped_tokens=torch.zeros((), dtype=torch.long),
                 image_experts=image_experts)
         else:
-            out = self._token_routed_forward(x, dataset_ids, image_buckets,
-                                             expert_fn)
+            out = self._token_routed_forward(x, dataset_ids, image_buckets)
         out = self.dropout_layer(out)
         if not self.add_identity:
             return out
@@ -315,9 +308,47 @@ class MoEFFN(BaseModule):
             identity = x
         return identity + out
 
+    def _expert_fn(self) -> ExpertFn:
+        """``expert_fn(e, tokens)``: expert ``e`` of this layer on tokens."""
+        weights = (self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0),
+                   self.b2.unbind(0))
+        return lambda e, tokens: self._expert(weights, e, tokens)
+
+    def _dispatch_images(self, x: Tensor, experts: Tensor) -> Tensor:
+        """Run every image's tokens through the expert of the image.
+
+        Subclasses that place experts elsewhere (expert parallelism) override
+        this and :meth:`_dispatch_tokens`; routing, statistics and losses stay
+        in :meth:`forward`.
+
+        Args:
+            x (Tensor): ``(B, N, C)`` tokens.
+            experts (Tensor): ``(B,)`` int64 expert of each image (host).
+
+        Returns:
+            Tensor: ``(B, N, C)`` expert outputs.
+        """
+        return image_dispatch(x, experts, self.num_experts, self._expert_fn())
+
+    def _dispatch_tokens(self, tokens: Tensor, experts: Tensor, gates: Tensor,
+                         capacity: int) -> Tuple[Tensor, Tensor]:
+        """Run tokens through their routed experts under a capacity limit.
+
+        Args:
+            tokens (Tensor): ``(T, C)`` tokens.
+            experts (Tensor): ``(T,)`` routed expert of each token.
+            gates (Tensor): ``(T,)`` gate probability of the routed expert.
+            capacity (int): Tokens each expert takes at most, in token order.
+
+        Returns:
+            tuple[Tensor, Tensor]: ``(T, C)`` gated outputs (zero for dropped
+            tokens) and the ``(T,)`` bool mask of kept tokens.
+        """
+        return token_dispatch(tokens, experts, gates, self.num_experts, capacity,
+                              self._expert_fn())
+
     def _token_routed_forward(self, x: Tensor, dataset_ids: Optional[Tensor],
-                              image_buckets: Optional[Tensor],
-                              expert_fn: ExpertFn) -> Tensor:
+                              image_buckets: Optional[Tensor]) -> Tensor:
         """Forward of the ``'damex'`` and ``'moe'`` modes."""
         target_experts = None
         if self.training and self.routing == 'damex':
@@ -330,8 +361,8 @@ class MoEFFN(BaseModule):
         if not self.training and self.eval_capacity_factor is not None:
             factor = self.eval_capacity_factor
         capacity = expert_capacity(tokens.size(0), self.num_experts, factor)
-        out, kept = token_dispatch(tokens, routed.experts, routed.gates,
-                                   self.num_experts, capacity, expert_fn)
+        out, kept = self._dispatch_tokens(tokens, routed.experts, routed.gates,
+                                          capacity)
         self.routing_stats = dict(
             expert_tokens=torch.bincount(
                 routed.experts[kept], minlength=self.num_experts),
