@@ -69,6 +69,9 @@ class UODBDataset(BaseDataset):
             dataset name, the ``indices`` of that sub-dataset (its first N
             images, or a list), e.g. ``dict(kitti=100)`` for the few-shot
             scenario; the other datasets are kept whole.
+        select (Sequence[str], optional): Keep only these datasets, in this
+            order (e.g. an ablation on 4 of UODB's 11); the others are never
+            built. Defaults to None (all).
         serialize_data (bool): Serialize the data infos (see
             ``BaseDataset``). Defaults to True.
         lazy_init (bool): Do not load annotations in ``__init__``.
@@ -103,6 +106,7 @@ class UODBDataset(BaseDataset):
                  display_names: Optional[Mapping[str, str]] = None,
                  indices: Optional[Union[int, Sequence[int]]] = None,
                  dataset_indices: Optional[Mapping[str, Union[int, Sequence[int]]]] = None,
+                 select: Optional[Sequence[str]] = None,
                  serialize_data: bool = True,
                  lazy_init: bool = False,
                  max_refetch: int = 1000) -> None:
@@ -123,6 +127,13 @@ class UODBDataset(BaseDataset):
                 raise ValueError(
                     f'UODBDataset: dataset name {name!r} contains "/", which '
                     'separates dataset and class in the class names')
+        if select is not None:
+            missing = [n for n in select if n not in dataset_names]
+            if missing or not select or len(set(select)) != len(select):
+                raise ValueError(f'UODBDataset: select={list(select)} must name distinct '
+                                 f'datasets among {list(dataset_names)}')
+            datasets = [datasets[dataset_names.index(n)] for n in select]
+            dataset_names = tuple(select)
         unknown = sorted(set(dataset_indices or {}) - set(dataset_names))
         if unknown:
             raise ValueError(f'UODBDataset: dataset_indices names {unknown}, which are not '

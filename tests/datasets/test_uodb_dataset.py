@@ -123,6 +123,19 @@ def test_dataset_indices_limit_one_dataset(mini_cfg, mini_train_dataset):
         DATASETS.build(cfg)
 
 
+def test_select_keeps_named_datasets_in_order(mini_cfg, mini_train_dataset):
+    cfg = copy.deepcopy(mini_cfg.train_dataloader.dataset)
+    cfg.select = ['medical', 'natural']
+    two = DATASETS.build(cfg)
+    assert two.dataset_names == ('medical', 'natural')
+    full = dict(zip(mini_train_dataset.dataset_names, mini_train_dataset.dataset_lengths))
+    assert two.dataset_lengths == [full['medical'], full['natural']]
+    assert list(two.label_offsets) == [0, 1, 1 + len(two.dataset_classes['natural'])]
+    cfg.select = ['medical', 'xray']
+    with pytest.raises(ValueError, match=r"select=\['medical', 'xray'\]"):
+        DATASETS.build(cfg)
+
+
 def test_dataloader_with_mmdet_batch_sampler(mini_cfg):
     """The base config's train dataloader (UODBSampler + mmdet's
     AspectRatioBatchSampler) yields batches whose samples carry ids."""

@@ -33,25 +33,27 @@ def test_all_four_methods_exist_for_both_benchmarks():
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
 def test_config_builds_and_matches_its_label_space(path):
     cfg = Config.fromfile(str(path))
-    train, val = cfg.train_dataloader.dataset, cfg.val_dataloader.dataset
-    assert list(train.dataset_names) == list(val.dataset_names)
-    classes = [d.metainfo.classes for d in train.datasets]
-    assert classes == [d.metainfo.classes for d in val.datasets]
+    train = DATASETS.build(dict(cfg.train_dataloader.dataset, lazy_init=True))
+    val = DATASETS.build(dict(cfg.val_dataloader.dataset, lazy_init=True))
+    assert train.dataset_names == val.dataset_names
+    classes = [train.dataset_classes[n] for n in train.dataset_names]
+    assert classes == [val.dataset_classes[n] for n in val.dataset_names]
     if path.parent.name == 'gem':  # the full benchmarks: the data base's sets
         data = _data_base(path)
         assert list(train.dataset_names) == list(data.uodb_dataset_names)
         assert classes == [
-            data.uodb_classes[n] for n in data.uodb_dataset_names
+            tuple(data.uodb_classes[n]) for n in data.uodb_dataset_names
         ]
     else:  # ablations: subsets with the data base's class lists
         data = Config.fromfile(str(DATA_BASE['uodb']))
-        assert classes == [data.uodb_classes[n] for n in train.dataset_names]
+        assert classes == [tuple(data.uodb_classes[n]) for n in train.dataset_names]
     counts = [len(c) for c in classes]
     offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
     assert cfg.model.bbox_head.num_classes == offsets[-1]
     assert cfg.custom_imports == dict(
         imports=['mmgem'], allow_failed_imports=False)
     assert cfg.train_dataloader.dataset.type == 'UODBDataset'
+    assert list(train.label_offsets) == offsets
     if cfg.model.type == 'GEMDINO':
         assert list(cfg.model.label_offsets) == offsets
         assert cfg.model.num_datasets == len(counts)

@@ -19,54 +19,6 @@ model = dict(
     label_offsets=label_offsets,
     bbox_head=dict(num_classes=num_classes))
 
-train_dataloader = dict(
-    dataset=dict(
-        dataset_names=ablation_names,
-        datasets=[
-            dict(
-                type='CocoDataset',
-                ann_file='clipart/annotations/train.json',
-                data_prefix=dict(img='clipart/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.clipart}})),
-            dict(
-                type='CocoDataset',
-                ann_file='dota/annotations/train.json',
-                data_prefix=dict(img='dota/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.dota}})),
-            dict(
-                type='CocoDataset',
-                ann_file='kitti/annotations/trainval.json',
-                data_prefix=dict(img='kitti/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.kitti}})),
-            dict(
-                type='CocoDataset',
-                ann_file='voc/annotations/trainval.json',
-                data_prefix=dict(img='voc/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.voc}})),
-        ]))
-val_dataloader = dict(
-    dataset=dict(
-        dataset_names=ablation_names,
-        datasets=[
-            dict(
-                type='CocoDataset',
-                ann_file='clipart/annotations/test.json',
-                data_prefix=dict(img='clipart/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.clipart}})),
-            dict(
-                type='CocoDataset',
-                ann_file='dota/annotations/val.json',
-                data_prefix=dict(img='dota/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.dota}})),
-            dict(
-                type='CocoDataset',
-                ann_file='kitti/annotations/test.json',
-                data_prefix=dict(img='kitti/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.kitti}})),
-            dict(
-                type='CocoDataset',
-                ann_file='voc/annotations/test.json',
-                data_prefix=dict(img='voc/JPEGImages/'),
-                metainfo=dict(classes={{_base_.uodb_classes.voc}})),
-        ]))
+train_dataloader = dict(dataset=dict(select=ablation_names))
+val_dataloader = dict(dataset=dict(select=ablation_names))
 test_dataloader = val_dataloader
