@@ -32,12 +32,10 @@ import argparse
 import copy
 import json
 import os.path as osp
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -51,6 +49,7 @@ from torch import nn
 
 import mmgem  # noqa: F401
 from mmgem.utils import atomic_write
+from mmgem.utils.benchmark import add_timing_args, device_name, setup_timing, synchronize
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DINO_CFG = osp.join(REPO, 'configs/gem/dino-tiny_r18_mini-uodb.py')
@@ -59,32 +58,15 @@ GEM_CFG = osp.join(REPO, 'configs/gem/gem-dino-tiny_r18_mini-uodb.py')
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    add_timing_args(parser, warmup=2, repeats=9)
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--img-size', type=int, default=160)
-    parser.add_argument('--warmup', type=int, default=2)
-    parser.add_argument('--repeats', type=int, default=9)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--threads', type=int, default=None, help='torch CPU threads')
-    parser.add_argument(
-        '--clock',
-        choices=['wall', 'process'],
-        default='wall',
-        help='wall: elapsed time; process: CPU time of this process (robust '
-        'on a shared CPU machine; use with --threads 1 and --device cpu)')
-    parser.add_argument('--out', default=None, help='markdown results file')
     parser.add_argument(
         '--memory-worker',
         choices=['dino', 'gem'],
         default=None,
         help='internal: measure one model\'s peak RSS in this process')
     return parser.parse_args()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def build_models(device: torch.device, seed: int,
@@ -249,24 +231,14 @@ def cuda_peak_memory(steps, device) -> Dict[str, float]:
     return peaks
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'{platform.processor() or platform.machine()} CPU, ' \
-           f'{torch.get_num_threads()} threads'
-
-
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    clock = setup_timing(args)
     if args.memory_worker:
         memory_worker(args)
         return
     device = torch.device(args.device)
     steps = prepare(device, args)
-    clock = time.process_time if args.clock == 'process' else \
-        time.perf_counter
     order = [(f'{name}/{phase}', fn) for phase, idx in (('train', 0),
                                                         ('test', 1))
              for name, pair in steps.items() for fn in [pair[idx]]]

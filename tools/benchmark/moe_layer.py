@@ -31,9 +31,7 @@ Targets: gem / dense <= 1.10 and token / gem >= 1.3.
 """
 import argparse
 import os.path as osp
-import platform
 import statistics
-import time
 from typing import Callable, Dict, List
 
 import torch
@@ -43,6 +41,7 @@ from torch import nn
 from mmgem.models.layers import MoEFFN
 from mmgem.planner.hashing import image_bucket
 from mmgem.utils import atomic_write
+from mmgem.utils.benchmark import add_timing_args, device_name, setup_timing, synchronize
 
 # 11 UODB-like datasets over 8 experts: 5 datasets alone, 3 pairs sharing
 # an expert, and the largest dataset sharded over two experts.
@@ -56,7 +55,7 @@ PLAN = [[1000, 1000, 0, 0, 0, 0, 0, 0], [0, 0, 500, 0, 0, 0, 0, 0],
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--device', default='cpu', help='cpu or cuda')
+    add_timing_args(parser, warmup=3, repeats=15)
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[2, 8])
     parser.add_argument('--queries', type=int, default=900)
     parser.add_argument('--dn-queries', type=int, default=200)
@@ -65,24 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--experts', type=int, default=8)
     parser.add_argument('--layers', type=int, default=3)
     parser.add_argument('--capacity-factor', type=float, default=1.25)
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--repeats', type=int, default=15)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--threads', type=int, default=None, help='torch CPU threads')
-    parser.add_argument(
-        '--clock',
-        choices=['wall', 'process'],
-        default='wall',
-        help='wall: elapsed time; process: CPU time of this process (robust '
-        'on a shared CPU machine; use with --threads 1 and --device cpu)')
-    parser.add_argument('--out', default=None, help='markdown results file')
     return parser.parse_args()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
 
 
 def build_stacks(args, device) -> Dict[str, nn.ModuleList]:
@@ -143,19 +125,9 @@ def time_steps(steps: Dict[str, Callable[[], None]], device, warmup: int,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    return f'{platform.processor() or platform.machine()} CPU, ' \
-           f'{torch.get_num_threads()} threads'
-
-
 def main() -> None:
     args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    clock = time.process_time if args.clock == 'process' else \
-        time.perf_counter
+    clock = setup_timing(args)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     stacks = build_stacks(args, device)
