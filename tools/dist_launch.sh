@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Shared launcher of tools/dist_train.sh and tools/dist_test.sh: torchrun with
+# MMEngine's pytorch launcher.
+#   bash tools/dist_launch.sh SCRIPT GPUS ARGS...   (SCRIPT: train.py or test.py)
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
+SCRIPT=$1
+GPUS=$2
+NNODES=${NNODES:-1}
+NODE_RANK=${NODE_RANK:-0}
+PORT=${PORT:-29500}
+MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+
+PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
+python -m torch.distributed.run \
+    --nnodes=$NNODES \
+    --node_rank=$NODE_RANK \
+    --master_addr=$MASTER_ADDR \
+    --nproc_per_node=$GPUS \
+    --master_port=$PORT \
+    $(dirname "$0")/$SCRIPT \
+    "${@:3}" \
+    --launcher pytorch
