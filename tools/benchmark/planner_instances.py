@@ -24,11 +24,31 @@ same capacity factors and betas. ``scaling`` instances (K x M given) use the
 """
 import json
 import os.path as osp
+import sys
+import types
 from typing import Dict, List, Optional
 
 import numpy as np
 
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
 FAMILIES = ('clustered', 'uniform', 'blocks', 'labels')
+
+
+def import_planner():
+    """Import this checkout's mmgem.planner without mmgem/__init__ (no torch).
+
+    Returns:
+        module: ``mmgem.planner``.
+    """
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    if 'mmgem' not in sys.modules:
+        pkg = types.ModuleType('mmgem')
+        pkg.__path__ = [osp.join(ROOT, 'mmgem')]
+        sys.modules['mmgem'] = pkg
+    import mmgem.planner as planner
+    return planner
 CAPACITY_FACTORS = (None, 1.0, 1.1, 1.25, 2.0)
 BETAS = (0.0, 0.5, 1.0)
 
@@ -116,11 +136,7 @@ def uodb_instances(stats_path: str, count: int) -> List[Dict]:
     Returns:
         list[dict]: Instances as :func:`random_instance` returns them.
     """
-    import sys
-    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from mmgem.planner import build_similarity
+    build_similarity = import_planner().build_similarity
     with open(stats_path, encoding='utf-8') as f:
         raw = json.load(f)
     names = [e['name'] for e in raw['datasets']]
