@@ -22,12 +22,14 @@ a training config.
 from .compiler import CompiledPlan, compile_plan
 from .errors import PlanError, SolverFailedError, SolverUnavailableError
 from .hashing import (
-                      BUCKET_END,
-                      bucket_thresholds,
-                      image_bucket,
-                      image_buckets,
-                      route_bucket,
-                      route_buckets,
+    BUCKET_END,
+    bucket_thresholds,
+    expert_of_bucket,
+    experts_of_buckets,
+    image_bucket,
+    image_buckets,
+    route_bucket,
+    threshold_errors,
 )
 from .lp import (
                       LPSolution,
@@ -51,7 +53,8 @@ from .similarity import (
 from .stats import DatasetStats, load_dataset_stats
 
 __all__ = [
-    'image_bucket', 'image_buckets', 'route_bucket', 'route_buckets', 'bucket_thresholds',
+    'image_bucket', 'image_buckets', 'route_bucket', 'expert_of_bucket', 'experts_of_buckets',
+    'bucket_thresholds', 'threshold_errors',
     'BUCKET_END', 'image_id_digest', 'lagrangian_bound', 'solve_gem_milp', 'MILPSolution',
     'make_plan', 'GEMPlan', 'build_similarity',
     'PlanError', 'SolverFailedError', 'SolverUnavailableError', 'LPSolution',

@@ -34,7 +34,7 @@ The same integer comparison is done on tensors by the model
 (torch) agree bit for bit.
 """
 import hashlib
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -124,7 +124,49 @@ def bucket_thresholds(quota_row: Sequence[int],
     return out
 
 
-def route_bucket(thresholds_row: Sequence[int], bucket: int) -> int:
+def threshold_errors(quota: np.ndarray, thresholds: np.ndarray,
+                     names: Optional[Sequence[str]] = None) -> List[str]:
+    """Why a threshold table does not fit a quota table (empty when it does).
+
+    Every row must be non-decreasing in ``[0, BUCKET_END]``, an expert without
+    quota must have an empty bucket range and the last expert with a quota
+    must end at ``BUCKET_END`` (so every bucket lands on an expert with a
+    quota).
+
+    Args:
+        quota (np.ndarray): (K, M) quota table.
+        thresholds (np.ndarray): (K, M) thresholds.
+        names (Sequence[str], optional): Dataset names for the messages.
+
+    Returns:
+        list[str]: Problems, naming the dataset.
+    """
+    quota = np.asarray(quota, dtype=np.int64)
+    t = np.asarray(thresholds, dtype=np.int64)
+    k, m = quota.shape
+    if t.shape != (k, m):
+        return [f'thresholds have shape {t.shape}; expected ({k}, {m})']
+    names = [f'dataset {d}' for d in range(k)] if names is None else [
+        f'dataset {n!r}' for n in names]
+    out = []
+    for d in range(k):
+        row, q = t[d], quota[d]
+        if not q.any():
+            continue
+        prev = np.concatenate([[0], row[:-1]])
+        if np.any(row < 0) or np.any(np.diff(row) < 0):
+            out.append(f'{names[d]}: thresholds must be non-decreasing in [0, 2**63 - 1]')
+            continue
+        if np.any((q == 0) & (row != prev)):
+            out.append(f'{names[d]}: an expert without quota has images (quota {q.tolist()})')
+        last = int(np.flatnonzero(q)[-1])
+        if row[last] != BUCKET_END:
+            out.append(f'{names[d]}: the last expert with a quota (e{last}) does not take the '
+                       'end of the bucket range')
+    return out
+
+
+def expert_of_bucket(thresholds_row: Sequence[int], bucket: int) -> int:
     """Map a bucket to an expert through one dataset's threshold row.
 
     Args:
@@ -139,8 +181,8 @@ def route_bucket(thresholds_row: Sequence[int], bucket: int) -> int:
     return int(np.count_nonzero(row <= np.int64(bucket)))
 
 
-def route_buckets(thresholds_row: Sequence[int], buckets: Sequence[int]) -> np.ndarray:
-    """Vectorised :func:`route_bucket`.
+def experts_of_buckets(thresholds_row: Sequence[int], buckets: Sequence[int]) -> np.ndarray:
+    """Vectorised :func:`expert_of_bucket`.
 
     Args:
         thresholds_row (Sequence[int]): One dataset's threshold row.
@@ -153,3 +195,20 @@ def route_buckets(thresholds_row: Sequence[int], buckets: Sequence[int]) -> np.n
     b = np.asarray(buckets, dtype=np.int64)
     # thresholds are sorted: the count of those <= b is a right-side search
     return np.searchsorted(row, b, side='right').astype(np.int64)
+
+
+def route_bucket(quota_row: Sequence[int], bucket: int) -> int:
+    """The expert of a bucket under a quota row alone (no image ids).
+
+    The routing of a plan made from counts only: the thresholds are the
+    quantiles of the bucket range (:func:`bucket_thresholds` without
+    buckets), so the quota is met in expectation.
+
+    Args:
+        quota_row (Sequence[int]): One dataset's quota row (sum > 0).
+        bucket (int): The image's bucket.
+
+    Returns:
+        int: The expert index.
+    """
+    return expert_of_bucket(bucket_thresholds(quota_row), bucket)

@@ -12,13 +12,13 @@ import numpy as np
 from ..utils.fileio import atomic_write
 from .errors import PlanError
 from .hashing import (
-    BUCKET_END,
     ImageId,
     bucket_thresholds,
+    expert_of_bucket,
+    experts_of_buckets,
     image_bucket,
     image_buckets,
-    route_bucket,
-    route_buckets,
+    threshold_errors,
 )
 from .lp import LPSolution
 
@@ -209,33 +209,12 @@ class GEMPlan:
     def threshold_errors(self) -> List[str]:
         """Why the thresholds do not fit the quota (empty when they do).
 
-        Every row must be non-decreasing in ``[0, BUCKET_END]``, an expert
-        without quota must have an empty bucket range and the last expert
-        with a quota must end at ``BUCKET_END``.
+        See :func:`mmgem.planner.hashing.threshold_errors`.
 
         Returns:
             list[str]: Problems, naming the dataset.
         """
-        k, m = self.quota.shape
-        t = self.thresholds
-        if t.shape != (k, m):
-            return [f'thresholds have shape {t.shape}; expected ({k}, {m})']
-        out = []
-        for d, name in enumerate(self.dataset_names):
-            row, q = t[d], self.quota[d]
-            prev = np.concatenate([[0], row[:-1]])
-            if np.any(row < 0) or np.any(row > BUCKET_END) or np.any(np.diff(row) < 0):
-                out.append(f'dataset {name!r}: thresholds must be non-decreasing in '
-                           '[0, 2**63 - 1]')
-                continue
-            if np.any((q == 0) & (row != prev)):
-                out.append(f'dataset {name!r}: an expert without quota has images '
-                           f'(quota {q.tolist()})')
-            last = int(np.flatnonzero(q)[-1])
-            if row[last] != BUCKET_END:
-                out.append(f'dataset {name!r}: the last expert with a quota (e{last}) does not '
-                           'take the end of the bucket range')
-        return out
+        return threshold_errors(self.quota, self.thresholds, self.dataset_names)
 
     def dataset_index(self, dataset: Union[str, int]) -> int:
         """Return the row of a dataset.
@@ -282,7 +261,8 @@ class GEMPlan:
             int: The expert index.
         """
         d = self.dataset_index(dataset)
-        return route_bucket(self.thresholds[d], image_bucket(self.dataset_names[d], image_id))
+        return expert_of_bucket(self.thresholds[d],
+                                image_bucket(self.dataset_names[d], image_id))
 
     def route(self, dataset: Union[str, int], image_ids: Sequence[ImageId]) -> np.ndarray:
         """The experts of many images of one dataset.
@@ -295,8 +275,8 @@ class GEMPlan:
             np.ndarray: (N,) int64 experts, in the order of ``image_ids``.
         """
         d = self.dataset_index(dataset)
-        return route_buckets(self.thresholds[d],
-                             image_buckets(self.dataset_names[d], list(image_ids)))
+        return experts_of_buckets(self.thresholds[d],
+                                  image_buckets(self.dataset_names[d], list(image_ids)))
 
     def realised_counts(self, image_ids: Mapping[str, Sequence[ImageId]]) -> np.ndarray:
         """How many of the given images the rule sends to every expert.
@@ -496,11 +476,7 @@ class GEMPlan:
                 similarity_spec=data['similarity_spec'], rounding=data['rounding'],
                 integral=data['integral'])
             if force:
-                probe = cls.__new__(cls)
-                probe.quota, probe.thresholds = quota, thresholds
-                probe.dataset_names = tuple(data['dataset_names'])
-                if quota.shape == thresholds.shape and np.all(quota.sum(1) > 0) and \
-                        cls.threshold_errors(probe):
+                if threshold_errors(quota, thresholds, data['dataset_names']):
                     kwargs['thresholds'] = None
                     kwargs['id_digests'] = None
                     notes.append('thresholds re-derived from the quota (quantiles)')

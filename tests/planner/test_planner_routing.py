@@ -15,8 +15,9 @@ from mmgem.planner import (
     largest_remainder,
     load_dataset_stats,
     make_plan,
+    expert_of_bucket,
+    experts_of_buckets,
     route_bucket,
-    route_buckets,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ def test_unseen_images_follow_the_same_thresholds(uodb):
         # one image at a time, the scalar rule and a direct count agree
         for image_id, e in zip(test_ids[::37], got[::37]):
             bucket = image_bucket(name, image_id)
-            assert plan.expert_of(name, image_id) == e == route_bucket(plan.thresholds[d], bucket)
+            assert plan.expert_of(name, image_id) == e == expert_of_bucket(plan.thresholds[d], bucket)
             assert e == int(np.sum(plan.thresholds[d] <= bucket))
 
 
@@ -77,18 +78,18 @@ def test_thresholds_cut_the_sorted_buckets():
     row = np.array([0, 300, 0, 200, 500, 0])
     t = bucket_thresholds(row, buckets)
     assert np.all(np.diff(t) >= 0) and t[0] == 0 and t[-1] == BUCKET_END
-    np.testing.assert_array_equal(np.bincount(route_buckets(t, buckets), minlength=6), row)
+    np.testing.assert_array_equal(np.bincount(experts_of_buckets(t, buckets), minlength=6), row)
     # another number of images than the load: the largest-remainder share
     few = buckets[:77]
     t = bucket_thresholds(row, few)
-    np.testing.assert_array_equal(np.bincount(route_buckets(t, few), minlength=6),
+    np.testing.assert_array_equal(np.bincount(experts_of_buckets(t, few), minlength=6),
                                   largest_remainder(row, 77))
     # without images: quantiles of the bucket range
     t = bucket_thresholds(row)
     assert t.tolist()[:4] == [0, BUCKET_END * 300 // 1000, BUCKET_END * 300 // 1000,
                               BUCKET_END * 500 // 1000]
     assert t[4] == t[5] == BUCKET_END
-    counts = np.bincount(route_buckets(t, buckets), minlength=6)
+    counts = np.bincount(experts_of_buckets(t, buckets), minlength=6)
     assert counts[[0, 2, 5]].tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match='routes no image'):
         bucket_thresholds([0, 0])

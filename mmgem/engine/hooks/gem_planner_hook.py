@@ -330,7 +330,7 @@ class GEMPlannerHook(Hook):
         self._check_fits_model(plan, model, source='planner')
         self._check_fits_datasets(plan, names, source='planner')
         model.install_plan(plan.quota, np.asarray(dataset.label_offsets), plan.hash,
-                           thresholds=plan.thresholds)
+                           dataset_names=plan.dataset_names, thresholds=plan.thresholds)
         self.plan = plan
         realised = plan.realised_counts(current['image_ids']).sum(0)
         runner.logger.info(f'GEMPlannerHook: installed GEM plan {plan.hash[:12]}\n{plan}\n'
