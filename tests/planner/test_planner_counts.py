@@ -84,3 +84,22 @@ def test_capacity_aware_filling_scores_exactly(instance):
     losses = int((pairs[:, 0] > pairs[:, 1] * (1 + 1e-9)).sum())
     assert pairs[:, 0].sum() < pairs[:, 1].sum()
     assert wins >= 5 and wins >= 5 * losses, (wins, losses)
+
+
+def test_counts_are_raised_where_a_groups_load_needs_more():
+    # four datasets, anchors 0 and 2; dataset 1 is cheapest at 0, 3 at 2
+    cost = np.array([[0, .1, .5, .5], [.1, 0, .5, .5], [.5, .5, 0, .1], [.5, .5, .1, 0]])
+    images = np.array([900, 900, 100, 100])
+    scorer = compiler._Scorer(cost, images, 6, 500)
+    u = np.array([1.2, 0.0, 4.8, 0.0])  # the LP would give anchor 2 most experts
+    counts = compiler.expert_counts(scorer, (0, 2), u)
+    # group 0 holds 1800 images: it needs ceil(1800 / 500) = 4 experts
+    assert counts[0] == (4, 2)
+    assert counts[0] == tuple(largest_remainder(u[[0, 2]], 6, minimum=[4, 1]).tolist())
+    assert largest_remainder(u[[0, 2]], 6).tolist() == [1, 5]  # what u alone gives
+    # when the loads cannot fit, both the u-following and the load-following
+    # counts are candidates, the u-following first
+    tight = compiler._Scorer(cost, images, 4, 500)
+    got = compiler.expert_counts(tight, (0, 2), u)
+    assert got[0] == tuple(largest_remainder(u[[0, 2]], 4, minimum=[1, 1]).tolist())
+    assert tuple(highest_averages([1800, 200], 4).tolist()) in got
