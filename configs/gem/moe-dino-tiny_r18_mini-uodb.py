@@ -18,3 +18,6 @@ model = dict(
     balance_tokens='all',
     capacity_factor=1.25,
     label_offsets={{_base_.label_offsets}})
+
+# dataset x expert routing heat maps at every validation (visualizer)
+custom_hooks = [dict(type='MoERoutingVisualizationHook', score_thr=0.3)]

@@ -27,7 +27,9 @@ def test_routing_heat_maps_reach_the_visualizer(mini_uodb_root, tmp_path):
     cfg = make_cfg(mini_uodb_root, tmp_path, max_iters=2)
     cfg.train_cfg.val_interval = 2
     # every query counts as foreground: the counts are then fixed by the plan
-    cfg.custom_hooks.append(dict(type='MoERoutingVisualizationHook', score_thr=0.0))
+    vis = [h for h in cfg.custom_hooks if h.type == 'MoERoutingVisualizationHook']
+    assert len(vis) == 1  # the GEM config shows the routing at every validation
+    vis[0].score_thr = 0.0
     probe = ScalarProbe()
     runner = build_runner(cfg, probe)
     runner.train()
@@ -61,4 +63,5 @@ def test_routing_heat_maps_reach_the_visualizer(mini_uodb_root, tmp_path):
         files = glob.glob(osp.join(
             runner.log_dir, 'vis_data', 'vis_image', f'moe_routing_decoder_layer_{layer}_2.png'))
         assert len(files) == 1, layer
+        assert osp.isfile(osp.join(runner.work_dir, f'moe_routing_val_decoder_layer_{layer}.png'))
     assert runner.model.record_routing is False

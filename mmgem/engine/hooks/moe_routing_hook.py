@@ -3,6 +3,7 @@
 import os.path as osp
 from typing import Optional, Sequence
 
+import cv2
 import torch
 from mmdet.registry import HOOKS
 from mmengine.dist import all_reduce, is_main_process
@@ -31,7 +32,9 @@ class MoERoutingVisualizationHook(Hook):
     - sends one heat map per MoE layer to MMEngine's visualizer
       (``moe_routing_decoder_layer_<i>``), so every configured ``vis_backends``
       (local files, TensorBoard, W&B) receives it,
-    - writes the tables to ``<work_dir>/moe_routing_<mode>.md``.
+    - writes the tables to ``<work_dir>/moe_routing_<mode>.md`` and the heat
+      maps to ``<work_dir>/moe_routing_<mode>_decoder_layer_<i>.png`` (the
+      latest epoch's).
 
     This is DAMEX's Figure 3 for every row of the benchmark (``gem``,
     ``damex``, ``moe``); a dense model has no MoE layer and the hook does
@@ -95,8 +98,12 @@ class MoERoutingVisualizationHook(Hook):
             image = draw_share_heatmap(
                 shares[i], names, [f'e{e}' for e in range(shares.shape[2])],
                 f'{model.routing} routing, {layer}: foreground tokens per expert')
-            runner.visualizer.add_image(
-                f'moe_routing_{layer.replace(" ", "_")}', image, step=step)
+            name = f'moe_routing_{layer.replace(" ", "_")}'
+            runner.visualizer.add_image(name, image, step=step)
+            if is_main_process():
+                png = cv2.imencode('.png', image[..., ::-1])[1].tobytes()
+                atomic_write(osp.join(runner.work_dir, f'moe_routing_{mode}_{name[12:]}.png'),
+                             png)
         if is_main_process():
             atomic_write(
                 osp.join(runner.work_dir, f'moe_routing_{mode}.md'),
