@@ -143,3 +143,16 @@ def test_scaling_benchmark_runs_and_writes_markdown(load_tool, tmp_path):
         capacity_factor, seeds, load = 1.25, [0], 0.0
     text = bench.to_markdown(rows, worst, Args)
     assert '| 6 x 3 | ECOS |' in text and 'Worst case: K=6, M=3' in text
+
+
+def test_quality_benchmark_measures_against_the_milp(load_tool):
+    bench = load_tool('tools/benchmark/planner_quality.py')
+    import planner_instances as pi  # on sys.path through the benchmark
+    rows = [bench.run_instance(pi.random_instance(f, 1)) for f in ('uniform', 'labels')]
+    for r in rows:
+        assert r['milp_status'] == 'optimal'
+        assert r['exact_cost'] == pytest.approx(r['milp'], rel=1e-7, abs=1e-12)
+        assert r['heuristic_cost'] >= r['milp'] - 1e-9 and r['heuristic_above_bound']
+    text = '\n'.join(bench.quality_tables(rows) + bench.time_table(rows, []))
+    assert '| uniform | 1 |' in text and '| labels | 1 |' in text and '| all | 2 |' in text
+    assert '| random 3-12 x 1-10 | 2 |' in text

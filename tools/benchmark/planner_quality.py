@@ -13,10 +13,11 @@ rounded / MILP (median, p90, max) for both roundings and rounded / LP bound
 the optimum, and the check ``rounded >= bound`` on every plan. The time
 table gives make_plan's wall time (LP + rounding) per size.
 
-The last table times the 1000 x 256 instance of ``planner_scaling.py`` with
-this checkout's planner and with the planner of ``--baseline-ref`` (the
-planner before issue 13 by default), each in fresh subprocesses, interleaved
-in the same run; the baseline is read from git into a temporary folder and
+The planner of ``--baseline-ref`` (the planner before issue 13 by default)
+rounds the same instances for comparison, and the last table times the
+1000 x 256 instance of ``planner_scaling.py`` with this checkout's planner and
+with the baseline's, each in fresh subprocesses, interleaved in the same run.
+The baseline is read from git into a temporary folder (``git archive``) and
 never copied into the repository.
 
 Usage::
@@ -214,6 +215,49 @@ print(json.dumps(dict(wall=w, cpu=c, cost=plan.rounded_cost, bound=plan.lp_bound
 '''
 
 
+BASELINE_SCRIPT = r'''
+import json, sys, types
+root = sys.argv[1]
+pkg = types.ModuleType('mmgem'); pkg.__path__ = [root + '/mmgem']; sys.modules['mmgem'] = pkg
+from mmgem.planner import make_plan
+out = {}
+for key, ins in json.load(open(sys.argv[2])).items():
+    plan = make_plan(ins['names'], ins['loads'], ins['similarity'], ins['num_experts'],
+                     capacity_factor=ins['capacity_factor'], beta=ins['beta'], solver='ECOS')
+    out[key] = plan.rounded_cost
+print(json.dumps(out))
+'''
+
+
+def run_baseline_quality(ref: str, todo: List[Dict]) -> Dict[str, float]:
+    """Rounded cost of every instance with the baseline planner (a subprocess)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline_checkout(ref, tmp)
+        path = osp.join(tmp, 'instances.json')
+        with open(path, 'w', encoding='utf-8') as f:
+            json.dump({f'{i["family"]}/{i["seed"]}': dict(
+                i, similarity=np.asarray(i['similarity']).tolist()) for i in todo}, f)
+        out = subprocess.run([sys.executable, '-c', BASELINE_SCRIPT, tmp, path], check=True,
+                             capture_output=True, text=True, env=env, cwd=tmp)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def baseline_lines(rows: List[Dict], costs: Dict[str, float], ref: str) -> List[str]:
+    """The baseline planner's rounded / MILP on the same instances."""
+    lines = ['', f'The planner of {ref} (the baseline) on the same instances, rounded / MILP:', '',
+             '| family | n | median | p90 | max | above optimum |', '|---|---|---|---|---|---|']
+    groups: Dict[str, List[float]] = {}
+    for r in rows:
+        ratio = _ratio(costs[f"{r['family']}/{r['seed']}"], r['milp'])
+        groups.setdefault(r['family'], []).append(ratio)
+    groups['all'] = [v for values in groups.values() for v in values]
+    for name, ratios in groups.items():
+        above = sum(v > 1 + 1e-9 for v in ratios)
+        lines.append(f'| {name} | {len(ratios)} | {_stats(ratios)} | {above} |')
+    return lines
+
+
 def baseline_checkout(ref: str, folder: str) -> str:
     """The planner of ``ref`` (and what it imports) extracted from git."""
     paths = ['mmgem/planner', 'mmgem/utils/fileio.py', 'mmgem/utils/__init__.py']
@@ -296,8 +340,10 @@ def main():
     planner.make_plan(['a', 'b'], [10, 20], np.eye(2), 2)  # warm up imports and CVXPY
     rows = []
     todo = instances(args)
+    resumed = 0
     for i, ins in enumerate(todo):
         key = f'{ins["family"]}/{ins["seed"]}'
+        resumed += key in cache
         if key not in cache:
             cache[key] = run_instance(ins)
             atomic_write(args.cache, json.dumps(dict(planner=digest, rows=cache)))
@@ -305,6 +351,11 @@ def main():
         r = cache[key]
         print(f'[{i + 1}/{len(todo)}] {key} K={r["k"]} M={r["m"]} cf={r["capacity_factor"]}: '
               f'heuristic / MILP {_ratio(r["heuristic_cost"], r["milp"]):.4f}', flush=True)
+    base_key = f'baseline {args.baseline_ref}'
+    if base_key not in cache:
+        print(f'baseline {args.baseline_ref} on the {len(todo)} instances ...', flush=True)
+        cache[base_key] = run_baseline_quality(args.baseline_ref, todo)
+        atomic_write(args.cache, json.dumps(dict(planner=digest, rows=cache)))
     scaling = run_scaling([tuple(int(v) for v in s.split('x')) for s in args.scaling], [0, 1, 2])
     tk, tm = (int(v) for v in args.timing_size.split('x'))
     timing = run_timing(args.baseline_ref, tk, tm, args.timing_repeats)
@@ -322,12 +373,15 @@ def main():
             f'Target: heuristic / MILP <= {TARGET_HEURISTIC}, exact / MILP = 1.000. '
             f'rounded >= LP bound on every plan: '
             f'{"yes" if not bad_bound else "NO: " + ", ".join(bad_bound)}; MILP proved optimal '
-            f'on {len(rows) - len(not_opt)} of {len(rows)}.']
+            f'on {len(rows) - len(not_opt)} of {len(rows)}.'
+            + (f' {resumed} instance(s) (and their times) come from the cache of an earlier run '
+               'of the same planner code.' if resumed else '')]
     text += quality_tables(rows)
     h = max(r['h_milp'] for r in rows)
     e = max(r['e_milp'] for r in rows)
     text += ['', f'Worst heuristic / MILP: **{h:.4f}** (target <= {TARGET_HEURISTIC}: '
              f'{"yes" if h <= TARGET_HEURISTIC else "NO"}); worst exact / MILP: **{e:.6f}**.']
+    text += baseline_lines(rows, cache[base_key], args.baseline_ref)
     text += ['', '## Time per size (make_plan: LP + rounding)'] + time_table(rows, scaling)
     text += ['', f'## {tk} x {tm} against the baseline planner'] + timing_lines(timing, tk, tm)
     out = '\n'.join(text) + '\n'

@@ -323,9 +323,11 @@ class GEMPlannerHook(Hook):
                 return
             self._refuse_or_replan(runner, 'the plan restored from the checkpoint', problems)
 
-        plan = None
-        if is_main_process():
-            plan = self._plan(runner, model, current)
+        # every rank checks plan_file (a refusal must stop all of them); rank 0 plans
+        plan = None if self.file_plan is None else self._file_plan(runner, current)
+        if plan is None and is_main_process():
+            plan = self.plan_for(runner.train_dataloader, model, current=current,
+                                 logger=runner.logger)
         plan = self._broadcast(plan)
         self._check_fits_model(plan, model, source='planner')
         self._check_fits_datasets(plan, names, source='planner')
@@ -388,24 +390,28 @@ class GEMPlannerHook(Hook):
                 'similarity_spec', 'id_digests')
         return plan.mismatches(**{k: current[k] for k in keys if current[k] is not None})
 
-    def _plan(self, runner: Runner, model: nn.Module, current: Dict) -> GEMPlan:
-        if self.file_plan is not None:
-            plan = self.file_plan
-            keys = ('dataset_names', 'images', 'num_experts', 'capacity_factor', 'beta',
-                    'similarity_spec')
-            problems = plan.mismatches(**{k: current[k] for k in keys})
-            if not problems:
-                if all(v is None for v in plan.id_digests):
-                    runner.logger.info(f'GEMPlannerHook: {self.plan_file} was made from image '
-                                       'counts only; cutting its routing thresholds at the '
-                                       'training images (exact quotas)')
-                    return plan.with_image_ids(current['image_ids'])
-                problems = self.mismatches(plan, current)
-                if not problems:
-                    return plan
-            self._refuse_or_replan(runner, f'plan_file={self.plan_file!r}', problems)
-        return self.plan_for(runner.train_dataloader, model, current=current,
-                             logger=runner.logger)
+    def _file_plan(self, runner: Runner, current: Dict) -> Optional[GEMPlan]:
+        """The ``plan_file`` plan if it fits the config and data (every rank).
+
+        Returns:
+            GEMPlan | None: The plan (its thresholds cut at the training images
+            if it was made from counts only), or None to re-plan
+            (``on_mismatch='replan'``); a mismatch with ``'error'`` raises.
+        """
+        plan = self.file_plan
+        keys = ('dataset_names', 'images', 'num_experts', 'capacity_factor', 'beta',
+                'similarity_spec')
+        problems = plan.mismatches(**{k: current[k] for k in keys})
+        if not problems and all(v is None for v in plan.id_digests):
+            runner.logger.info(f'GEMPlannerHook: {self.plan_file} was made from image counts '
+                               'only; cutting its routing thresholds at the training images '
+                               '(exact quotas)')
+            return plan.with_image_ids(current['image_ids'])
+        problems = problems or self.mismatches(plan, current)
+        if not problems:
+            return plan
+        self._refuse_or_replan(runner, f'plan_file={self.plan_file!r}', problems)
+        return None
 
     def plan_for(self, dataloader, model: Optional[nn.Module] = None,
                  num_experts: Optional[int] = None, current: Optional[Dict] = None,
