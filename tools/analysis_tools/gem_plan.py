@@ -37,6 +37,7 @@ import os.path as osp
 import sys
 import tempfile
 import types
+import uuid
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 #: options that override the hook's settings with --config
@@ -129,6 +130,10 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
         cfg.work_dir = work_dir or tmp
         cfg.custom_hooks = [h for h in cfg.custom_hooks if h is not hooks[0]]
         cfg.log_level = 'WARNING'
+        # a name of its own: MMEngine's logger and visualizer are global instances
+        # keyed by it, and a training Runner built in the same second must not
+        # inherit this one's (temporary) folders
+        cfg.experiment_name = f'gem_plan_{uuid.uuid4().hex}'
         runner = Runner.from_cfg(cfg)
         loader = runner.train_dataloader  # builds the train loop, as train() does first
         runner._init_model_weights()
