@@ -1,5 +1,6 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""Tests of tools/dataset_converters/uodb2coco.py."""
+"""Tests of the UODB-layout converter (mmgem.datasets.converters.convert_uodb)
+and of its CLI tools/dataset_converters/uodb2coco.py."""
 import json
 import shutil
 import xml.etree.ElementTree as ET
@@ -15,7 +16,13 @@ from mmgem.datasets import MINI_UODB_CLASSES, UODB_CLASSES
 
 
 @pytest.fixture(scope='module')
-def conv(load_tool):
+def conv():
+    from mmgem.datasets import converters
+    return converters
+
+
+@pytest.fixture(scope='module')
+def cli(load_tool):
     return load_tool('tools/dataset_converters/uodb2coco.py')
 
 
@@ -218,19 +225,19 @@ def test_bad_inputs_name_the_file_or_class(conv, tmp_path):
     assert not (ddir / 'annotations').exists()  # nothing half-written
 
 
-def test_output_is_atomic_and_deterministic(conv, tmp_path, capsys):
+def test_output_is_atomic_and_deterministic(cli, tmp_path, capsys):
     xml = _xml(64, 48, [('face', (3, 4, 20, 30), 0)], filename='x.png')
     ddir = _voc_dataset(tmp_path, 'widerface', 'val', {'x': xml})
     Image.new('RGB', (64, 48)).save(ddir / 'JPEGImages' / 'x.png')
-    assert conv.main([str(tmp_path), '--datasets', 'widerface',
+    assert cli.main([str(tmp_path), '--datasets', 'widerface',
                       '--splits', 'val']) == 0
     assert '| widerface | val | 1 | 1 |' in capsys.readouterr().out
     out = ddir / 'annotations' / 'val.json'
     first = out.read_bytes()
     assert json.loads(first)['images'][0]['file_name'] == 'x.png'
-    assert conv.main([str(tmp_path), '--datasets', 'widerface',
+    assert cli.main([str(tmp_path), '--datasets', 'widerface',
                       '--splits', 'val']) == 0
     assert out.read_bytes() == first
     assert sorted(p.name for p in out.parent.iterdir()) == ['val.json']
-    assert conv.main([str(tmp_path / 'nowhere'), '--datasets', 'voc']) == 1
+    assert cli.main([str(tmp_path / 'nowhere'), '--datasets', 'voc']) == 1
     assert 'split file not found' in capsys.readouterr().err

@@ -1,0 +1,4 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+from .voc07_ap import voc07_ap_11point, voc07_map
+
+__all__ = ['voc07_ap_11point', 'voc07_map']
