@@ -10,7 +10,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from ..utils.fileio import atomic_write
-from .functional import voc07_map
+from .functional import coco_box_ap, voc07_map
 from .uodb_table import format_uodb_table
 
 
@@ -64,8 +64,11 @@ class UODBMetric(BaseMetric):
             ``'<method> AP50'``); empty gives ``AP`` and ``AP50``.
         table_file (str, optional): Where to write the table.
         classwise (bool): Also log per-class AP (``CocoMetric``'s option).
-        max_dets (int): Detections per image COCO AP considers (pycocotools'
-            ``maxDets``, the last of ``(1, 10, max_dets)``). Defaults to 100.
+        max_dets (int): Detections per image COCO AP and AP50 consider. 100
+            (default) is pycocotools' default, as DAMEX; other values are
+            read from the COCO evaluation at that many detections
+            (:func:`~.functional.coco_box_ap`; pycocotools' summary reports
+            AP at 100 only).
         voc07 (bool): Also compute the VOC07 11-point AP50. Defaults to
             True.
         backend_args (dict, optional): For reading the annotation files.
@@ -219,6 +222,10 @@ class UODBMetric(BaseMetric):
             res = self._coco_metric(d).compute_metrics(by_dataset[d])
             if 'bbox_mAP' not in res:  # pycocotools: no prediction at all
                 res = dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
+            if self.max_dets != 100:  # pycocotools reports AP at 100 only
+                coco = self._coco_metric(d)
+                res['bbox_mAP'], res['bbox_mAP_50'] = coco_box_ap(
+                    coco._coco_api, [r for _, r in by_dataset[d]], coco.cat_ids, self.max_dets)
             ap[d], ap50[d] = res['bbox_mAP'], res['bbox_mAP_50']
             eval_results[f'{name}/bbox_mAP'] = ap[d]
             eval_results[f'{name}/bbox_mAP_50'] = ap50[d]

@@ -540,7 +540,7 @@ def format_stats(results: Sequence[ConversionStats]) -> str:
     ]
 
     def _join(counter: Counter) -> str:
-        return ', '.join(f'{k}:{v}' for k, v in sorted(counter.items())) or '-'
+        return ', '.join(f'{k}:{v}' for k, v in sorted(counter.items()) if v) or '-'
 
     for s in results:
         lines.append(f'| {s.dataset} | {s.split} | {s.images} | '
