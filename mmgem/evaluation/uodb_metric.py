@@ -226,18 +226,21 @@ class UODBMetric(BaseMetric):
                 coco = self._coco_metric(d)
                 res['bbox_mAP'], res['bbox_mAP_50'] = coco_box_ap(
                     coco._coco_api, [r for _, r in by_dataset[d]], coco.cat_ids, self.max_dets)
-            ap[d], ap50[d] = res['bbox_mAP'], res['bbox_mAP_50']
-            eval_results[f'{name}/bbox_mAP'] = ap[d]
-            eval_results[f'{name}/bbox_mAP_50'] = ap50[d]
+            # -1 (pycocotools: no non-crowd ground truth) is left out of the mean
+            ap[d], ap50[d] = (v if v >= 0 else None
+                              for v in (res['bbox_mAP'], res['bbox_mAP_50']))
+            eval_results[f'{name}/bbox_mAP'] = res['bbox_mAP']
+            eval_results[f'{name}/bbox_mAP_50'] = res['bbox_mAP_50']
             if self.voc07:
-                voc[d] = self._voc07_ap50(d, by_dataset[d])
-                eval_results[f'{name}/voc07_AP50'] = voc[d]
+                eval_results[f'{name}/voc07_AP50'] = self._voc07_ap50(d, by_dataset[d])
+                voc[d] = eval_results[f'{name}/voc07_AP50']
+                voc[d] = voc[d] if voc[d] >= 0 else None
         seen = [v for v in ap if v is not None]
         if seen:
             eval_results['bbox_mAP'] = float(np.mean(seen))
             eval_results['bbox_mAP_50'] = float(
                 np.mean([v for v in ap50 if v is not None]))
-            if self.voc07:
+            if self.voc07 and any(v is not None for v in voc):
                 eval_results['voc07_AP50'] = float(np.mean([v for v in voc if v is not None]))
         if guessed:
             eval_results['domain_acc'] = correct / guessed

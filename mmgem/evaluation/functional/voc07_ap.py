@@ -71,8 +71,8 @@ def voc07_map(detections: Sequence[Dict[str, np.ndarray]],
             VOC's and UODB's code. Defaults to True.
 
     Returns:
-        dict: ``mAP`` (float, mean over classes with ground truth; 0.0 if
-        none), ``ap`` (list of per-class AP, None for a class without
+        dict: ``mAP`` (float, mean over classes with ground truth; -1.0,
+        pycocotools' "undefined", if no class has any), ``ap`` (list of per-class AP, None for a class without
         ground truth), ``num_gts`` (list of non-difficult counts).
     """
     if len(detections) != len(ground_truths):
@@ -130,4 +130,4 @@ def voc07_map(detections: Sequence[Dict[str, np.ndarray]],
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
         aps.append(voc07_ap_11point(recall, precision))
     present = [a for a in aps if a is not None]
-    return dict(mAP=float(np.mean(present)) if present else 0.0, ap=aps, num_gts=num_gts)
+    return dict(mAP=float(np.mean(present)) if present else -1.0, ap=aps, num_gts=num_gts)
