@@ -16,8 +16,14 @@ import pytest
 from PIL import Image
 
 from mmgem.datasets import UODB_CLASSES
-from mmgem.datasets.converters import (LISA_TAG_TO_CLASS, SampleError, clip_polygon,
-                                       convert_native, polygon_area, window_starts)
+from mmgem.datasets.converters import (
+    LISA_TAG_TO_CLASS,
+    SampleError,
+    clip_polygon,
+    convert_native,
+    polygon_area,
+    window_starts,
+)
 
 
 @pytest.fixture(scope='module')
@@ -273,3 +279,30 @@ def test_cross_domain_voc_style(tmp_path, nf, name):
     assert not (src / name / 'JPEGImages').is_symlink()
     assert sorted(p.name for p in (src / name / 'JPEGImages').iterdir()) == \
         [f'{name}_1.jpg', f'{name}_2.jpg']
+
+
+def test_real_voc2007_xml_through_the_devkit_importer(tmp_path, nf, uodb_xml_dir):
+    """A real VOC2007 annotation (000002.xml, from mmdet's test data) in a
+    devkit tree gives what mmdet's own XMLDataset reads from it."""
+    import shutil
+
+    from mmdet.datasets import XMLDataset
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    devkit = tmp_path / 'src' / 'VOCdevkit'
+    nf.write_voc(tmp_path / 'src')
+    year = devkit / 'VOC2007'
+    shutil.copy(uodb_xml_dir / 'voc_000002.xml', year / 'Annotations' / '000002.xml')
+    nf.image(year / 'JPEGImages' / '000002.jpg', (335, 500))
+    out = tmp_path / 'out'
+    convert_native(str(tmp_path / 'src'), out=str(out), datasets=['voc'])
+    coco = _coco(out, 'voc', 'test')
+    ref = XMLDataset(ann_file='ImageSets/Main/test.txt', data_root=str(year),
+                     data_prefix=dict(sub_data_root=''),
+                     metainfo=dict(classes=UODB_CLASSES['voc']), test_mode=True)
+    info = ref.get_data_info(0)
+    assert (coco['images'][0]['width'], coco['images'][0]['height']) == \
+        (info['width'], info['height']) == (335, 500)
+    x, y, w, h = coco['annotations'][0]['bbox']
+    np.testing.assert_allclose([x, y, x + w, y + h], info['instances'][0]['bbox'])
+    assert coco['annotations'][0]['category_id'] - 1 == info['instances'][0]['bbox_label']

@@ -104,7 +104,7 @@ def _samples(dataset, rng, many: int = 0):
     for idx in range(len(dataset)):
         info = dataset.get_data_info(idx)
         d = info['dataset_id']
-        lo, hi = dataset.label_offsets[d], dataset.label_offsets[d + 1]
+        lo = dataset.label_offsets[d]
         boxes, labels = [], []
         for inst in info['instances']:
             if rng.random() < 0.85:

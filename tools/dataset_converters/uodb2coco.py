@@ -27,8 +27,16 @@ import argparse
 import sys
 from typing import List, Optional, Sequence
 
-from mmgem.datasets.converters import (NATIVE_SOURCES, PRESETS, check_counts, convert_native,
-                                       convert_uodb, format_check, format_examples, format_stats)
+from mmgem.datasets.converters import (
+    NATIVE_SOURCES,
+    PRESETS,
+    check_counts,
+    convert_native,
+    convert_uodb,
+    format_check,
+    format_examples,
+    format_stats,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

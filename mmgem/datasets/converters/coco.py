@@ -24,8 +24,17 @@ import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Set
 
-from .common import (ClassMap, CocoBuilder, ConversionStats, ImageLinker, MissingImageError,
-                     SampleError, check_size, image_size, skip_or_raise)
+from .common import (
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    ImageLinker,
+    MissingImageError,
+    SampleError,
+    check_size,
+    image_size,
+    skip_or_raise,
+)
 
 
 def _load_json(path: str) -> dict:

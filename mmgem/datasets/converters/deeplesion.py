@@ -33,8 +33,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .common import (ClassMap, CocoBuilder, ConversionStats, MissingImageError, SampleError,
-                     check_size, skip_or_raise)
+from .common import (
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    MissingImageError,
+    SampleError,
+    check_size,
+    skip_or_raise,
+)
 
 #: DeepLesion's default window (HU): bone, soft tissue and lung at once.
 DEEPLESION_WINDOW = (-1024.0, 3071.0)

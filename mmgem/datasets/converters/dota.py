@@ -43,8 +43,15 @@ import os
 import os.path as osp
 from typing import Iterator, List, Sequence, Tuple
 
-from .common import (ClassMap, CocoBuilder, ConversionStats, MissingImageError, SampleError,
-                     image_size, skip_or_raise)
+from .common import (
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    MissingImageError,
+    SampleError,
+    image_size,
+    skip_or_raise,
+)
 
 Point = Tuple[float, float]
 

@@ -29,8 +29,7 @@ import os
 import os.path as osp
 from typing import List, Sequence
 
-from .common import (ClassMap, CocoBuilder, ConversionStats, ImageLinker, SampleError,
-                     skip_or_raise)
+from .common import ClassMap, CocoBuilder, ConversionStats, ImageLinker, SampleError, skip_or_raise
 from .voc import add_voc_images
 
 KITCHEN_SPLITS = ('train', 'test')

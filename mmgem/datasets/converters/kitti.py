@@ -51,8 +51,16 @@ import os.path as osp
 from typing import Dict, List, Sequence
 
 from ..uodb_meta import UODB_IGNORED_NAMES, UODB_NAME_MAPS
-from .common import (ClassMap, CocoBuilder, ConversionStats, ImageLinker, MissingImageError,
-                     SampleError, image_size, skip_or_raise)
+from .common import (
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    ImageLinker,
+    MissingImageError,
+    SampleError,
+    image_size,
+    skip_or_raise,
+)
 
 KITTI_SPLITS = ('trainval', 'test')
 

@@ -36,8 +36,15 @@ import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
-from .common import (ClassMap, CocoBuilder, ConversionStats, ImageLinker, SampleError,
-                     image_size, skip_or_raise)
+from .common import (
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    ImageLinker,
+    SampleError,
+    image_size,
+    skip_or_raise,
+)
 
 _SPEED = ('speedLimit15', 'speedLimit25', 'speedLimit30', 'speedLimit35', 'speedLimit40',
           'speedLimit45', 'speedLimit50', 'speedLimit55', 'speedLimit65', 'speedLimitUrdbl',

@@ -36,8 +36,8 @@ from mmgem.utils import StagingDir
 
 from ..mini_uodb_meta import MINI_UODB_CLASSES, MINI_UODB_SPLITS
 from ..uodb_meta import UODB_CLASSES, UODB_IGNORED_NAMES, UODB_NAME_MAPS, UODB_SPLITS
-from .common import ConversionStats
 from .coco import convert_coco_json
+from .common import ConversionStats
 from .voc import convert_voc_split
 
 PRESETS = {

@@ -22,9 +22,19 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple
 
-from .common import (IMAGE_EXTENSIONS, ClassMap, CocoBuilder, ConversionStats,
-                     ImageLinker, MissingImageError, SampleError, check_size, find_image,
-                     image_size, skip_or_raise)
+from .common import (
+    IMAGE_EXTENSIONS,
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    ImageLinker,
+    MissingImageError,
+    SampleError,
+    check_size,
+    find_image,
+    image_size,
+    skip_or_raise,
+)
 
 
 class MissingAnnotationError(SampleError, FileNotFoundError):

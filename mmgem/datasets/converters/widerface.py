@@ -23,8 +23,15 @@ file) are skipped and counted (``zero_area``).
 import os.path as osp
 from typing import List, Sequence
 
-from .common import (ClassMap, CocoBuilder, ConversionStats, ImageLinker, SampleError,
-                     image_size, skip_or_raise)
+from .common import (
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    ImageLinker,
+    SampleError,
+    image_size,
+    skip_or_raise,
+)
 
 WIDERFACE_SPLITS = ('train', 'val')
 

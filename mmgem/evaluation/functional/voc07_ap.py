@@ -72,8 +72,9 @@ def voc07_map(detections: Sequence[Dict[str, np.ndarray]],
 
     Returns:
         dict: ``mAP`` (float, mean over classes with ground truth; -1.0,
-        pycocotools' "undefined", if no class has any), ``ap`` (list of per-class AP, None for a class without
-        ground truth), ``num_gts`` (list of non-difficult counts).
+        pycocotools' "undefined", if no class has any), ``ap`` (list of
+        per-class AP, None for a class without ground truth), ``num_gts``
+        (list of non-difficult counts).
     """
     if len(detections) != len(ground_truths):
         raise ValueError(f'voc07_map: {len(detections)} detection entries for '
