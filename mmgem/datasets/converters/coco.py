@@ -221,8 +221,7 @@ def import_coco(coco_root: str,
         list[ConversionStats]: One per split.
     """
     ann_dir = osp.join(coco_root, 'annotations')
-    linker = ImageLinker(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'),
-                         link_mode)
+    linker = ImageLinker.for_dataset(out_dir, final_dir, link_mode)
     results = []
 
     def _write(src, src_file, split, ids, img_dir, rule):

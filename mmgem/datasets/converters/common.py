@@ -421,6 +421,17 @@ class CocoBuilder:
             annotations=self.annotations,
             categories=categories or self.class_map.categories())
 
+    def write_split(self, out_dir: str, origin: str) -> None:
+        """Write ``<out_dir>/annotations/<split>.json``.
+
+        Args:
+            out_dir (str): The dataset's output folder (being written).
+            origin (str): What it was converted from, for the description.
+        """
+        self.write(osp.join(out_dir, 'annotations', f'{self.stats.split}.json'),
+                   f'UODB {self.stats.dataset} {self.stats.split} from {origin}, converted by '
+                   'mmgem')
+
     def write(self, path: str, description: str,
               categories: Optional[List[dict]] = None) -> None:
         """Write the COCO JSON (atomically, deterministic bytes).
@@ -434,6 +445,28 @@ class CocoBuilder:
             raise ValueError(f'{self.stats.dataset} {self.stats.split}: no image to write '
                              '(empty split)')
         dump_json_atomic(self.to_dict(description, categories), path)
+
+
+def split_builder(dataset: str, split: str, final_dir: str, class_map: ClassMap, source: str,
+                  split_rule: str) -> CocoBuilder:
+    """A :class:`CocoBuilder` for one split of a native import.
+
+    Args:
+        dataset (str): Dataset name.
+        split (str): Split name.
+        final_dir (str): Where the dataset's output folder ends up (the
+            stats' ``out_file`` is ``<final_dir>/annotations/<split>.json``).
+        class_map (ClassMap): The dataset's classes.
+        source (str): What is read.
+        split_rule (str): How the split is made.
+
+    Returns:
+        CocoBuilder: The builder, with fresh stats.
+    """
+    stats = ConversionStats(dataset=dataset, split=split,
+                            out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
+                            source=source, split_rule=split_rule)
+    return CocoBuilder(stats, class_map)
 
 
 def dump_json_atomic(obj: object, out_file: str) -> None:
@@ -493,6 +526,20 @@ class ImageLinker:
     """
 
     MODES = ('symlink', 'hardlink', 'copy')
+
+    @classmethod
+    def for_dataset(cls, out_dir: str, final_dir: str, mode: str = 'symlink') -> 'ImageLinker':
+        """The linker of a dataset's ``JPEGImages/``.
+
+        Args:
+            out_dir (str): The dataset's output folder being written.
+            final_dir (str): Where it ends up.
+            mode (str): See the class.
+
+        Returns:
+            ImageLinker: Writing ``<out_dir>/JPEGImages``.
+        """
+        return cls(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'), mode)
 
     def __init__(self, out_dir: str, final_dir: str, mode: str = 'symlink') -> None:
         if mode not in self.MODES:

@@ -35,12 +35,12 @@ import numpy as np
 
 from .common import (
     ClassMap,
-    CocoBuilder,
     ConversionStats,
     MissingImageError,
     SampleError,
     check_size,
     skip_or_raise,
+    split_builder,
 )
 
 #: DeepLesion's default window (HU): bone, soft tissue and lung at once.
@@ -194,10 +194,9 @@ def import_deeplesion(root: str,
                              f'{sorted(DEEPLESION_SPLITS)}')
         codes = DEEPLESION_SPLITS[split]
         rule = 'DL_info.csv Train_Val_Test in ' + '/'.join(map(str, codes))
-        stats = ConversionStats(dataset=dataset, split=split,
-                                out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-                                source='DeepLesion DL_info.csv + Images_png', split_rule=rule)
-        builder = CocoBuilder(stats, class_map)
+        builder = split_builder(dataset, split, final_dir, class_map,
+                                'DeepLesion DL_info.csv + Images_png', rule)
+        stats = builder.stats
         for name in sorted(slices):
             entry = slices[name]
             if entry['split'] not in codes:
@@ -220,8 +219,7 @@ def import_deeplesion(root: str,
             for box in entry['boxes']:
                 builder.add_box(img_id, 1, box, width, height)
             stats.notes['possibly noisy'] += entry['noisy']
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} key slices from DeepLesion, converted by mmgem')
+        builder.write_split(out_dir, 'DeepLesion key slices')
         results.append(stats)
     return results
 

@@ -45,12 +45,12 @@ from typing import Iterator, List, Sequence, Tuple
 
 from .common import (
     ClassMap,
-    CocoBuilder,
     ConversionStats,
     MissingImageError,
     SampleError,
     image_size,
     skip_or_raise,
+    split_builder,
 )
 
 Point = Tuple[float, float]
@@ -271,13 +271,11 @@ def _import_dota(dota_root, out_dir, final_dir, classes, splits, dataset, patch_
         stems = sorted(osp.splitext(f)[0] for f in os.listdir(label_dir) if f.endswith('.txt'))
         if not stems:
             raise ValueError(f'DOTA: no label file in {label_dir}')
-        stats = ConversionStats(
-            dataset=dataset, split=split,
-            out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-            source=f'DOTA-v1.0 {split}/labelTxt',
-            split_rule=f'DOTA {split}, patches {patch_size} px, gap {gap} px')
         class_map = ClassMap(dataset, classes, drop_unknown=drop_unknown)
-        builder = CocoBuilder(stats, class_map)
+        builder = split_builder(dataset, split, final_dir, class_map,
+                                f'DOTA-v1.0 {split}/labelTxt',
+                                f'DOTA {split}, patches {patch_size} px, gap {gap} px')
+        stats = builder.stats
         for stem in stems:
             label_file = osp.join(label_dir, f'{stem}.txt')
             try:
@@ -317,8 +315,7 @@ def _import_dota(dota_root, out_dir, final_dir, classes, splits, dataset, patch_
                     image.crop((left, top, right, bottom)).save(osp.join(img_out, name))
             if image is not None:
                 image.close()
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} patches from DOTA-v1.0, converted by mmgem')
+        builder.write_split(out_dir, 'DOTA-v1.0 patches')
         results.append(stats)
     return results
 

@@ -29,7 +29,14 @@ import os
 import os.path as osp
 from typing import List, Sequence
 
-from .common import ClassMap, CocoBuilder, ConversionStats, ImageLinker, SampleError, skip_or_raise
+from .common import (
+    ClassMap,
+    ConversionStats,
+    ImageLinker,
+    SampleError,
+    skip_or_raise,
+    split_builder,
+)
 from .voc import add_voc_images
 
 KITCHEN_SPLITS = ('train', 'test')
@@ -107,18 +114,17 @@ def import_kitchen(root: str,
     if unknown:
         raise ValueError(f'Kitchen: test scene(s) {unknown} are not in {root} '
                          f'(has {sorted(numbers.values())})')
-    linker = ImageLinker(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'),
-                         link_mode)
+    linker = ImageLinker.for_dataset(out_dir, final_dir, link_mode)
     rule = f'test: scenes {sorted(test_scenes)}; train: the other scenes'
     results = []
     for split in splits:
         if split not in KITCHEN_SPLITS:
             raise ValueError(f'Kitchen: unknown split {split!r}, expected one of '
                              f'{KITCHEN_SPLITS}')
-        stats = ConversionStats(dataset=dataset, split=split,
-                                out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-                                source='GMU Kitchen Scenes', split_rule=rule)
-        builder = CocoBuilder(stats, ClassMap(dataset, classes, drop_unknown=drop_unknown))
+        builder = split_builder(dataset, split, final_dir,
+                                ClassMap(dataset, classes, drop_unknown=drop_unknown),
+                                'GMU Kitchen Scenes', rule)
+        stats = builder.stats
         for scene in scenes:
             if (numbers[scene] in test_scenes) != (split == 'test'):
                 continue
@@ -134,8 +140,7 @@ def import_kitchen(root: str,
                            file_name_of=lambda stem, found, ann, s=scene: f'{s}_{found}',
                            image_folder='Images')
             stats.notes[f'scene {numbers[scene]}'] = stats.images - before
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} from GMU Kitchen Scenes, converted by mmgem')
+        builder.write_split(out_dir, 'GMU Kitchen Scenes')
         results.append(stats)
     return results
 

@@ -53,13 +53,13 @@ from typing import Dict, List, Sequence
 from ..uodb_meta import UODB_IGNORED_NAMES, UODB_NAME_MAPS
 from .common import (
     ClassMap,
-    CocoBuilder,
     ConversionStats,
     ImageLinker,
     MissingImageError,
     SampleError,
     image_size,
     skip_or_raise,
+    split_builder,
 )
 
 KITTI_SPLITS = ('trainval', 'test')
@@ -199,17 +199,15 @@ def import_kitti(kitti_root: str,
     if person_sitting == 'ignore':
         del name_map['person_sitting']
         ignored.append('person_sitting')
-    linker = ImageLinker(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'),
-                         link_mode)
+    linker = ImageLinker.for_dataset(out_dir, final_dir, link_mode)
     results = []
     for split, (split_ids, rule) in kitti_split(kitti_root, ids, test_fraction).items():
         if split not in splits:
             continue
-        stats = ConversionStats(
-            dataset=dataset, split=split,
-            out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-            source='KITTI object training/label_2', split_rule=rule)
-        builder = CocoBuilder(stats, ClassMap(dataset, classes, name_map, ignored))
+        builder = split_builder(dataset, split, final_dir,
+                                ClassMap(dataset, classes, name_map, ignored),
+                                'KITTI object training/label_2', rule)
+        stats = builder.stats
         for image_id in split_ids:
             label_file = osp.join(label_dir, f'{image_id}.txt')
             try:
@@ -230,7 +228,6 @@ def import_kitti(kitti_root: str,
                 if cat is not None:
                     builder.add_box(img, cat, box, width, height)
             linker.link(osp.join(img_dir, found), found)
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} from KITTI label_2, converted by mmgem')
+        builder.write_split(out_dir, 'KITTI label_2')
         results.append(stats)
     return results

@@ -38,12 +38,12 @@ from typing import Dict, List, Optional, Sequence
 
 from .common import (
     ClassMap,
-    CocoBuilder,
     ConversionStats,
     ImageLinker,
     SampleError,
     image_size,
     skip_or_raise,
+    split_builder,
 )
 
 _SPEED = ('speedLimit15', 'speedLimit25', 'speedLimit30', 'speedLimit35', 'speedLimit40',
@@ -166,19 +166,17 @@ def import_lisa(root: str,
     table = {k.lower(): v for k, v in LISA_TAG_TO_CLASS.items()}
     name_map = {k: v for k, v in table.items() if v is not None and k != v}
     ignored = [k for k, v in table.items() if v is None]
-    linker = ImageLinker(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'),
-                         link_mode)
+    linker = ImageLinker.for_dataset(out_dir, final_dir, link_mode)
     rule = (f"blake2b('lisa/<Origin file>') mod 10000 < {round(10000 * test_fraction)} "
             '-> test')
     results = []
     for split in splits:
         if split not in LISA_SPLITS:
             raise ValueError(f'LISA: unknown split {split!r}, expected one of {LISA_SPLITS}')
-        stats = ConversionStats(dataset=dataset, split=split,
-                                out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-                                source='LISA allAnnotations.csv', split_rule=rule)
-        builder = CocoBuilder(stats, ClassMap(dataset, classes, name_map, ignored,
-                                              drop_unknown))
+        builder = split_builder(dataset, split, final_dir,
+                                ClassMap(dataset, classes, name_map, ignored, drop_unknown),
+                                'LISA allAnnotations.csv', rule)
+        stats = builder.stats
         for name, frame in frames.items():
             if lisa_in_test(frame['origin'], test_fraction) != (split == 'test'):
                 continue
@@ -195,7 +193,6 @@ def import_lisa(root: str,
                 if cat is not None and builder.add_box(img, cat, box, width, height):
                     stats.notes['occluded'] += int(occluded)
             linker.link(osp.join(root, name), name)
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} from LISA allAnnotations.csv, converted by mmgem')
+        builder.write_split(out_dir, 'LISA allAnnotations.csv')
         results.append(stats)
     return results

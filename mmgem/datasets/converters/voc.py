@@ -34,6 +34,7 @@ from .common import (
     find_image,
     image_size,
     skip_or_raise,
+    split_builder,
 )
 
 
@@ -376,19 +377,17 @@ def import_voc_devkit(devkit: str,
         list[ConversionStats]: One per split.
     """
     results = []
-    linker = ImageLinker(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'),
-                         link_mode)
+    linker = ImageLinker.for_dataset(out_dir, final_dir, link_mode)
     for split in splits:
         if split not in VOC0712_SPLITS:
             raise ValueError(f'VOC: unknown split {split!r}, expected one of '
                              f'{sorted(VOC0712_SPLITS)}')
         parts = VOC0712_SPLITS[split]
-        stats = ConversionStats(
-            dataset=dataset, split=split,
-            out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-            source='VOCdevkit ' + ' + '.join(f'VOC{y} {s}' for y, s in parts),
-            split_rule=' + '.join(f'VOC{y}/ImageSets/Main/{s}.txt' for y, s in parts))
-        builder = CocoBuilder(stats, ClassMap(dataset, classes, drop_unknown=drop_unknown))
+        builder = split_builder(dataset, split, final_dir,
+                                ClassMap(dataset, classes, drop_unknown=drop_unknown),
+                                'VOCdevkit ' + ' + '.join(f'VOC{y} {s}' for y, s in parts),
+                                ' + '.join(f'VOC{y}/ImageSets/Main/{s}.txt' for y, s in parts))
+        stats = builder.stats
         seen = {}
         for year, image_set in parts:
             year_dir = osp.join(devkit, f'VOC{year}')
@@ -401,7 +400,6 @@ def import_voc_devkit(devkit: str,
                                      f'VOC{year} {image_set}')
                 seen[stem] = year
             add_voc_images(builder, year_dir, stems, check_images, skip_bad, linker)
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} from {stats.source}, converted by mmgem')
+        builder.write_split(out_dir, stats.source)
         results.append(stats)
     return results

@@ -25,12 +25,12 @@ from typing import List, Sequence
 
 from .common import (
     ClassMap,
-    CocoBuilder,
     ConversionStats,
     ImageLinker,
     SampleError,
     image_size,
     skip_or_raise,
+    split_builder,
 )
 
 WIDERFACE_SPLITS = ('train', 'val')
@@ -115,8 +115,7 @@ def import_widerface(root: str,
         list[ConversionStats]: One per split; images are named
         ``WIDER_<split>/<event>/<image>.jpg``.
     """
-    linker = ImageLinker(osp.join(out_dir, 'JPEGImages'), osp.join(final_dir, 'JPEGImages'),
-                         link_mode)
+    linker = ImageLinker.for_dataset(out_dir, final_dir, link_mode)
     results = []
     for split in splits:
         if split not in WIDERFACE_SPLITS:
@@ -124,11 +123,9 @@ def import_widerface(root: str,
                              f'{WIDERFACE_SPLITS}')
         gt_file = osp.join(root, 'wider_face_split', f'wider_face_{split}_bbx_gt.txt')
         img_dir = osp.join(root, f'WIDER_{split}', 'images')
-        stats = ConversionStats(dataset=dataset, split=split,
-                                out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
-                                source=f'WIDER FACE {osp.basename(gt_file)}',
-                                split_rule=f'WIDER FACE {split}')
-        builder = CocoBuilder(stats, ClassMap(dataset, classes))
+        builder = split_builder(dataset, split, final_dir, ClassMap(dataset, classes),
+                                f'WIDER FACE {osp.basename(gt_file)}', f'WIDER FACE {split}')
+        stats = builder.stats
         for name, faces, line in parse_bbx_gt(gt_file):
             where = f'{gt_file}:{line}'
             try:
@@ -143,7 +140,6 @@ def import_widerface(root: str,
                                    difficult=invalid):
                     stats.notes['invalid'] += int(invalid)
             linker.link(osp.join(img_dir, name), file_name)
-        builder.write(osp.join(out_dir, 'annotations', f'{split}.json'),
-                      f'UODB {dataset} {split} from WIDER FACE, converted by mmgem')
+        builder.write_split(out_dir, 'WIDER FACE')
         results.append(stats)
     return results
