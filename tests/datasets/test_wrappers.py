@@ -166,3 +166,16 @@ def test_wrappers_as_sub_datasets(mini_cfg, mini_uodb_root):
         DATASETS.build(dict(cfg, dataset_indices=dict(natural=3)))
     repeat_ok = DATASETS.build(dict(cfg, dataset_indices=dict(aerial=3)))
     assert repeat_ok.dataset_lengths[1] == 6
+
+
+def test_single_dataset_batches_over_class_balanced(mini_cfg):
+    from mmgem.datasets import SingleDatasetBatchSampler
+    init_default_scope('mmdet')
+    wrapped = DATASETS.build(_wrapped(mini_cfg, 'ClassBalancedDataset'))
+    batches = list(SingleDatasetBatchSampler(UODBSampler(wrapped, seed=0), batch_size=3,
+                                             aspect_ratio_grouping=True))
+    assert sum(len(b) for b in batches) == len(wrapped)
+    for batch in batches:  # the datasets of the samples the wrapper reads
+        infos = [wrapped.get_data_info(i) for i in batch]
+        assert len({info['dataset_id'] for info in infos}) == 1
+        assert len({info['width'] < info['height'] for info in infos}) == 1

@@ -202,3 +202,31 @@ def test_metric_voc07_column_and_max_dets(test_dataset):
     assert 0.1 < np.mean(vocs) < 0.99
     with pytest.raises(ValueError, match='max_dets=5 must be >= 10'):
         UODBMetric(max_dets=5)
+
+
+def test_dataset_without_countable_ground_truth_is_left_out(repo_root, mini_uodb_root, tmp_path):
+    """A dataset whose test boxes are all crowd / difficult has no defined
+    AP (pycocotools: -1): the key says -1, the table '-', the mean skips it."""
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(str(repo_root / 'configs/_base_/datasets/mini_uodb.py'))
+    ds_cfg = cfg.test_dataloader.dataset
+    ds_cfg.data_root = str(mini_uodb_root)
+    ds_cfg.select = ['icons', 'medical']
+    medical = json.loads((mini_uodb_root / 'medical/annotations/test.json').read_text())
+    for ann in medical['annotations']:
+        ann['iscrowd'] = 1
+    (tmp_path / 'medical_crowd.json').write_text(json.dumps(medical))
+    names = list(ds_cfg.dataset_names)
+    ds_cfg.datasets[names.index('medical')].ann_file = str(tmp_path / 'medical_crowd.json')
+    dataset = DATASETS.build(ds_cfg)
+    samples = _samples(dataset, np.random.default_rng(0))
+    metric = UODBMetric()
+    metric.dataset_meta = dataset.metainfo
+    metric.process({}, samples)
+    results = metric.evaluate(len(samples))
+    assert results['uodb/medical/bbox_mAP'] == -1.0
+    assert results['uodb/medical/voc07_AP50'] == -1.0
+    assert results['uodb/bbox_mAP'] == results['uodb/icons/bbox_mAP'] > 0
+    assert results['uodb/voc07_AP50'] == results['uodb/icons/voc07_AP50'] > 0
+    rows = metric.last_table.strip().split('\n')[2:]
+    assert all(row.split(' | ')[2] == '-' for row in rows)  # the Medical column
