@@ -87,7 +87,7 @@ def _reference(dataset, preds):
     ref = {}
     for d, name in enumerate(dataset.dataset_names):
         metric = CocoMetric(ann_file=dataset.metainfo['ann_files'][d],
-                            metric='bbox')
+                            metric='bbox', proposal_nums=(1, 10, 100))  # DAMEX's maxDets
         metric.dataset_meta = dict(classes=dataset.dataset_classes[name])
         metric.process({}, [
             dict(img_id=info['img_id'],
@@ -128,10 +128,11 @@ def test_metric_equals_coco_metric_per_dataset(test_dataset, tmp_path):
 
     table = (tmp_path / 'table.md').read_text()
     assert table == metric.last_table
-    header, rule, ap_row, ap50_row = table.strip().split('\n')
+    header, rule, ap_row, ap50_row, voc07_row = table.strip().split('\n')
     titles = list(test_dataset.metainfo['dataset_display_names'])
-    assert [c.strip() for c in header.strip('|').split('|')] == \
-        ['Metric', *titles, 'Mean']
+    assert [c.strip() for c in header.strip('|').split('|')] == [
+        'Metric (AP, AP50: COCO box AP@[.5:.95] and @.5, maxDets=100; VOC07 AP50: '
+        '11-point AP@.5)', *titles, 'Mean']
     cells = [c.strip() for c in ap_row.strip('|').split('|')]
     assert cells[0] == 'AP'
     assert cells[1:] == [f'{100 * v:.1f}' for v in aps] + \
@@ -160,6 +161,7 @@ def test_foreign_labels_are_dropped_not_counted(test_dataset):
     results = metric.evaluate(len(preds))
     assert results == {'uodb/medical/bbox_mAP': 0.0,
                        'uodb/medical/bbox_mAP_50': 0.0,
+                       'uodb/medical/voc07_AP50': 0.0, 'uodb/voc07_AP50': 0.0,
                        'uodb/bbox_mAP': 0.0, 'uodb/bbox_mAP_50': 0.0}
 
 
@@ -186,7 +188,8 @@ def test_domain_accuracy_and_work_dir_table(test_dataset, tmp_path):
     assert results['uodb/domain_acc'] == pytest.approx(
         np.mean(np.array(guesses) == np.array(truth)))
     table = (work_dir / 'uodb_table.md').read_text()
-    assert table.startswith('| Method | Natural |')
+    assert table.startswith('| Method (AP, AP50: COCO box AP@[.5:.95] and @.5, maxDets=100; '
+                            'VOC07 AP50: 11-point AP@.5) | Natural |')
     assert re.search(r'^\| GEM AP \| ', table, re.M)
     assert re.search(r'^\| GEM AP50 \| ', table, re.M)
     MMLogger.get_instance('uodb_metric_test_done')  # no log file is current
@@ -208,7 +211,8 @@ def test_missing_dataset_id_and_unseen_datasets(test_dataset):
     name = info['dataset_name']
     assert set(results) == {f'uodb/{name}/bbox_mAP',
                             f'uodb/{name}/bbox_mAP_50', 'uodb/bbox_mAP',
-                            'uodb/bbox_mAP_50'}
+                            'uodb/bbox_mAP_50', f'uodb/{name}/voc07_AP50',
+                            'uodb/voc07_AP50'}
     assert '| - |' in metric.last_table
 
 
