@@ -1,0 +1,5 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+from .plan_visualizer import add_plan_to_visualizer, render_text_image
+from .uodb_visualizer import UODBLocalVisualizer
+
+__all__ = ['UODBLocalVisualizer', 'add_plan_to_visualizer', 'render_text_image']
