@@ -24,14 +24,17 @@ def render_text_image(text: str, font_size: int = 9, dpi: int = 100) -> np.ndarr
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    lines = text.rstrip('\n').split('\n') or ['']
-    char_w, line_h = 0.62 * font_size / 72, 1.35 * font_size / 72  # inches
-    width = 0.4 + char_w * max(len(line) for line in lines)
-    height = 0.4 + line_h * len(lines)
-    fig = Figure(figsize=(width, height), dpi=dpi, facecolor='white')
+    text = text.rstrip('\n')
+    fig = Figure(figsize=(1, 1), dpi=dpi, facecolor='white')
     canvas = FigureCanvasAgg(fig)
-    fig.text(0.2 / width, 1 - 0.2 / height, '\n'.join(lines), family='monospace',
-             fontsize=font_size, va='top', ha='left', linespacing=1.2)
+    label = fig.text(0, 1, text, family='monospace', fontsize=font_size, va='top',
+                     ha='left', linespacing=1.2)
+    canvas.draw()
+    extent = label.get_window_extent()
+    pad = font_size * dpi / 72  # one em around the text
+    width, height = extent.width + 2 * pad, extent.height + 2 * pad
+    fig.set_size_inches(width / dpi, height / dpi)
+    label.set_position((pad / width, 1 - pad / height))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
