@@ -40,9 +40,10 @@ def test_cited_config_names_exist():
     texts = [REPO / 'README.md', REPO / 'configs/gem/README.md', REPO / 'Makefile',
              *REPO.glob('tools/**/*.py'), *REPO.glob('tools/*.sh'), *REPO.glob('demo/*.py'),
              *REPO.glob('configs/**/*.py'), *REPO.glob('mmgem/**/*.py')]
+    config_name = re.compile(r'[a-z0-9-]*dino[a-z0-9-]*(?:_[a-z0-9-]+){2,}\.py')
     cited = set()
     for path in texts:
-        for name in re.findall(r'[a-z0-9-]*dino[a-z0-9-]*(?:_[a-z0-9-]+){2,}\.py', path.read_text()):
+        for name in config_name.findall(path.read_text()):
             cited.add((path.relative_to(REPO).as_posix(), name))
     missing = sorted((where, name) for where, name in cited
                      if name not in names and not name.startswith('dino-4scale_r50_8xb2-12e'))
