@@ -27,6 +27,9 @@ def _train_one_iter(root: Path, work_dir: Path, vis_backends: list) -> Runner:
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=10**6)
     cfg.custom_hooks[0].similarity = dict(sources=dict(labels=1.0))
     cfg.visualizer.vis_backends = vis_backends
+    # a fresh instance: MMEngine hands out an existing Visualizer of the same name (and
+    # save_dir) when an earlier Runner of this process built one
+    cfg.visualizer.name = f'plan_vis_{work_dir.name}'
     cfg.log_level = 'WARNING'
     runner = Runner.from_cfg(cfg)
     runner.train()
