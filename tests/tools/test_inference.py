@@ -27,9 +27,9 @@ def test_model_plan_file_installs_the_plan(mini_uodb_root, tiny_plan_file, tmp_p
     model = build(plan_file=str(tiny_plan_file))
     assert model.has_plan()
     np.testing.assert_array_equal(model.installed_plan_quota(), np.array(saved['quota']))
-    for ffn in model.moe_ffns():
-        np.testing.assert_array_equal(ffn.plan_quota.numpy(), np.array(saved['quota']))
+    np.testing.assert_array_equal(model.plan_quota.numpy(), np.array(saved['quota']))
     assert model.installed_plan_hash() == saved['hash']
+    assert tuple(model.installed_dataset_names()) == tuple(saved['dataset_names'])
     assert not build().has_plan()  # without it, no plan
 
     with pytest.raises(ValueError, match=rf'plan_file {tiny_plan_file} holds .*6 datasets'
