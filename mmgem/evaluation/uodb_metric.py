@@ -10,6 +10,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from ..utils.fileio import atomic_write
+from .domain_confusion import domain_accuracy, format_domain_confusion
 from .functional import coco_box_ap, voc07_map
 from .uodb_table import format_uodb_table
 
@@ -45,12 +46,22 @@ class UODBMetric(BaseMetric):
     voc07_ap`; ``iscrowd`` boxes count as difficult). The table header
     names the protocol.
 
-    Keys (with the default prefix ``uodb``): ``uodb/<name>/bbox_mAP``,
-    ``uodb/<name>/bbox_mAP_50`` and ``uodb/<name>/voc07_AP50`` for every
-    dataset seen, ``uodb/bbox_mAP``, ``uodb/bbox_mAP_50`` and
-    ``uodb/voc07_AP50`` (means over those datasets), and ``uodb/domain_acc``
-    when the data samples carry ``pred_dataset_id`` (the domain classifier's
-    guess when the dataset is not given).
+    Keys (with the default prefix ``uodb``), in this order: ``uodb/bbox_mAP``,
+    ``uodb/bbox_mAP_50`` and (with ``voc07``) ``uodb/voc07_AP50`` (means over
+    the datasets seen), then ``uodb/<name>_bbox_mAP``,
+    ``uodb/<name>_bbox_mAP_50`` and ``uodb/<name>_voc07_AP50`` for every
+    dataset seen. The mean comes first, so
+    ``CheckpointHook(save_best='auto')`` (which takes the first key) keeps the
+    best mean; each key has a single ``/``, so mmdet's ``analyze_logs.py
+    plot_curve --keys bbox_mAP`` (which keeps the part after the last ``/``)
+    plots the mean, and ``--keys <name>_bbox_mAP`` one dataset.
+
+    When the data samples carry ``pred_dataset_id`` (the domain classifier's
+    guess of each image's dataset), also ``uodb/domain_acc`` (all images)
+    and ``uodb/<name>_domain_acc`` (images of each dataset), in percent as
+    the ``domain_acc`` GEMDINO logs in training, and the domain confusion
+    matrix (true dataset x predicted dataset, image counts) is logged and
+    written below the AP table.
 
     At the end it logs a markdown table in the layout of DAMEX Table 1 (one
     column per dataset and a ``Mean`` column, AP in percent) and writes it
@@ -193,22 +204,22 @@ class UODBMetric(BaseMetric):
             results (list): What :meth:`process` collected (all ranks).
 
         Returns:
-            dict[str, float]: Per-dataset and mean AP / AP50 (fractions,
-            rounded to 3 decimals as ``CocoMetric`` does), and ``domain_acc``
-            when predicted dataset ids were given.
+            dict[str, float]: Mean, then per-dataset AP / AP50 (fractions,
+            rounded to 3 decimals as ``CocoMetric`` does), and, when predicted
+            dataset ids were given, ``domain_acc`` and
+            ``<name>_domain_acc`` (percent).
         """
         logger = MMLogger.get_current_instance()
         names = list(self._meta('dataset_names'))
         titles = list(self.dataset_meta.get('dataset_display_names', names))
         by_dataset: Dict[int, List[tuple]] = {}
-        correct, guessed = 0, 0
+        domain_pairs: List[tuple] = []
         for d, gt, result, pred_d in results:
             by_dataset.setdefault(d, []).append((gt, result))
             if pred_d is not None:
-                guessed += 1
-                correct += int(pred_d == d)
+                domain_pairs.append((d, pred_d))
 
-        eval_results: Dict[str, float] = {}
+        per_dataset: Dict[str, float] = {}
         ap: List[Optional[float]] = [None] * len(names)
         ap50: List[Optional[float]] = [None] * len(names)
         voc: List[Optional[float]] = [None] * len(names)
@@ -229,12 +240,14 @@ class UODBMetric(BaseMetric):
             # -1 (pycocotools: no non-crowd ground truth) is left out of the mean
             ap[d], ap50[d] = (v if v >= 0 else None
                               for v in (res['bbox_mAP'], res['bbox_mAP_50']))
-            eval_results[f'{name}/bbox_mAP'] = res['bbox_mAP']
-            eval_results[f'{name}/bbox_mAP_50'] = res['bbox_mAP_50']
+            per_dataset[f'{name}_bbox_mAP'] = res['bbox_mAP']
+            per_dataset[f'{name}_bbox_mAP_50'] = res['bbox_mAP_50']
             if self.voc07:
-                eval_results[f'{name}/voc07_AP50'] = self._voc07_ap50(d, by_dataset[d])
-                voc[d] = eval_results[f'{name}/voc07_AP50']
+                per_dataset[f'{name}_voc07_AP50'] = self._voc07_ap50(d, by_dataset[d])
+                voc[d] = per_dataset[f'{name}_voc07_AP50']
                 voc[d] = voc[d] if voc[d] >= 0 else None
+        # the mean first: save_best='auto' takes the first key
+        eval_results: Dict[str, float] = {}
         seen = [v for v in ap if v is not None]
         if seen:
             eval_results['bbox_mAP'] = float(np.mean(seen))
@@ -242,8 +255,14 @@ class UODBMetric(BaseMetric):
                 np.mean([v for v in ap50 if v is not None]))
             if self.voc07 and any(v is not None for v in voc):
                 eval_results['voc07_AP50'] = float(np.mean([v for v in voc if v is not None]))
-        if guessed:
-            eval_results['domain_acc'] = correct / guessed
+        eval_results.update(per_dataset)
+        domain_table = None
+        if domain_pairs:
+            truth, guess = np.asarray(domain_pairs, dtype=np.int64).T
+            eval_results.update(domain_accuracy(names, truth, guess))
+            domain_table = format_domain_confusion(titles, truth, guess)
+            logger.info('UODB domain classification (rows: true dataset, '
+                        'columns: predicted; images):\n' + domain_table)
 
         method = self.method_name.strip()
         rows = {f'{method} AP'.strip(): ap, f'{method} AP50'.strip(): ap50}
@@ -254,8 +273,11 @@ class UODBMetric(BaseMetric):
         table = format_uodb_table(
             titles, rows,
             first_header=f'{"Method" if method else "Metric"} ({protocol})')
-        self.last_table = table
         logger.info('UODB per-dataset results (COCO box AP, %):\n' + table)
+        if domain_table is not None:
+            table = (f'{table}\nDomain classification (rows: true dataset, '
+                     f'columns: predicted; images):\n\n{domain_table}')
+        self.last_table = table
         path = self._table_path()
         if path is not None:
             atomic_write(path, table)

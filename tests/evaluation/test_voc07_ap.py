@@ -175,8 +175,8 @@ def test_metric_voc07_column_and_max_dets(test_dataset):
     vocs = []
     for d, name in enumerate(test_dataset.dataset_names):
         ref = _independent_voc07(test_dataset, samples, d)
-        assert results[100][f'uodb/{name}/voc07_AP50'] == pytest.approx(round(ref, 3))
-        vocs.append(results[100][f'uodb/{name}/voc07_AP50'])
+        assert results[100][f'uodb/{name}_voc07_AP50'] == pytest.approx(round(ref, 3))
+        vocs.append(results[100][f'uodb/{name}_voc07_AP50'])
         coco = CocoMetric(ann_file=test_dataset.metainfo['ann_files'][d], metric='bbox',
                           proposal_nums=(1, 10, 100))
         coco.dataset_meta = dict(classes=test_dataset.dataset_classes[name])
@@ -186,14 +186,14 @@ def test_metric_voc07_column_and_max_dets(test_dataset):
             for s in samples if s['dataset_id'] == d]
         coco.process({}, local)
         ref = coco.evaluate(len(coco.results))
-        assert results[100][f'uodb/{name}/bbox_mAP'] == ref['coco/bbox_mAP']
-        assert results[100][f'uodb/{name}/bbox_mAP_50'] == ref['coco/bbox_mAP_50']
+        assert results[100][f'uodb/{name}_bbox_mAP'] == ref['coco/bbox_mAP']
+        assert results[100][f'uodb/{name}_bbox_mAP_50'] == ref['coco/bbox_mAP_50']
         preds = [dict(img_id=s['img_id'], **{k: v.numpy() for k, v in
                                             s['pred_instances'].items()}) for s in local]
         assert coco_box_ap(coco._coco_api, preds, coco.cat_ids, 100) == \
             (ref['coco/bbox_mAP'], ref['coco/bbox_mAP_50'])
-        assert (results[300][f'uodb/{name}/bbox_mAP'],
-                results[300][f'uodb/{name}/bbox_mAP_50']) == \
+        assert (results[300][f'uodb/{name}_bbox_mAP'],
+                results[300][f'uodb/{name}_bbox_mAP_50']) == \
             coco_box_ap(coco._coco_api, preds, coco.cat_ids, 300)
     assert results[100]['uodb/voc07_AP50'] == pytest.approx(np.mean(vocs))
     # 120 higher-scored false positives of one class per image: at 100
@@ -224,9 +224,9 @@ def test_dataset_without_countable_ground_truth_is_left_out(repo_root, mini_uodb
     metric.dataset_meta = dataset.metainfo
     metric.process({}, samples)
     results = metric.evaluate(len(samples))
-    assert results['uodb/medical/bbox_mAP'] == -1.0
-    assert results['uodb/medical/voc07_AP50'] == -1.0
+    assert results['uodb/medical_bbox_mAP'] == -1.0
+    assert results['uodb/medical_voc07_AP50'] == -1.0
     assert results['uodb/bbox_mAP'] == results['uodb/icons/bbox_mAP'] > 0
-    assert results['uodb/voc07_AP50'] == results['uodb/icons/voc07_AP50'] > 0
+    assert results['uodb/voc07_AP50'] == results['uodb/icons_voc07_AP50'] > 0
     rows = metric.last_table.strip().split('\n')[2:]
     assert all(row.split(' | ')[2] == '-' for row in rows)  # the Medical column
