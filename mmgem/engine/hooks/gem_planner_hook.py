@@ -28,6 +28,7 @@ from mmgem.planner.compiler import ROUNDINGS
 from mmgem.planner.lp import check_solver_name, installed_solvers
 from mmgem.planner.planner import check_loads
 from mmgem.planner.similarity import SIMILARITY_SOURCES
+from mmgem.visualization import add_plan_to_visualizer
 
 CKPT_KEY = 'gem_plan'
 ON_MISMATCH = ('error', 'replan')
@@ -81,8 +82,10 @@ class GEMPlannerHook(Hook):
        rank that the plan's content hash agrees;
     4. installs the plan (quota table, routing thresholds, label offsets) in
        the model's buffers (``model.install_plan``), so checkpoints carry it;
-    5. writes ``gem_plan.json`` and ``gem_plan.png`` to the work dir and logs
-       the plan table.
+    5. writes ``gem_plan.json`` and ``gem_plan.png`` to the work dir, logs
+       the plan table, and sends the heat map and the table (as images
+       ``gem_plan`` and ``gem_plan_table``) to the runner's Visualizer, so
+       every vis backend (local files, TensorBoard, W&B) gets them.
 
     Plans check themselves. When the model already holds a plan (restored by
     ``resume`` or ``load_from``) or ``plan_file`` gives one, the hook compares
@@ -556,5 +559,7 @@ class GEMPlannerHook(Hook):
             return
         os.makedirs(runner.work_dir, exist_ok=True)
         plan.save(osp.join(runner.work_dir, 'gem_plan.json'))
-        plan.plot(osp.join(runner.work_dir, 'gem_plan.png'))
+        heatmap = plan.plot(osp.join(runner.work_dir, 'gem_plan.png'))
+        # through MMEngine's Visualizer, so TensorBoard / W&B backends get it
+        add_plan_to_visualizer(runner.visualizer, plan, heatmap, step=runner.iter)
 
