@@ -122,3 +122,12 @@ def test_bad_or_missing_thresholds_are_refused():
     inputs, samples = _batch(model, [0, 1], training=True)
     with pytest.raises(ValueError, match='re-plan it with GEMPlannerHook'):
         model._routing(torch.zeros(2, 4, 256), None, samples)
+
+
+def test_model_plan_file_installs_the_thresholds(tmp_path):
+    plan, _ = exact_plan(num_datasets=2, num_experts=4, seed=3)
+    path = plan.save(str(tmp_path / 'plan.json'))
+    model = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS,
+                            plan_file=path))
+    np.testing.assert_array_equal(model.installed_plan_thresholds(), plan.thresholds)
+    assert model.installed_plan_hash() == plan.hash
