@@ -10,12 +10,29 @@ import tempfile
 from typing import Union
 
 
+def _umask() -> int:
+    """The process's umask, read from ``/proc`` where it can be (setting it
+    to read it back would briefly change it for every thread)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('Umask:'):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, data: Union[str, bytes]) -> str:
     """Write ``data`` to ``path`` through a temporary file and a rename.
 
     The temporary file lives in the destination folder (created if needed),
     so the final ``os.replace`` is atomic; on any error it is removed and the
-    destination keeps its old content.
+    destination keeps its old content. The file gets the mode ``open()``
+    would give a new file (``0o666`` minus the umask), not the private mode
+    of a temporary file.
 
     Args:
         path (str): Destination file.
@@ -33,6 +50,7 @@ def atomic_write(path: str, data: Union[str, bytes]) -> str:
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

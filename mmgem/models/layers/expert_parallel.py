@@ -245,11 +245,44 @@ class ExpertParallelMoEFFN(MoEFFN):
         gated = outs * gates.index_select(0, kept_idx).unsqueeze(1)
         return tokens.new_zeros(tokens.shape).index_copy(0, kept_idx, gated), kept
 
+    def exchange_dtype(self, tokens: Tensor) -> torch.dtype:
+        """The dtype the tokens travel and are computed in.
+
+        Under autocast (for the tokens' device) the autocast dtype, else the
+        experts' dtype, as Tutel does: every rank must send the same dtype
+        into the same collective, and half precision halves the traffic.
+
+        Args:
+            tokens (Tensor): The tokens about to be exchanged.
+
+        Returns:
+            torch.dtype: The exchange dtype.
+        """
+        device_type = tokens.device.type
+        try:
+            enabled = torch.is_autocast_enabled(device_type)
+        except TypeError:  # torch < 2.4: no device argument
+            enabled = (torch.is_autocast_cpu_enabled() if device_type == 'cpu'
+                       else torch.is_autocast_enabled())
+        if not enabled:
+            return self.w1.dtype
+        try:
+            return torch.get_autocast_dtype(device_type)
+        except AttributeError:  # torch < 2.4
+            return (torch.get_autocast_cpu_dtype() if device_type == 'cpu'
+                    else torch.get_autocast_gpu_dtype())
+
     def exchange_apply(self, tokens: Tensor, token_experts: Tensor) -> Tensor:
         """Run every token through its expert, wherever the expert lives.
 
         A collective over the expert-parallel group: every rank of the group
         must call it once per MoE forward, even with no token.
+
+        The tokens are cast to :meth:`exchange_dtype` before the first
+        exchange, the experts' outputs to the same dtype before the second
+        one (a local expert that received nothing, or an expert that computes
+        in another dtype, cannot change what a rank sends), and the result
+        back to the dtype of ``tokens``.
 
         Args:
             tokens (Tensor): ``(T, C)`` tokens of this rank.
@@ -257,7 +290,8 @@ class ExpertParallelMoEFFN(MoEFFN):
                 token, on any device (the host is cheapest).
 
         Returns:
-            Tensor: ``(T, C)`` expert outputs, in the order of ``tokens``.
+            Tensor: ``(T, C)`` expert outputs, in the order of ``tokens``
+            and in its dtype.
         """
         topology = self.topology
         ep_size, count = topology.ep_size, self.num_local_experts
@@ -272,8 +306,9 @@ class ExpertParallelMoEFFN(MoEFFN):
         recv = per_rank[:, me].tolist()
         moving = int(per_rank.sum()) != int(per_rank.diagonal().sum())
 
+        dtype = self.exchange_dtype(tokens)
         order = torch.argsort(token_experts, stable=True).to(tokens.device)
-        sorted_tokens = tokens.index_select(0, order)
+        sorted_tokens = tokens.index_select(0, order).to(dtype)
         if moving:
             received = all_to_all(sorted_tokens, send, recv,
                                   topology.ep_group)
@@ -292,14 +327,15 @@ class ExpertParallelMoEFFN(MoEFFN):
                 continue
             out = self._expert(weights, local,
                                torch.cat([chunks[i] for i in idx], dim=0))
-            for i, piece in zip(idx, out.split(sizes, dim=0)):
+            for i, piece in zip(idx, out.to(dtype).split(sizes, dim=0)):
                 chunks[i] = piece
         processed = torch.cat(chunks, dim=0)
         if moving:
             returned = all_to_all(processed, recv, send, topology.ep_group)
         else:
             returned = processed
-        return torch.empty_like(returned).index_copy(0, order, returned)
+        return torch.empty_like(returned).index_copy(0, order,
+                                                     returned).to(tokens.dtype)
 
     def extra_repr(self) -> str:
         rep = super().extra_repr()
