@@ -33,7 +33,14 @@ samplers (equal batches per rank) guarantee.
 
 Weights and checkpoints: expert tensors are initialised as the full ``M``
 experts of a :class:`MoEFFN` and sliced, so a model built with the same seed
-holds the same experts in both modes. A state dict with all ``M`` experts
+holds the same experts in both modes. :func:`convert_to_expert_parallel`
+also makes the model's ``init_weights`` run on full-size expert tensors
+(:func:`full_experts`): an initialiser that walks all parameters (DINO's
+``xavier_uniform_`` over every decoder weight) then draws the same random
+numbers as in a single process, so every expert, and every weight
+initialised after them, starts as it would in one process, whatever the
+world size. (MMEngine's start-up broadcast from rank 0 leaves the shards
+alone, see :mod:`mmgem.utils.compat`.) A state dict with all ``M`` experts
 (saved in data-parallel mode, by one process, or gathered by
 :class:`~mmgem.engine.hooks.ExpertParallelCheckpointHook`) loads into an
 expert-parallel layer by keeping this rank's slice; the hook writes full
@@ -46,7 +53,9 @@ stay unchanged; the layer can also be built directly with
 ``type='ExpertParallelMoEFFN'``. With one process (or
 ``expert_parallel_size=1``) it is a plain :class:`MoEFFN`.
 """
+import functools
 import types
+from contextlib import contextmanager
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
@@ -346,13 +355,57 @@ class ExpertParallelMoEFFN(MoEFFN):
         return rep
 
 
+@contextmanager
+def full_experts(model: nn.Module):
+    """Let the sharded expert tensors of ``model`` hold all ``M`` experts.
+
+    Inside the context every sharded :class:`ExpertParallelMoEFFN` of
+    ``model`` holds ``(M, ...)`` tensors (this rank's experts in their
+    slots, zeros elsewhere) and behaves as a full layer; on exit it keeps
+    its slice of whatever the tensors then hold. The parameter objects stay
+    the same (only their data changes), so an optimizer built on them stays
+    valid; use it before training, e.g. around ``init_weights``.
+
+    Args:
+        model (nn.Module): A model with expert-parallel layers.
+
+    Yields:
+        nn.Module: ``model``.
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, ExpertParallelMoEFFN) and m.is_sharded]
+    with torch.no_grad():
+        for layer in layers:
+            start, stop = (layer.local_expert_start,
+                           layer.local_expert_start + layer.num_local_experts)
+            for _, param in layer.expert_parameters():
+                full = param.data.new_zeros((layer.num_experts, ) +
+                                            tuple(param.shape[1:]))
+                full[start:stop] = param.data
+                param.data = full
+            layer._local_range = (start, stop)
+            layer.num_local_experts = layer.num_experts
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for layer in layers:
+                start, stop = layer._local_range
+                del layer._local_range
+                layer.num_local_experts = stop - start
+                for _, param in layer.expert_parameters():
+                    param.data = param.data[start:stop].clone()
+
+
 def convert_to_expert_parallel(model: nn.Module,
                                expert_parallel_size: Optional[int] = None
                                ) -> List[str]:
     """Convert every :class:`MoEFFN` of ``model`` to expert parallel.
 
     Must run on every rank, in the same order (it may create process
-    groups), before the model is wrapped by DDP.
+    groups), before the model is wrapped by DDP. When ``model`` itself is
+    converted it is returned as it is; otherwise its ``init_weights`` (if
+    any) is made to run inside :func:`full_experts`.
 
     Args:
         model (nn.Module): A model holding :class:`MoEFFN` layers.
@@ -368,4 +421,15 @@ def convert_to_expert_parallel(model: nn.Module,
                 module, ExpertParallelMoEFFN):
             ExpertParallelMoEFFN.convert(module, expert_parallel_size)
             converted.append(name)
+    init_weights = getattr(model, 'init_weights', None)
+    if (converted and converted != [''] and callable(init_weights)
+            and not getattr(init_weights, '_full_experts', False)):
+
+        @functools.wraps(init_weights)
+        def init_with_full_experts(*args, **kwargs):
+            with full_experts(model):
+                return init_weights(*args, **kwargs)
+
+        init_with_full_experts._full_experts = True
+        model.init_weights = init_with_full_experts
     return converted
