@@ -163,8 +163,9 @@ class GlobalNormAmpOptimWrapper(GlobalNormClipMixin, AmpOptimWrapper):
         distributed = dist.is_available() and dist.is_initialized()
         if self.clip_grad_kwargs or distributed:
             self.loss_scaler.unscale_(self.optimizer)
-        if distributed:
-            # GradScaler's per-optimizer record of the unscale_ above.
+        if distributed and self.loss_scaler.is_enabled():
+            # GradScaler's per-optimizer record of the unscale_ above (a
+            # disabled scaler, bf16 on CPU, checks nothing and skips nothing)
             state = self.loss_scaler._per_optimizer_states[id(self.optimizer)]
             for found_inf in state['found_inf_per_device'].values():
                 dist.all_reduce(found_inf, op=dist.ReduceOp.MAX)
