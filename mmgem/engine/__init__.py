@@ -3,6 +3,7 @@ from .hooks import (
                     ExpertParallelCheckpointHook,
                     ExpertParallelExchangeHook,
                     GEMPlannerHook,
+                    MoERoutingVisualizationHook,
                     ResumeStateHook,
 )
 from .optim import (
@@ -14,6 +15,7 @@ from .wrappers import GEMDistributedDataParallel
 
 __all__ = [
     'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
-    'ResumeStateHook', 'GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper',
-    'ExpertParallelOptimWrapperConstructor', 'GEMDistributedDataParallel'
+    'MoERoutingVisualizationHook', 'ResumeStateHook', 'GlobalNormOptimWrapper',
+    'GlobalNormAmpOptimWrapper', 'ExpertParallelOptimWrapperConstructor',
+    'GEMDistributedDataParallel'
 ]

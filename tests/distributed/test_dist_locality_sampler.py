@@ -31,7 +31,7 @@ from torch import nn
 from mmgem.datasets.samplers.locality_sampler import ExpertLocalitySampler
 from mmgem.datasets.samplers.uodb_sampler import UODBSampler
 from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExchangeHook
-from mmgem.models.layers import MoEFFN
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
 from mmgem.planner import build_similarity, image_bucket, make_plan, route_bucket
@@ -101,6 +101,28 @@ def _warnings(fn):
     return capture.messages
 
 
+class _PlannedModel(nn.Sequential):
+    """An expert-parallel MoE layer and a norm layer, holding a plan."""
+
+    def __init__(self, quota, norm, frozen=False):
+        layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS)
+        convert_to_expert_parallel(layer)
+        super().__init__(layer, norm)
+        self.quota, self.frozen = quota, frozen
+
+    def has_plan(self):
+        return True
+
+    def installed_plan_quota(self):
+        return self.quota
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen:  # norm_eval=True: BN stays in eval mode
+            self[1].eval()
+        return self
+
+
 def _batchnorm_warnings(dataset):
     """Rank 1's experts (2-3) serve only `medical` under this quota."""
     lengths = dataset.dataset_lengths
@@ -110,20 +132,12 @@ def _batchnorm_warnings(dataset):
     quota[5, 2] = lengths[5]
     sampler = ExpertLocalitySampler(dataset, seed=3, strict=True)
     sampler.set_plan(quota)
-    plan = torch.from_numpy(quota)
     loader = SimpleNamespace(batch_sampler=SimpleNamespace(batch_size=BATCH,
                                                            sampler=sampler))
     out = {}
-    for name, norm in (('bn', nn.BatchNorm2d(4)),
-                       ('frozen', nn.BatchNorm2d(4).eval()),
+    for name, norm in (('bn', nn.BatchNorm2d(4)), ('frozen', nn.BatchNorm2d(4)),
                        ('sync', nn.SyncBatchNorm(4))):
-        layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS, num_datasets=6)
-        layer.install_plan(plan)
-        convert_to_expert_parallel(layer)
-        model = nn.Sequential(layer, norm)
-        if name == 'frozen':  # norm_eval: BN stays in eval mode in train()
-            model.train = lambda mode=True, m=model: (
-                nn.Module.train(m, mode), m[1].eval())[0]
+        model = _PlannedModel(quota, norm, frozen=name == 'frozen')
         runner = SimpleNamespace(model=model, hooks=[],
                                  train_dataloader=loader)
         hook = ExpertParallelExchangeHook()
@@ -136,9 +150,7 @@ def _batchnorm_warnings(dataset):
 def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
     dataset = _dataset(repo_root, data_root)
     torch.manual_seed(0)
-    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS,
-                   num_datasets=len(dataset.dataset_names))
-    layer.install_plan(torch.from_numpy(quota))
+    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS)
     convert_to_expert_parallel(layer)
     results = {}
     for kind in SAMPLERS:
@@ -148,7 +160,8 @@ def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
         ids, buckets = _routing(dataset, batch)
         x = torch.randn(BATCH, TOKENS, DIM, requires_grad=True)
         exchange_stats().reset()
-        layer(x, dataset_ids=ids, image_buckets=buckets).sum().backward()
+        routing = BatchRouting.from_plan(torch.from_numpy(quota), ids, buckets)
+        layer(x, routing=routing).sum().backward()
         results[kind] = dict(epoch=epoch, stats=exchange_stats().snapshot(),
                              expected=sampler.expected_images_per_dataset())
     strict = ExpertLocalitySampler(dataset, seed=3, strict=True)
