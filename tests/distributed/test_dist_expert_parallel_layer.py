@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from dist_utils import run_distributed
+from torch import nn
 
 from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
@@ -125,9 +126,46 @@ def _amp_case(rank):
                 experts=routing.image_experts)
 
 
+def _stack_case(rank):
+    """Three MoE layers of one forward share its BatchRouting: the split
+    sizes are gathered once per forward (on the host), not per layer."""
+    import mmgem.models.layers.expert_parallel as ep_module
+    torch.manual_seed(0)
+    full = nn.ModuleList(MoEFFN(DIM, HIDDEN, num_experts=EXPERTS)
+                         for _ in range(3))
+    ep = copy.deepcopy(full)
+    convert_to_expert_parallel(ep)
+    gathers = []
+    real = ep_module.gather_count_matrix
+
+    def counting(counts, group=None):
+        gathers.append(counts.device.type)
+        return real(counts, group)
+
+    ep_module.gather_count_matrix = counting
+    try:
+        outs = {}
+        for name, layers in (('full', full), ('ep', ep)):
+            x = torch.randn(*BATCH[rank], DIM,
+                            generator=torch.Generator().manual_seed(rank))
+            for forward in range(2):
+                ids, buckets = _images(rank, local_only=False)
+                routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids,
+                                                 buckets)
+                y = x
+                for layer in layers:
+                    y = layer(y, routing=routing)
+                outs[name, forward] = y.detach()
+                gathers.append('|')
+    finally:
+        ep_module.gather_count_matrix = real
+    return dict(outs=outs, gathers=gathers)
+
+
 def _layer_worker(rank, world_size, out_dir):
     results = {case: _case(rank, *case) for case in CASES}
     results['amp'] = _amp_case(rank)
+    results['stack'] = _stack_case(rank)
     results['errors'] = _errors(rank)
     return results
 
@@ -212,6 +250,18 @@ def test_expert_parallel_under_bf16_autocast(layer_results):
     # rank 1's expert 3 got nothing, rank 0's experts both got tokens
     assert sorted(set(results[0]['experts'].tolist())) == [2]
     assert sorted(set(results[1]['experts'].tolist())) == [0, 1]
+
+
+def test_gem_split_sizes_are_gathered_once_per_forward(layer_results):
+    for res in layer_results:
+        stack = res['stack']
+        # the full layers gather nothing; the 3 expert-parallel layers of a
+        # forward gather once, on the host
+        assert stack['gathers'] == ['|', '|', 'cpu', '|', 'cpu', '|']
+        for forward in range(2):
+            torch.testing.assert_close(stack['outs']['ep', forward],
+                                       stack['outs']['full', forward],
+                                       rtol=1e-5, atol=1e-5)
 
 
 def _errors(rank):
