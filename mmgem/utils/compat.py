@@ -47,7 +47,15 @@ narrow, idempotent, and leaves code that does not need it unchanged.
    shards) are left out of that broadcast, as DDP itself leaves them out of
    its own; everything else is broadcast as before.
 
-:func:`patch_mmengine` applies all of them.
+6. **Optional: PyTorch kernels on CUDA instead of mmcv's CUDA ops**
+   (:func:`patch_pure_pytorch_cuda_ops`, only with the environment variable
+   ``MMGEM_PURE_PYTORCH_OPS=1``). An mmcv built without its CUDA ops (e.g.
+   when ``tools/gpu_smoke.sh`` cannot compile them in time) has no kernel
+   for CUDA tensors; DINO then needs mmcv's pure-PyTorch multi-scale
+   deformable attention and mmdet's PyTorch sigmoid focal loss on CUDA.
+   Both compute the same functions, more slowly.
+
+:func:`patch_mmengine` applies 1-5, and 6 when asked.
 """
 import logging
 import os
@@ -354,6 +362,54 @@ def patch_init_weights_broadcast() -> bool:
     return True
 
 
+# ----------------------------------------------------------------------
+# 6. PyTorch kernels on CUDA (an mmcv without CUDA ops)
+# ----------------------------------------------------------------------
+PURE_PYTORCH_OPS_ENV = 'MMGEM_PURE_PYTORCH_OPS'
+
+
+def _py_sigmoid_focal_loss_on_labels(pred, target, weight=None, gamma=2.0,
+                                     alpha=0.25, reduction='mean',
+                                     avg_factor=None):
+    """mmdet's ``sigmoid_focal_loss`` (label targets) with PyTorch ops."""
+    import torch.nn.functional as F
+    from mmdet.models.losses.focal_loss import py_sigmoid_focal_loss
+    num_classes = pred.size(1)
+    one_hot = F.one_hot(target, num_classes=num_classes + 1)[:, :num_classes]
+    return py_sigmoid_focal_loss(pred, one_hot.type_as(pred), weight,
+                                 gamma=gamma, alpha=alpha,
+                                 reduction=reduction, avg_factor=avg_factor)
+
+
+def patch_pure_pytorch_cuda_ops(force: bool = False) -> bool:
+    """Use PyTorch kernels where DINO would call mmcv's CUDA ops.
+
+    Applied only when ``MMGEM_PURE_PYTORCH_OPS=1`` (or ``force``): mmcv's
+    ``MultiScaleDeformableAttention`` runs
+    ``multi_scale_deformable_attn_pytorch`` on CUDA tensors too, and mmdet's
+    ``FocalLoss`` uses its PyTorch sigmoid focal loss instead of mmcv's op.
+
+    Args:
+        force (bool): Apply without the environment variable.
+
+    Returns:
+        bool: Whether the kernels were switched by this call.
+    """
+    if not (force or os.environ.get(PURE_PYTORCH_OPS_ENV) == '1'):
+        return False
+    from mmcv.ops import multi_scale_deform_attn
+    from mmdet.models.losses import focal_loss
+    if focal_loss.sigmoid_focal_loss is _py_sigmoid_focal_loss_on_labels:
+        return False
+    multi_scale_deform_attn.IS_CUDA_AVAILABLE = False
+    focal_loss.sigmoid_focal_loss = _py_sigmoid_focal_loss_on_labels
+    print_log(
+        f'{PURE_PYTORCH_OPS_ENV}=1: multi-scale deformable attention and the '
+        'sigmoid focal loss run as PyTorch code (mmcv without CUDA ops)',
+        logger='current', level=logging.WARNING)
+    return True
+
+
 def patch_mmengine() -> List[str]:
     """Apply every fix of this module (idempotent).
 
@@ -362,5 +418,6 @@ def patch_mmengine() -> List[str]:
     """
     patches = (patch_mmengine_checkpoint_loading, patch_atomic_local_put,
                patch_checkpoint_hook_keep_until_saved,
-               patch_find_latest_checkpoint, patch_init_weights_broadcast)
+               patch_find_latest_checkpoint, patch_init_weights_broadcast,
+               patch_pure_pytorch_cuda_ops)
     return [p.__name__ for p in patches if p()]

@@ -16,7 +16,10 @@ that, when the model holds expert shards, builds
 - ``GlobalNormOptimWrapper`` for ``type='OptimWrapper'``,
 - ``GlobalNormAmpOptimWrapper`` for ``type='AmpOptimWrapper'``,
 
-and the configured type otherwise. mmdet's ``tools/train.py --amp`` sets
+and the configured type otherwise. On a machine without an accelerator,
+``AmpOptimWrapper`` (which MMEngine refuses there) also becomes
+``GlobalNormAmpOptimWrapper``, which runs bf16 CPU autocast
+(``optim_wrapper.dtype='bfloat16'``). mmdet's ``tools/train.py --amp`` sets
 ``optim_wrapper.type='AmpOptimWrapper'`` whatever the config said, so with
 this constructor ``--amp`` works on the expert-parallel configs::
 
@@ -34,6 +37,8 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from torch import nn
 
 from mmgem.models.layers.expert_parallel import is_expert_shard
+
+from .global_norm_optim_wrapper import has_accelerator
 
 #: mmengine wrapper type -> its global-norm counterpart.
 GLOBAL_NORM_WRAPPERS = {
@@ -77,11 +82,16 @@ class ExpertParallelOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             OptimWrapper: The wrapper.
         """
         wrapper_type = self.optim_wrapper_cfg.get('type', 'OptimWrapper')
+        why = None
         if has_expert_shards(model) and wrapper_type in GLOBAL_NORM_WRAPPERS:
+            why = ('the model is expert parallel (gradient norm and overflow '
+                   'check over all ranks)')
+        elif wrapper_type == 'AmpOptimWrapper' and not has_accelerator():
+            why = 'there is no GPU (bf16 CPU autocast)'
+        if why is not None:
             mapped = GLOBAL_NORM_WRAPPERS[wrapper_type]
             print_log(
-                f'ExpertParallelOptimWrapperConstructor: the model is expert '
-                f'parallel, so {wrapper_type} becomes {mapped} (gradient '
-                'norm and overflow check over all ranks)', logger='current')
+                f'ExpertParallelOptimWrapperConstructor: {wrapper_type} '
+                f'becomes {mapped}: {why}', logger='current')
             self.optim_wrapper_cfg = dict(self.optim_wrapper_cfg, type=mapped)
         return super().__call__(model)

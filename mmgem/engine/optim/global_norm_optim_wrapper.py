@@ -51,7 +51,8 @@ def _norm_pow(grads: List[Tensor], norm_type: float) -> Tensor:
     return norms.pow(norm_type).sum()
 
 
-def _has_accelerator() -> bool:
+def has_accelerator() -> bool:
+    """bool: Whether MMEngine's AmpOptimWrapper has a device to run on."""
     return (is_cuda_available() or is_npu_available() or is_mlu_available()
             or is_musa_available())
 
@@ -139,7 +140,7 @@ class GlobalNormAmpOptimWrapper(GlobalNormClipMixin, AmpOptimWrapper):
     """
 
     def __init__(self, loss_scale='dynamic', dtype=None, **kwargs) -> None:
-        if _has_accelerator():
+        if has_accelerator():
             super().__init__(loss_scale=loss_scale, dtype=dtype, **kwargs)
             return
         if dtype not in ('bfloat16', torch.bfloat16):
