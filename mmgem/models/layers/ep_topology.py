@@ -22,8 +22,8 @@ The EP group is always a process group of its own (also when ``E = W``), so
 the exchange's collectives never share a queue with DDP's gradient
 all-reduce. Each EP group also has a gloo twin (the EP group itself when the
 default backend is gloo) for the small host-side exchange of split sizes in
-``'gem'`` mode, which then never waits for the device. Process groups are created once per ``(world, E)`` and cached,
-because
+``'gem'`` mode, which then never waits for the device. Process groups are
+created once per ``(world, E)`` and cached, because
 ``torch.distributed.new_group`` is a collective that every rank must call in
 the same order; building the model on every rank in the same order (as
 MMEngine does) guarantees that.
