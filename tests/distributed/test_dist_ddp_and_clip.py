@@ -140,9 +140,9 @@ def _gathers_in_runner(out_dir, save_best):
     gathers = []
     original = ckpt_hook.gather_experts
 
-    def gather_experts(r, with_optimizer=True):
-        gathers.append((r.iter, with_optimizer))
-        return original(r, with_optimizer)
+    def gather_experts(r, *args):
+        gathers.append((r.iter, args[0] if args else True))
+        return original(r, *args)
 
     ckpt_hook.gather_experts = gather_experts
     runner.train()
