@@ -169,7 +169,7 @@ class ResumeStateHook(Hook):
         self.restore_rng = restore_rng
         self.neutral_validation = neutral_validation
         self._loaded: Optional[dict] = None
-        self._epoch_states: Optional[Dict[str, Any]] = None
+        self._pending: Optional[dict] = None
         self._val_states: Optional[Dict[str, Any]] = None
         self._sampler_epoch: Optional[int] = None
         self._epoch_batches = 0
@@ -237,9 +237,10 @@ class ResumeStateHook(Hook):
                             iter=meta.get('iter'))
 
     def before_train(self, runner) -> None:
-        """Give the dataloader its own seed generator; restore on resume."""
+        """Give the dataloader its own seed generator; keep what a resume
+        restores for ``before_train_epoch``."""
         loader = runner.train_dataloader
-        rank, world_size = get_dist_info()
+        rank, _ = get_dist_info()
         if getattr(loader, 'generator', None) is None:
             loader.generator = torch.Generator().manual_seed(
                 int(runner.seed) * 1000 + rank)
@@ -247,15 +248,30 @@ class ResumeStateHook(Hook):
         sampler = find_stateful_sampler(loader)
         self._sampler_epoch = None if sampler is None else sampler.epoch
         self._epoch_batches = 0
+        self._pending = None
         if loaded is None or not runner.iter or runner.iter != loaded['iter']:
             return  # not resumed (a new run, or load_from)
-        state = loaded['state']
-        if state is None:
+        if loaded['state'] is None:
             print_log(
                 'ResumeStateHook: the checkpoint has no resume state (saved '
                 'without this hook); random states and the data position '
                 'are not restored', logger='current', level=logging.WARNING)
             return
+        self._pending = loaded['state']
+
+    def before_train_epoch(self, runner) -> None:
+        """On the first epoch after a resume, position the sampler and set
+        the random states (or have them set before the first batch).
+
+        Runs after MMEngine's ``DistSamplerSeedHook`` (priority ``NORMAL``),
+        which sets the sampler's epoch to the loop's: the resumed epoch in
+        ``EpochBasedTrainLoop``, always 0 in ``IterBasedTrainLoop``, whose
+        infinite iterator counts epochs itself.
+        """
+        state, self._pending = self._pending, None
+        if state is None:
+            return
+        rank, world_size = get_dist_info()
         saved_world = state['world_size']
         mine = state['ranks'][rank if rank < saved_world else 0]
         same_world = saved_world == world_size
@@ -267,30 +283,41 @@ class ResumeStateHook(Hook):
                 'are restored, the random states are not (no state exists '
                 'for the new ranks) and the sampler skips the same share of '
                 'its epoch', logger='current', level=logging.WARNING)
+        loop = runner.train_loop
+        iter_loop = hasattr(loop, 'dataloader_iterator')
+        sampler = find_stateful_sampler(runner.train_dataloader)
+        saved = mine.get('sampler')
+        positioned = sampler is not None and saved is not None
         skipped = 0
-        if sampler is not None and mine.get('sampler') is not None:
-            sampler.load_state_dict(mine['sampler'])
+        if positioned:
             batches = mine['epoch_batches']
             if not same_world:
                 batches = round(batches * saved_world / world_size)
-            skipped = self._position(runner, sampler, batches)
-        loop = runner.train_loop
-        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
-            positioned = sampler is not None and mine.get('sampler') is not None
-            if positioned:
+            if iter_loop:
+                sampler.load_state_dict(saved)
+                skipped = self._position(runner, sampler, batches)
                 loop.dataloader_iterator = self._new_iterator(
                     loop, sampler.epoch)
+            else:
+                # the loop set the epoch; a checkpoint saved at the end of an
+                # epoch resumes at the start of the next one
+                sampler.seed = int(saved['seed'])
+                if sampler.epoch == int(saved['epoch']):
+                    skipped = self._position(runner, sampler, batches)
+        elif runner.iter > 0 and not iter_loop:
+            print_log(
+                'ResumeStateHook: the training sampler cannot skip batches, '
+                'so a checkpoint saved inside an epoch restarts that epoch '
+                '(MMEngine\'s behaviour)', logger='current',
+                level=logging.WARNING)
+        if iter_loop:
+            # MMEngine's loop now calls next() runner.iter times to skip the
+            # trained batches: without loading them when positioned
             loop.dataloader_iterator = _ResumedIterator(
                 loop.dataloader_iterator, runner.iter,
                 load_skipped=not positioned, states=states)
-        else:
-            if sampler is None and runner.iter > 0:
-                print_log(
-                    'ResumeStateHook: the training sampler cannot skip '
-                    'batches, so a checkpoint saved inside an epoch restarts '
-                    'that epoch (MMEngine\'s behaviour)', logger='current',
-                    level=logging.WARNING)
-            self._epoch_states = states
+        elif states is not None:
+            set_rng_states(states)
         self._sampler_epoch = None if sampler is None else sampler.epoch
         self._epoch_batches = skipped
         print_log(
@@ -308,7 +335,7 @@ class ResumeStateHook(Hook):
         if batches < total:
             return batches
         # the saved epoch was complete: IterBasedTrainLoop goes on with the
-        # next one (EpochBasedTrainLoop sets it itself)
+        # next one (EpochBasedTrainLoop is already there)
         if hasattr(runner.train_loop, 'dataloader_iterator'):
             sampler.set_epoch(sampler.epoch + 1)
         return 0
@@ -320,9 +347,3 @@ class ResumeStateHook(Hook):
         iterator = type(old)(loop.dataloader)
         iterator._epoch = epoch
         return iterator
-
-    def before_train_epoch(self, runner) -> None:
-        """Restore the random states at the start of a resumed epoch."""
-        if self._epoch_states is not None:
-            set_rng_states(self._epoch_states)
-            self._epoch_states = None
