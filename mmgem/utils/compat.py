@@ -82,6 +82,14 @@ _LOCAL_SCHEME = ''
 CHECKPOINT_NAME = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 
 
+def _replace(owner: Any, name: str, new: Any) -> bool:
+    """Set ``owner.name = new`` unless it is already; say whether it was."""
+    if getattr(owner, name) is new:
+        return False
+    setattr(owner, name, new)
+    return True
+
+
 # ----------------------------------------------------------------------
 # 1. loading local checkpoints
 # ----------------------------------------------------------------------
@@ -162,10 +170,7 @@ def patch_atomic_local_put() -> bool:
     Returns:
         bool: Whether the method was replaced by this call.
     """
-    if LocalBackend.put is _atomic_put:
-        return False
-    LocalBackend.put = _atomic_put
-    return True
+    return _replace(LocalBackend, 'put', _atomic_put)
 
 
 # ----------------------------------------------------------------------
@@ -203,10 +208,8 @@ def patch_checkpoint_hook_keep_until_saved() -> bool:
     Returns:
         bool: Whether the method was replaced by this call.
     """
-    if CheckpointHook._save_checkpoint_with_step is _save_checkpoint_with_step:
-        return False
-    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
-    return True
+    return _replace(CheckpointHook, '_save_checkpoint_with_step',
+                    _save_checkpoint_with_step)
 
 
 # ----------------------------------------------------------------------
@@ -355,11 +358,8 @@ def patch_init_weights_broadcast() -> bool:
     Returns:
         bool: Whether the method was replaced by this call.
     """
-    runner_cls = mmengine_runner.Runner
-    if runner_cls._init_model_weights is _init_model_weights:
-        return False
-    runner_cls._init_model_weights = _init_model_weights
-    return True
+    return _replace(mmengine_runner.Runner, '_init_model_weights',
+                    _init_model_weights)
 
 
 # ----------------------------------------------------------------------

@@ -68,11 +68,16 @@ def _batch(rank, step):
                 target=torch.randn(num, 5, DIM, generator=gen))
 
 
-def _train_reference(model):
-    optim = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+def _train_reference(model, make_optim=None, batch=None, world_size=2):
+    """One process on the mean of every rank's loss, clipping by the norm."""
+    make_optim = make_optim or (lambda params: torch.optim.AdamW(
+        params, lr=0.01, weight_decay=0.1))
+    batch = batch or _batch
+    optim = make_optim(model.parameters())
     for step in range(STEPS):
         optim.zero_grad()
-        loss = sum(model(**_batch(r, step))['loss'] for r in range(2)) / 2
+        loss = sum(model(**batch(r, step))['loss']
+                   for r in range(world_size)) / world_size
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
         optim.step()
@@ -257,23 +262,13 @@ def _batch4(rank, step):
                 target=torch.randn(num, 5, DIM, generator=gen))
 
 
-def _reference4(model, make_optim):
-    optim = make_optim(model.parameters())
-    for step in range(STEPS):
-        optim.zero_grad()
-        loss = sum(model(**_batch4(r, step))['loss'] for r in range(4)) / 4
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
-        optim.step()
-    return model
-
-
 def _replica_worker(rank, world_size, out_dir):
     results = {}
     for name, make_optim in OPTIMIZERS.items():
         torch.manual_seed(0)
         model = ToyMoEModel()
-        reference = _reference4(copy.deepcopy(model), make_optim)
+        reference = _train_reference(copy.deepcopy(model), make_optim,
+                                     _batch4, world_size=4)
         ddp = GEMDistributedDataParallel(model, expert_parallel=True,
                                          expert_parallel_size=2)
         wrapper = GlobalNormOptimWrapper(make_optim(model.parameters()),
