@@ -323,3 +323,13 @@ def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path, load_to
     gem_plan = load_tool('tools/analysis_tools/gem_plan.py')
     offline = gem_plan.plan_from_config(str(config))
     assert offline.hash == trained_plan.hash
+
+
+def test_loads_that_are_one_multiple_are_the_same_mix():
+    plan_loads = np.array([48.0, 100.0, 7.0])
+    padded = plan_loads * (172.0 / 170.0)  # another world size: two more padded draws
+    assert hook_module.same_mix(plan_loads, padded)
+    assert hook_module.same_mix(plan_loads, plan_loads * 2)  # another epoch length
+    assert not hook_module.same_mix(plan_loads, [5.0, 100.0, 7.0])  # a cut
+    assert not hook_module.same_mix(plan_loads, [48.0, 100.0, 14.0])  # other ratios
+    assert not hook_module.same_mix(plan_loads, plan_loads[:2])

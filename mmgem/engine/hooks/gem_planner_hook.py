@@ -61,6 +61,33 @@ def training_image_ids(dataset) -> Dict[str, List[Any]]:
     return ids
 
 
+def same_mix(plan_loads: Sequence[float], loads: Sequence[float]) -> bool:
+    """Whether two load vectors are one common multiple of each other.
+
+    A sampler that pads every epoch to a multiple of the world size scales
+    every dataset's load by one factor (``total_size / epoch_length``), which
+    changes with the number of GPUs; so do another ``epoch_length`` or a
+    ``RepeatDataset``. Such loads are the same data mix, on which the plan is
+    invariant (the weights ``n ** beta / sum`` and the capacity
+    ``capacity_factor * N / M`` scale with them; the thresholds are cut at
+    the image ids). A change of any one dataset's share (a cut, other sampler
+    ratios) is not.
+
+    Args:
+        plan_loads (Sequence[float]): The plan's loads.
+        loads (Sequence[float]): The current loads.
+
+    Returns:
+        bool: True if ``loads == factor * plan_loads`` for one factor > 0.
+    """
+    a = np.asarray(plan_loads, dtype=np.float64)
+    b = np.asarray(loads, dtype=np.float64)
+    if a.shape != b.shape or not np.all(a > 0) or not np.all(b > 0):
+        return False
+    ratio = b / a
+    return bool(np.all(np.abs(ratio - ratio[0]) <= 1e-9 * ratio[0]))
+
+
 @HOOKS.register_module()
 class GEMPlannerHook(Hook):
     """Solve GEM's global expert plan before the first training iteration.
@@ -91,7 +118,10 @@ class GEMPlannerHook(Hook):
     ``resume`` or ``load_from``) or ``plan_file`` gives one, the hook compares
     the plan's datasets, loads, number of experts, capacity factor, beta,
     similarity sources and training image ids with the current config and
-    data; a mismatch is refused with the differing fields named, or, with
+    data (loads that are one common multiple of the plan's, such as the
+    round-up padding of another world size, are the same data mix, see
+    :func:`same_mix`); a mismatch is
+    refused with the differing fields named, or, with
     ``on_mismatch='replan'``, a new plan is made. A plan file without a valid
     hash is refused unless ``force_plan=True``. A checkpoint whose plan does
     not fit the model (datasets x experts) or the training datasets is
@@ -391,7 +421,10 @@ class GEMPlannerHook(Hook):
         """
         keys = ('dataset_names', 'images', 'num_experts', 'capacity_factor', 'beta',
                 'similarity_spec', 'id_digests')
-        return plan.mismatches(**{k: current[k] for k in keys if current[k] is not None})
+        fields = {k: current[k] for k in keys if current[k] is not None}
+        if same_mix(plan.loads, current['loads']):
+            fields['images'] = plan.images  # the same mix (e.g. another world size's padding)
+        return plan.mismatches(**fields)
 
     def _file_plan(self, runner: Runner, current: Dict) -> Optional[GEMPlan]:
         """The ``plan_file`` plan if it fits the config and data (every rank).
@@ -404,7 +437,10 @@ class GEMPlannerHook(Hook):
         plan = self.file_plan
         keys = ('dataset_names', 'images', 'num_experts', 'capacity_factor', 'beta',
                 'similarity_spec')
-        problems = plan.mismatches(**{k: current[k] for k in keys})
+        fields = {k: current[k] for k in keys}
+        if same_mix(plan.loads, current['loads']):
+            fields['images'] = plan.images  # the same mix (e.g. another world size's padding)
+        problems = plan.mismatches(**fields)
         if not problems and all(v is None for v in plan.id_digests):
             runner.logger.info(f'GEMPlannerHook: {self.plan_file} was made from image counts '
                                'only; cutting its routing thresholds at the training images '
