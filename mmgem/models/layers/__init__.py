@@ -1,4 +1,5 @@
 # Copyright (c) mmgem contributors. All rights reserved.
+from .dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from .dispatch import expert_capacity, image_dispatch, token_dispatch
 from .domain_classifier import DomainClassifier
 from .ep_all_to_all import all_to_all, gather_count_matrix
@@ -12,6 +13,7 @@ from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
 from .token_router import RouterOutput, TopOneRouter
 
 __all__ = [
+    'DatasetAwareCdnQueryGenerator',
     'MoEFFN', 'ROUTING_MODES', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
     'GEMDinoDecoderLayer', 'GEMDinoTransformerDecoder', 'route_images', 'plan_is_installed',
     'NO_PLAN_MESSAGE', 'image_dispatch', 'token_dispatch', 'expert_capacity',
