@@ -1,8 +1,11 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 # Dense DINO-4scale R-50 trained on all 11 UODB datasets at once (the
 # "DINO (mixed)" row of DAMEX Table 1): DAMEX's schedule, 36 epochs,
-# AdamW lr 1.4e-4, 8 GPUs x 2 images. The GEM / DAMEX / MoE configs inherit
-# this one and change only the model (and add the planner hook).
+# AdamW lr 1.4e-4, 8 GPUs x 2 images. The model is mmdet's DINO as GEMDINO
+# without MoE layers, so it trains with the same dataset-aware losses and is
+# tested under the same protocol as the GEM / DAMEX / MoE configs, which
+# inherit this one and change only the MoE part (and add the planner hook).
+# dino-plain-4scale_r50_8xb2-36e_uodb.py trains mmdet's DINO unchanged.
 #
 #   bash tools/dist_train.sh configs/gem/dino-4scale_r50_8xb2-36e_uodb.py 8
 #
@@ -26,7 +29,30 @@ test_evaluator = {{_base_.uodb_test_evaluator}}
 # base; tests/models/test_configs.py checks both against it)
 num_classes = 167
 label_offsets = [0, 3, 23, 24, 28, 39, 119, 134, 135, 141, 161, 167]
-model = dict(bbox_head=dict(num_classes=num_classes))
+# mmdet's DINO on this label space, which dino-plain-4scale_r50_8xb2-36e_uodb.py
+# trains as it is
+dino_model = dict(
+    _base_.model, bbox_head=dict(_base_.model.bbox_head, num_classes=num_classes))
+model = dict(
+    type='GEMDINO',
+    num_datasets=11,
+    label_offsets=label_offsets,
+    moe_layers=(),  # dense: no MoE layer (routing settings have no effect)
+    # each image's classification losses, denoising label noise and
+    # two-stage top-k see only its own dataset's classes
+    dataset_aware=True,
+    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes),
+    # test protocol, the same for every row: the dataset of a test image is
+    # known (UODB's per-dataset protocol) and its predictions keep its
+    # classes; with test_dataset_known=False the domain classifier predicts
+    # it (DAMEX's protocol)
+    test_dataset_known=True,
+    restrict_test_labels=True,
+    # predicts the dataset of each image (uodb/domain_acc) on detached
+    # encoder features: no row gets an extra training signal from it
+    domain_classifier=dict(
+        type='DomainClassifier', hidden_dims=256, detach_input=True),
+    domain_loss_weight=0.1)
 
 # DAMEX's schedule: 36 epochs at lr 1.4e-4 (mmdet's DINO: 12 epochs, 1e-4)
 optim_wrapper = dict(optimizer=dict(lr=1.4e-4))

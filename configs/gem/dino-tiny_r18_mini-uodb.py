@@ -2,8 +2,10 @@
 # Dense DINO (mixed training) on mini-UODB: the tiny DINO of
 # configs/_base_/models/dino_tiny.py on all six mini-UODB domains at once,
 # one concatenated label space, evaluated per domain. This is the "DINO
-# (mixed)" row of the comparison; the GEM / DAMEX / MoE configs inherit it
-# and change only the model.
+# (mixed)" row of the comparison: GEMDINO without MoE layers, so it trains
+# with the same dataset-aware losses and is tested under the same protocol
+# as the GEM / DAMEX / MoE configs, which inherit it and change only the
+# MoE part. dino-plain-tiny_r18_mini-uodb.py trains mmdet's DINO unchanged.
 #
 #   python tools/misc/make_mini_uodb.py --out data/mini_uodb --scale small
 #   mim train mmdet configs/gem/dino-tiny_r18_mini-uodb.py
@@ -18,7 +20,29 @@ custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
 # checks both against it).
 num_classes = 18
 label_offsets = [0, 4, 7, 10, 13, 17, 18]
-model = dict(bbox_head=dict(num_classes=num_classes))
+# mmdet's DINO on this label space, which dino-plain-tiny_r18_mini-uodb.py
+# trains as it is
+dino_model = dict(
+    _base_.model, bbox_head=dict(_base_.model.bbox_head, num_classes=num_classes))
+model = dict(
+    type='GEMDINO',
+    num_datasets=6,
+    label_offsets=label_offsets,
+    moe_layers=(),  # dense: no MoE layer (routing settings have no effect)
+    # each image's classification losses, denoising label noise and
+    # two-stage top-k see only its own domain's classes
+    dataset_aware=True,
+    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes),
+    # test protocol, the same for every row: the domain of a test image is
+    # known (UODB) and its predictions keep its classes; with
+    # test_dataset_known=False the domain classifier predicts it (DAMEX)
+    test_dataset_known=True,
+    restrict_test_labels=True,
+    # predicts the domain of each image (uodb/domain_acc) on detached encoder
+    # features: no row gets an extra training signal from it
+    domain_classifier=dict(
+        type='DomainClassifier', hidden_dims=256, detach_input=True),
+    domain_loss_weight=0.1)
 
 # a few hundred iterations: CPU-sized, enough for the tiny model to learn
 max_iters = 400
