@@ -556,7 +556,8 @@ class GEMDINO(DINO):
           true dataset;
         - test with ``restrict_test_labels``, dataset unknown: the domain
           classifier's prediction (the metainfo is not read);
-        - otherwise None (all classes).
+        - otherwise None (all classes), also at test time without data
+          samples (``mode='tensor'``).
 
         Args:
             batch_data_samples (list[DetDataSample], optional): The batch.
@@ -574,6 +575,8 @@ class GEMDINO(DINO):
             use_known = self.test_dataset_known
         if use_known:
             if batch_data_samples is None:
+                if not self.training:  # tensor mode without samples
+                    return None
                 raise ValueError(
                     'GEMDINO needs the batch data samples (dataset_id) to '
                     'restrict each image to its dataset\'s labels')
