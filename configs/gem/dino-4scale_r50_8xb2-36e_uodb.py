@@ -14,7 +14,8 @@
 # splits); its `uodb_*` dataloaders carry `_delete_=True`, so they replace
 # COCO's.
 _base_ = [
-    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', '../_base_/datasets/uodb.py'
+    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', '../_base_/datasets/uodb.py',
+    '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
 
@@ -34,25 +35,10 @@ label_offsets = [0, 3, 23, 24, 28, 39, 119, 134, 135, 141, 161, 167]
 dino_model = dict(
     _base_.model, bbox_head=dict(_base_.model.bbox_head, num_classes=num_classes))
 model = dict(
-    type='GEMDINO',
+    _base_.gem_dense_model,
     num_datasets=11,
     label_offsets=label_offsets,
-    moe_layers=(),  # dense: no MoE layer (routing settings have no effect)
-    # each image's classification losses, denoising label noise and
-    # two-stage top-k see only its own dataset's classes
-    dataset_aware=True,
-    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes),
-    # test protocol, the same for every row: the dataset of a test image is
-    # known (UODB's per-dataset protocol) and its predictions keep its
-    # classes; with test_dataset_known=False the domain classifier predicts
-    # it (DAMEX's protocol)
-    test_dataset_known=True,
-    restrict_test_labels=True,
-    # predicts the dataset of each image (uodb/domain_acc) on detached
-    # encoder features: no row gets an extra training signal from it
-    domain_classifier=dict(
-        type='DomainClassifier', hidden_dims=256, detach_input=True),
-    domain_loss_weight=0.1)
+    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes))
 
 # DAMEX's schedule: 36 epochs at lr 1.4e-4 (mmdet's DINO: 12 epochs, 1e-4)
 optim_wrapper = dict(optimizer=dict(lr=1.4e-4))

@@ -11,7 +11,7 @@
 #   mim train mmdet configs/gem/dino-tiny_r18_mini-uodb.py
 _base_ = [
     '../_base_/models/dino_tiny.py', '../_base_/datasets/mini_uodb.py',
-    'mmdet::_base_/default_runtime.py'
+    'mmdet::_base_/default_runtime.py', '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
 
@@ -25,24 +25,10 @@ label_offsets = [0, 4, 7, 10, 13, 17, 18]
 dino_model = dict(
     _base_.model, bbox_head=dict(_base_.model.bbox_head, num_classes=num_classes))
 model = dict(
-    type='GEMDINO',
+    _base_.gem_dense_model,
     num_datasets=6,
     label_offsets=label_offsets,
-    moe_layers=(),  # dense: no MoE layer (routing settings have no effect)
-    # each image's classification losses, denoising label noise and
-    # two-stage top-k see only its own domain's classes
-    dataset_aware=True,
-    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes),
-    # test protocol, the same for every row: the domain of a test image is
-    # known (UODB) and its predictions keep its classes; with
-    # test_dataset_known=False the domain classifier predicts it (DAMEX)
-    test_dataset_known=True,
-    restrict_test_labels=True,
-    # predicts the domain of each image (uodb/domain_acc) on detached encoder
-    # features: no row gets an extra training signal from it
-    domain_classifier=dict(
-        type='DomainClassifier', hidden_dims=256, detach_input=True),
-    domain_loss_weight=0.1)
+    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes))
 
 # a few hundred iterations: CPU-sized, enough for the tiny model to learn
 max_iters = 400

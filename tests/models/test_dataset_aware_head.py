@@ -3,16 +3,19 @@
 label range, in every decoder layer, the encoder output and the denoising
 queries; the matching and the matched-query mask."""
 import copy
+from pathlib import Path
 
 import pytest
 import torch
 from mmdet.models.losses import focal_loss as mmdet_focal_loss
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 import mmgem  # noqa: F401
 
+REPO = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 7
 OFFSETS = [0, 2, 5, 7]  # three datasets: labels 0-1, 2-4, 5-6
 NUM_LAYERS = 3
@@ -29,26 +32,13 @@ CLS_TERMS = [
 
 
 def _head(**kwargs):
+    """The tiny DINO's head (mmdet's losses and matching costs)."""
+    model = Config.fromfile(str(REPO / 'configs/_base_/models/dino_tiny.py')).model
     cfg = dict(
+        model.bbox_head,
         type='DatasetAwareDINOHead',
         num_classes=NUM_CLASSES,
-        sync_cls_avg_factor=True,
-        loss_cls=dict(
-            type='FocalLoss',
-            use_sigmoid=True,
-            gamma=2.0,
-            alpha=0.25,
-            loss_weight=1.0),
-        loss_bbox=dict(type='L1Loss', loss_weight=5.0),
-        loss_iou=dict(type='GIoULoss', loss_weight=2.0),
-        train_cfg=dict(
-            assigner=dict(
-                type='HungarianAssigner',
-                match_costs=[
-                    dict(type='FocalLossCost', weight=2.0),
-                    dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),
-                    dict(type='IoUCost', iou_mode='giou', weight=2.0)
-                ])),
+        train_cfg=model.train_cfg,
         share_pred_layer=False,
         num_pred_layer=NUM_LAYERS + 1,
         as_two_stage=True)
