@@ -13,7 +13,7 @@ from .utils.compat import patch_mmengine_checkpoint_loading
 # Before anything can load a checkpoint (see mmgem/utils/compat.py).
 patch_mmengine_checkpoint_loading()
 
-from . import datasets, engine, evaluation, models, planner  # noqa: E402,F401
+from . import datasets, engine, evaluation, models, planner, visualization  # noqa: E402,F401
 # isort: on
 
 __all__ = ['__version__', 'version_info']

@@ -22,5 +22,7 @@ custom_hooks = [
         beta=0.0,
         similarity=dict(sources=dict(labels=0.5, features=0.5), prior=None),
         num_probe_images=8,
-        solver='ECOS')
+        solver='ECOS'),
+    # dataset x expert routing heat maps at every validation (visualizer)
+    dict(type='MoERoutingVisualizationHook', score_thr=0.3)
 ]

@@ -1,9 +1,15 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-from .hooks import ExpertParallelCheckpointHook, ExpertParallelExchangeHook, GEMPlannerHook
+from .hooks import (
+                    ExpertParallelCheckpointHook,
+                    ExpertParallelExchangeHook,
+                    GEMPlannerHook,
+                    MoERoutingVisualizationHook,
+)
 from .optim import GlobalNormAmpOptimWrapper, GlobalNormOptimWrapper
 from .wrappers import GEMDistributedDataParallel
 
 __all__ = [
     'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
-    'GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper', 'GEMDistributedDataParallel'
+    'GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper', 'GEMDistributedDataParallel',
+    'MoERoutingVisualizationHook'
 ]

@@ -24,7 +24,7 @@ from mmgem.engine.hooks.expert_parallel_checkpoint_hook import ExpertParallelChe
 from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExchangeHook
 from mmgem.engine.optim import GlobalNormOptimWrapper
 from mmgem.engine.wrappers import GEMDistributedDataParallel
-from mmgem.models.layers import MoEFFN
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.planner.hashing import image_bucket, route_bucket
 
 DIM, EXPERTS, STEPS, MAX_NORM = 8, 4, 3, 0.05
@@ -37,14 +37,13 @@ class ToyMoEModel(BaseModel):
     def __init__(self):
         super().__init__()
         self.inp = nn.Linear(DIM, DIM)
-        self.moe = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS, num_datasets=3)
+        self.moe = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS)
         self.out = nn.Linear(DIM, DIM)
-        self.moe.install_plan(torch.from_numpy(QUOTA))
 
     def forward(self, inputs, ids=None, buckets=None, target=None,
                 mode='loss'):
-        y = self.out(self.moe(self.inp(inputs), dataset_ids=ids,
-                              image_buckets=buckets))
+        routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets)
+        y = self.out(self.moe(self.inp(inputs), routing=routing))
         return dict(loss=((y - target)**2).mean())
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from dist_utils import run_distributed
 
-from mmgem.models.layers import MoEFFN
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN, convert_to_expert_parallel
 from mmgem.planner.hashing import image_bucket, route_bucket
@@ -47,13 +47,14 @@ def _images(rank, local_only):
 def _run(layer, rank, x, ids, buckets, upstream):
     torch.manual_seed(100 + rank)  # same gate noise for both layers
     x = x.clone().requires_grad_()
-    out = layer(x, dataset_ids=ids, image_buckets=buckets)
+    out = layer(x, routing=BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets))
     loss = (out * upstream).sum()
-    for value in layer.aux_losses.values():
-        loss = loss + value
+    aux = layer.aux_loss()
+    if aux is not None:
+        loss = loss + 0.1 * aux
     loss.backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
-    return out.detach(), x.grad, grads, dict(layer.aux_losses)
+    return out.detach(), x.grad, grads, {} if aux is None else dict(aux=aux.detach())
 
 
 CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False)]
@@ -61,9 +62,7 @@ CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False)]
 
 def _case(rank, routing, local_only):
     torch.manual_seed(0)
-    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, num_datasets=3,
-                  routing=routing)
-    full.install_plan(torch.from_numpy(QUOTA))
+    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, routing=routing)
     ep = copy.deepcopy(full)
     assert convert_to_expert_parallel(ep) == ['']
     assert isinstance(ep, ExpertParallelMoEFFN) and ep.w1.size(0) == 2
@@ -80,7 +79,7 @@ def _case(rank, routing, local_only):
     exchange_stats().reset()
     got = _run(ep, rank, x, ids, buckets, upstream)
     stats = exchange_stats().snapshot()
-    experts = full._image_experts(x, ids, buckets)
+    experts = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets).image_experts
     return dict(ref=ref, got=got, stats=stats, experts=experts,
                 stats_ep=ep.routing_stats, stats_ref=full.routing_stats)
 

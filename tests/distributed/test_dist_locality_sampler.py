@@ -18,7 +18,7 @@ from mmengine.config import Config
 
 from mmgem.datasets.samplers.locality_sampler import ExpertLocalitySampler
 from mmgem.datasets.samplers.uodb_sampler import UODBSampler
-from mmgem.models.layers import MoEFFN
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
 from mmgem.planner import build_similarity, image_bucket, make_plan, route_bucket
@@ -70,9 +70,7 @@ def _routing(dataset, indices):
 def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
     dataset = _dataset(repo_root, data_root)
     torch.manual_seed(0)
-    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS,
-                   num_datasets=len(dataset.dataset_names))
-    layer.install_plan(torch.from_numpy(quota))
+    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS)
     convert_to_expert_parallel(layer)
     results = {}
     for kind in SAMPLERS:
@@ -82,7 +80,8 @@ def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
         ids, buckets = _routing(dataset, batch)
         x = torch.randn(BATCH, TOKENS, DIM, requires_grad=True)
         exchange_stats().reset()
-        layer(x, dataset_ids=ids, image_buckets=buckets).sum().backward()
+        routing = BatchRouting.from_plan(torch.from_numpy(quota), ids, buckets)
+        layer(x, routing=routing).sum().backward()
         results[kind] = dict(epoch=epoch, stats=exchange_stats().snapshot(),
                              expected=sampler.expected_images_per_dataset())
     return results

@@ -99,8 +99,8 @@ def test_hook_installs_the_planners_plan_before_first_iteration(trained):
                        capacity_factor=1.25, beta=0.0, solver='ECOS')
     assert direct.hash == plan.hash
     np.testing.assert_array_equal(runner.model.installed_plan_quota(), direct.quota)
-    for layer in runner.model.moe_ffns():
-        np.testing.assert_array_equal(layer.plan_quota.cpu().numpy(), direct.quota)
+    np.testing.assert_array_equal(runner.model.plan_quota.cpu().numpy(), direct.quota)
+    assert runner.model.installed_dataset_names() == tuple(names)
     np.testing.assert_array_equal(runner.model.label_offsets.cpu().numpy(),
                                   np.asarray(dataset.label_offsets))
 

@@ -126,7 +126,7 @@ def _worker(rank, args, port, out_dir):
     dist.init_process_group(args.backend,
                             init_method=f'tcp://127.0.0.1:{port}',
                             rank=rank, world_size=args.world_size)
-    from mmgem.models.layers import MoEFFN
+    from mmgem.models.layers import BatchRouting, MoEFFN
     from mmgem.models.layers.ep_exchange_stats import exchange_stats
     from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
     from mmgem.planner.hashing import image_bucket
@@ -136,11 +136,8 @@ def _worker(rank, args, port, out_dir):
     dataset, plan = make_dataset_and_plan(args)
     torch.manual_seed(0)
     layers = torch.nn.ModuleList(
-        MoEFFN(args.embed_dims, args.hidden, num_experts=args.experts,
-               num_datasets=dataset.num_datasets)
+        MoEFFN(args.embed_dims, args.hidden, num_experts=args.experts)
         for _ in range(args.layers))
-    for layer in layers:
-        layer.install_plan(torch.from_numpy(plan.quota))
     convert_to_expert_parallel(layers)
     layers.to(device)
     indices = {
@@ -167,9 +164,11 @@ def _worker(rank, args, port, out_dir):
             dist.barrier()
             exchange_stats().reset()
             start = time.perf_counter()
+            routing = BatchRouting.from_plan(
+                torch.from_numpy(plan.quota), ids, buckets)
             y = x
             for layer in layers:
-                y = layer(y, dataset_ids=ids, image_buckets=buckets)
+                y = layer(y, routing=routing)
             y.sum().backward()
             if device.type == 'cuda':
                 torch.cuda.synchronize()

@@ -71,11 +71,11 @@ class ExpertParallelExchangeHook(Hook):
                     "default_hooks.checkpoint.type='ExpertParallelCheckpointHook'")
         sampler = _find_plan_sampler(runner.train_dataloader)
         if sampler is not None:
-            if not layers or not layers[0].has_plan():
+            if not layers or not model.has_plan():
                 raise RuntimeError(
                     'the training sampler needs the GEM plan but the model '
                     'has none installed; add GEMPlannerHook to custom_hooks')
-            sampler.set_plan(layers[0].plan_quota.cpu().numpy(),
+            sampler.set_plan(model.installed_plan_quota(),
                              expert_parallel_size=ep_size)
         exchange_stats().reset()
 

@@ -168,7 +168,8 @@ class GEMPlannerHook(Hook):
         plan = self._broadcast(plan)
         self._check_fits_model(plan, model, source='planner')
         self._check_fits_datasets(plan, names, source='planner')
-        model.install_plan(plan.quota, np.asarray(dataset.label_offsets), plan.hash)
+        model.install_plan(plan.quota, np.asarray(dataset.label_offsets), plan.hash,
+                          dataset_names=plan.dataset_names)
         self.plan = plan
         runner.logger.info(f'GEMPlannerHook: installed GEM plan {plan.hash[:12]}\n{plan}')
         self._write_outputs(runner, plan)

@@ -16,13 +16,19 @@ from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
 from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
+from ..layers.batch_routing import BatchRouting
 from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
 from ..layers.moe_ffn import ROUTING_MODES, MoEFFN
+from ..layers.plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
 from ..utils.label_space import label_range_mask, label_ranges_of
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
 PLAN_HASH_BYTES = 64
+#: Bytes of one dataset name in the ``plan_dataset_names`` buffer.
+PLAN_NAME_BYTES = 64
+AUX_LOSS_REDUCTIONS = ('mean', 'sum')
+BALANCE_TOKENS = ('foreground', 'all')
 _FFN_KEY = re.compile(r'^decoder\.layers\.(\d+)\.ffn\.(layers\..+)$')
 
 
@@ -41,10 +47,25 @@ class GEMDINO(DINO):
     - ``'moe'``: learned noisy top-1 router with the importance + load loss
       (``loss_moe_aux``).
 
-    The plan lives in buffers of fixed shape (``plan_quota`` of every MoE
-    layer, ``num_datasets x num_experts``; ``label_offsets``; ``plan_hash``),
-    so checkpoints carry it and ``load_state_dict`` restores it.
-    :class:`GEMPlannerHook` computes it and calls :meth:`install_plan`.
+    The plan lives in buffers of fixed shape of the detector
+    (``plan_quota``, ``num_datasets x num_experts``; ``plan_dataset_names``;
+    ``plan_hash``; ``label_offsets``), so checkpoints carry it and
+    ``load_state_dict`` restores it. :class:`GEMPlannerHook` computes it and
+    calls :meth:`install_plan`. Routing is computed once per forward: after
+    the encoder, the detector looks the batch up in the plan on the host
+    (the table is read from the device only when it changes) and hands the
+    resulting :class:`~mmgem.models.layers.BatchRouting` to every MoE layer.
+
+    Auxiliary router losses (``'moe'``, ``'damex'``) are taken after the
+    head's loss, as DAMEX's code does: the balancing loss of ``'moe'`` over
+    the foreground tokens (matching queries that the last decoder layer's
+    Hungarian assignment matched to a box; denoising queries excluded), the
+    cross-entropy of ``'damex'`` over all tokens; both are averaged over the
+    MoE layers (``aux_loss_reduction``) and weighted by ``aux_loss_weight``.
+    Logged with the losses: ``moe_load_e<k>`` (share of the kept tokens that
+    expert ``k`` processed, mean over the MoE layers), ``moe_drop_rate`` and,
+    for ``'damex'``, ``moe_router_acc`` (percent of tokens the router sent to
+    their planned expert).
 
     The label space is the concatenation of the datasets' label sets:
     dataset ``d`` owns labels ``[label_offsets[d], label_offsets[d + 1])``.
@@ -75,15 +96,27 @@ class GEMDINO(DINO):
             Defaults to ``(0, 2, 4)``.
         routing (str): ``'gem'``, ``'damex'`` or ``'moe'``. Defaults to
             ``'gem'``.
-        aux_loss_weight (float): Weight of the routers' auxiliary losses
-            (summed over MoE layers). Defaults to 0.1.
+        aux_loss_weight (float): Weight of the routers' auxiliary losses.
+            Defaults to 0.1.
+        aux_loss_reduction (str): How the per-layer auxiliary losses are
+            combined: ``'mean'`` (DAMEX) or ``'sum'``. Defaults to
+            ``'mean'``.
+        balance_tokens (str): Tokens of the ``'moe'`` balancing loss:
+            ``'foreground'`` (DAMEX: matched matching queries; needs a head
+            that exposes ``last_matched_query_mask``) or ``'all'``.
+            Defaults to ``'foreground'``.
         capacity_factor (float): Expert capacity factor of the token-routed
             modes. Defaults to 1.25.
         eval_capacity_factor (float, optional): Capacity factor of the
             token-routed modes at test time; None uses ``capacity_factor``.
             Defaults to None.
         gate_noise (float, optional): Router noise scale (see
-            :class:`MoEFFN`); None uses the mode's default. Defaults to None.
+            :class:`MoEFFN`); None keeps the MoE FFN's default (1.0, DAMEX's
+            value). Defaults to None.
+        moe_cfg (dict, optional): Further config of the MoE FFNs (e.g.
+            ``type`` to swap the implementation, ``capacity_priority``,
+            ``balance_loss``), built through the registry. Defaults to
+            None.
         upcycle_from (str, optional): Path (or URL) of a dense DINO
             checkpoint with the same architecture. At :meth:`init_weights`
             all its weights are loaded and the dense FFN of every MoE layer
@@ -126,9 +159,12 @@ class GEMDINO(DINO):
                  moe_layers: Sequence[int] = (0, 2, 4),
                  routing: str = 'gem',
                  aux_loss_weight: float = 0.1,
+                 aux_loss_reduction: str = 'mean',
+                 balance_tokens: str = 'foreground',
                  capacity_factor: float = 1.25,
                  eval_capacity_factor: Optional[float] = None,
                  gate_noise: Optional[float] = None,
+                 moe_cfg: OptConfigType = None,
                  upcycle_from: Optional[str] = None,
                  domain_classifier: OptConfigType = None,
                  domain_loss_weight: float = 0.1,
@@ -140,14 +176,27 @@ class GEMDINO(DINO):
         if routing not in ROUTING_MODES:
             raise ValueError(f'routing must be one of {ROUTING_MODES}, got '
                              f'{routing!r}')
+        if aux_loss_reduction not in AUX_LOSS_REDUCTIONS:
+            raise ValueError(f'aux_loss_reduction must be one of '
+                             f'{AUX_LOSS_REDUCTIONS}, got {aux_loss_reduction!r}')
+        if balance_tokens not in BALANCE_TOKENS:
+            raise ValueError(f'balance_tokens must be one of {BALANCE_TOKENS}, '
+                             f'got {balance_tokens!r}')
         self.num_experts = num_experts
         self.num_datasets = num_datasets
         self.moe_layers = tuple(int(i) for i in moe_layers)
         self.routing = routing
         self.aux_loss_weight = aux_loss_weight
-        self.capacity_factor = capacity_factor
-        self.eval_capacity_factor = eval_capacity_factor
-        self.gate_noise = gate_noise
+        self.aux_loss_reduction = aux_loss_reduction
+        self.balance_tokens = balance_tokens
+        self._moe_cfg = dict(
+            num_experts=num_experts,
+            routing=routing,
+            capacity_factor=capacity_factor,
+            eval_capacity_factor=eval_capacity_factor)
+        if gate_noise is not None:
+            self._moe_cfg['gate_noise'] = gate_noise
+        self._moe_cfg.update(moe_cfg or {})
         super().__init__(*args, **kwargs)
         self.upcycle_from = upcycle_from
         self.domain_loss_weight = domain_loss_weight
@@ -193,6 +242,18 @@ class GEMDINO(DINO):
             self.set_label_offsets([0, num_classes])
         self.register_buffer(
             'plan_hash', torch.zeros(PLAN_HASH_BYTES, dtype=torch.uint8))
+        self.register_buffer(
+            'plan_quota',
+            torch.zeros(num_datasets, num_experts, dtype=torch.long))
+        self.register_buffer(
+            'plan_dataset_names',
+            torch.zeros(num_datasets, PLAN_NAME_BYTES, dtype=torch.uint8))
+        self._host_plan_key: Optional[tuple] = None
+        self._host_plan: Optional[Tuple[Tensor, Tuple[str, ...]]] = None
+        #: Set by :class:`~mmgem.engine.hooks.MoERoutingVisualizationHook`:
+        #: keep the routing of every test forward in :attr:`routing_record`.
+        self.record_routing = False
+        self.routing_record: Optional[Dict] = None
 
     def _init_layers(self) -> None:
         """Initialize layers except for backbone, neck and bbox_head.
@@ -202,16 +263,8 @@ class GEMDINO(DINO):
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
         self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
-        moe_cfg = dict(
-            num_experts=self.num_experts,
-            num_datasets=self.num_datasets,
-            routing=self.routing,
-            capacity_factor=self.capacity_factor,
-            eval_capacity_factor=self.eval_capacity_factor,
-            gate_noise=self.gate_noise,
-            aux_loss_weight=self.aux_loss_weight)
         self.decoder = GEMDinoTransformerDecoder(
-            **self.decoder, moe_layers=self.moe_layers, moe_cfg=moe_cfg)
+            **self.decoder, moe_layers=self.moe_layers, moe_cfg=self._moe_cfg)
         self.embed_dims = self.encoder.embed_dims
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
         num_feats = self.positional_encoding.num_feats
@@ -270,8 +323,9 @@ class GEMDINO(DINO):
     def install_plan(self,
                      quota: np.ndarray,
                      label_offsets: Optional[np.ndarray] = None,
-                     plan_hash: str = '') -> None:
-        """Install a GEM plan into every MoE layer.
+                     plan_hash: str = '',
+                     dataset_names: Optional[Sequence[str]] = None) -> None:
+        """Install a GEM plan into the detector's plan buffers.
 
         Args:
             quota (np.ndarray): ``(num_datasets, num_experts)`` integer quota
@@ -280,6 +334,11 @@ class GEMDINO(DINO):
                 offsets; None keeps the current ones.
             plan_hash (str): The plan's hash (at most 64 ASCII characters),
                 returned by :meth:`installed_plan_hash`.
+            dataset_names (Sequence[str], optional): The plan's dataset names
+                (at most 64 UTF-8 bytes each), in the order of the quota
+                rows. They key the image hash when the dataset of a test
+                image is predicted (``test_dataset_known=False``); None keeps
+                the current ones.
         """
         quota = np.asarray(quota)
         if quota.shape != (self.num_datasets, self.num_experts):
@@ -290,23 +349,44 @@ class GEMDINO(DINO):
         if not np.issubdtype(quota.dtype, np.integer):
             if not np.array_equal(quota, np.round(quota)):
                 raise ValueError(f'plan quota must be integers, got {quota}')
+        if np.any(quota < 0):
+            raise ValueError(f'plan quota has negative entries: {quota}')
         encoded = plan_hash.encode('ascii')
         if len(encoded) > PLAN_HASH_BYTES:
             raise ValueError(f'plan hash {plan_hash!r} is longer than '
                              f'{PLAN_HASH_BYTES} characters')
+        names = None
+        if dataset_names is not None:
+            names = self._encode_names(dataset_names)
         if label_offsets is not None:
             self.set_label_offsets(label_offsets)
-        quota_t = torch.from_numpy(quota.astype(np.int64))
-        for ffn in self.moe_ffns():
-            ffn.install_plan(quota_t)
+        self.plan_quota.copy_(torch.from_numpy(quota.astype(np.int64)))
         padded = encoded.ljust(PLAN_HASH_BYTES, b'\0')
         self.plan_hash.copy_(
             torch.tensor(list(padded), dtype=torch.uint8))
+        if names is not None:
+            self.plan_dataset_names.copy_(names)
+
+    def _encode_names(self, dataset_names: Sequence[str]) -> Tensor:
+        """``(num_datasets, PLAN_NAME_BYTES)`` uint8 table of the names."""
+        names = [str(name) for name in dataset_names]
+        if len(names) != self.num_datasets:
+            raise ValueError(
+                f'{len(names)} plan dataset names {names} for a model of '
+                f'num_datasets={self.num_datasets}')
+        rows = []
+        for name in names:
+            raw = name.encode('utf-8')
+            if not raw or len(raw) > PLAN_NAME_BYTES or b'\0' in raw:
+                raise ValueError(
+                    f'plan dataset name {name!r} must be 1 to '
+                    f'{PLAN_NAME_BYTES} UTF-8 bytes without NUL')
+            rows.append(list(raw.ljust(PLAN_NAME_BYTES, b'\0')))
+        return torch.tensor(rows, dtype=torch.uint8)
 
     def has_plan(self) -> bool:
-        """bool: Whether every MoE layer holds a (non-zero) plan."""
-        ffns = self.moe_ffns()
-        return bool(ffns) and all(ffn.has_plan() for ffn in ffns)
+        """bool: Whether the model has MoE layers and a (non-zero) plan."""
+        return bool(self.moe_ffns()) and plan_is_installed(self.plan_quota)
 
     def installed_plan_hash(self) -> str:
         """str: Hash of the installed plan, ``''`` when none was given."""
@@ -314,7 +394,35 @@ class GEMDINO(DINO):
 
     def installed_plan_quota(self) -> np.ndarray:
         """np.ndarray: The installed ``(num_datasets, num_experts)`` quota."""
-        return self.moe_ffns()[0].plan_quota.cpu().numpy().copy()
+        return self.host_plan()[0].numpy().copy()
+
+    def installed_dataset_names(self) -> Tuple[str, ...]:
+        """tuple[str]: The installed plan's dataset names (``()`` if none)."""
+        return self.host_plan()[1]
+
+    def host_plan(self) -> Tuple[Tensor, Tuple[str, ...]]:
+        """The plan's quota table and dataset names, on the host.
+
+        The copy is remade only when a plan buffer changed (in-place writes
+        such as :meth:`install_plan` or ``load_state_dict`` bump the
+        tensors' version counters; ``.to(device)`` makes new tensors), so a
+        forward reads nothing from the device.
+
+        Returns:
+            tuple[Tensor, tuple[str]]: The ``(K, M)`` int64 CPU quota table
+            and the dataset names (``()`` when none are installed).
+        """
+        key = tuple((buf.data_ptr(), buf._version, buf.device)
+                    for buf in (self.plan_quota, self.plan_dataset_names))
+        if key != self._host_plan_key:
+            quota = self.plan_quota.detach().cpu().clone()
+            raw = self.plan_dataset_names.detach().cpu().numpy()
+            names = tuple(
+                bytes(row.tolist()).rstrip(b'\0').decode('utf-8')
+                for row in raw)
+            self._host_plan = (quota, names if all(names) else ())
+            self._host_plan_key = key
+        return self._host_plan
 
     # ------------------------------------------------------------------
     # upcycling
@@ -349,14 +457,13 @@ class GEMDINO(DINO):
                 scratch = MoEFFN(
                     moe.embed_dims,
                     moe.feedforward_channels,
-                    num_experts=moe.num_experts,
-                    num_datasets=1)
+                    num_experts=moe.num_experts)
                 scratch.upcycle_from_ffn(ffn_state)
             for name in ('w1', 'b1', 'w2', 'b2'):
                 converted[prefix + name] = getattr(scratch, name).data
         own = self.state_dict()
-        gem_only = ('plan_quota', 'router.', 'label_offsets', 'plan_hash',
-                    'domain_classifier.')
+        gem_only = ('plan_quota', 'plan_dataset_names', 'router.',
+                    'label_offsets', 'plan_hash', 'domain_classifier.')
         for key, value in own.items():
             if key not in converted and any(
                     part in key for part in gem_only):
@@ -402,37 +509,65 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     def _routing(self, memory: Tensor, memory_mask: Optional[Tensor],
                  batch_data_samples: OptSampleList) -> Dict:
-        """Dataset ids, image buckets and domain logits of the batch.
+        """The batch's routing, computed once for every MoE layer.
 
-        Ids and buckets read from the metainfo stay on the CPU: the MoE
-        layers group images on the host, so no device sync is needed.
+        The dataset of every image is read from its metainfo in training and
+        with ``test_dataset_known=True``; otherwise it is the domain
+        classifier's prediction, and nothing about the image's true dataset
+        (id, name, path) is read. ``'gem'`` (and ``'damex'`` in training, for
+        its targets) then looks each image up in the plan: its bucket hashes
+        the plan's name of the routing dataset with the image's ``img_id``
+        (with the true dataset known, a plan without names falls back to the
+        metainfo's ``dataset_name``, and a missing ``img_id`` to the
+        ``img_path``; with the dataset predicted, a missing ``img_id`` gives
+        bucket 0, the dataset's first shard).
+
+        Returns:
+            dict: ``batch`` (:class:`BatchRouting`, every tensor on the
+            host), ``domain_logits`` (or None) and ``known_dataset_ids``
+            (true ids from the metainfo, or None when they are not read).
         """
         domain_logits = None
         if self.domain_classifier is not None:
             domain_logits = self.domain_classifier(memory, memory_mask)
+        known = self.training or self.test_dataset_known
         known_ids = None
-        if batch_data_samples is not None and (
-                self.training or self.test_dataset_known):
+        if batch_data_samples is not None and known:
             known_ids = dataset_ids_from_samples(batch_data_samples,
                                                  self.num_datasets)
-        if self.training or self.test_dataset_known:
+        if known:
             dataset_ids = known_ids
         elif domain_logits is not None:
-            dataset_ids = domain_logits.argmax(dim=1)
+            # the one device -> host transfer of a dataset-unknown forward
+            dataset_ids = domain_logits.argmax(dim=1).cpu()
         else:
             dataset_ids = None
         needs_plan_route = self.routing == 'gem' or (self.routing == 'damex'
                                                      and self.training)
-        image_buckets = None
-        if needs_plan_route:
+        image_experts = None
+        if needs_plan_route and self.moe_ffns():
             if batch_data_samples is None or dataset_ids is None:
                 raise ValueError(
                     f'GEMDINO(routing={self.routing!r}) needs the batch data '
                     'samples (dataset_id, dataset_name, img_id) to route')
-            image_buckets = image_buckets_from_samples(batch_data_samples)
+            quota, names = self.host_plan()
+            if not plan_is_installed(quota):
+                raise RuntimeError(NO_PLAN_MESSAGE)
+            if not names and not known:
+                raise RuntimeError(
+                    'the installed GEM plan has no dataset names, which '
+                    'routing a test image by its predicted dataset needs: '
+                    'install the plan with dataset_names (GEMPlannerHook '
+                    'does) or test with test_dataset_known=True')
+            buckets = image_buckets_from_samples(
+                batch_data_samples,
+                dataset_names=[names[d] for d in dataset_ids.tolist()]
+                if names else None,
+                read_metainfo_dataset=known)
+            image_experts = route_images(quota, dataset_ids, buckets)
         return dict(
-            dataset_ids=dataset_ids,
-            image_buckets=image_buckets,
+            batch=BatchRouting(
+                image_experts=image_experts, dataset_ids=dataset_ids),
             known_dataset_ids=known_ids,
             domain_logits=domain_logits)
 
@@ -442,10 +577,10 @@ class GEMDINO(DINO):
                             ) -> Dict:
         """DINO's transformer forward, with routing to the MoE layers.
 
-        The per-image routing information is computed after the encoder
-        (the domain classifier reads its memory) and passed through
-        ``forward_decoder``'s kwargs to the MoE decoder layers. The returned
-        dict carries it under ``'routing'``, which :meth:`loss`,
+        The routing is computed once, after the encoder (the domain
+        classifier reads its memory), and passed through
+        ``forward_decoder``'s kwargs to every MoE decoder layer. The
+        returned dict carries it under ``'routing'``, which :meth:`loss`,
         :meth:`predict` and :meth:`_forward` remove before calling the
         head.
 
@@ -463,12 +598,12 @@ class GEMDINO(DINO):
                                 encoder_outputs_dict['memory_mask'],
                                 batch_data_samples)
         tmp_dec_in, head_inputs_dict = self.pre_decoder(
-            **encoder_outputs_dict, batch_data_samples=batch_data_samples)
+            **encoder_outputs_dict,
+            batch_data_samples=batch_data_samples,
+            domain_logits=routing['domain_logits'])
         decoder_inputs_dict.update(tmp_dec_in)
         decoder_outputs_dict = self.forward_decoder(
-            **decoder_inputs_dict,
-            dataset_ids=routing['dataset_ids'],
-            image_buckets=routing['image_buckets'])
+            **decoder_inputs_dict, routing=routing['batch'])
         head_inputs_dict.update(decoder_outputs_dict)
         head_inputs_dict['routing'] = routing
         return head_inputs_dict
@@ -476,25 +611,79 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     # losses and predictions
     # ------------------------------------------------------------------
-    def moe_losses(self) -> Dict[str, Tensor]:
-        """Auxiliary losses of the last forward, summed over MoE layers.
+    def _foreground_token_mask(self, dn_meta: Optional[dict],
+                               num_images: int) -> Tensor:
+        """``(B, N)`` mask of the foreground decoder tokens of the last loss.
+
+        The foreground tokens are the matching queries that the last decoder
+        layer's Hungarian assignment matched to a ground-truth box (the
+        head's ``last_matched_query_mask``); the denoising queries, which
+        come first in every image, are not foreground (DAMEX's ``fg_mask``).
+        """
+        matched = getattr(self.bbox_head, 'last_matched_query_mask', None)
+        if matched is None:
+            raise RuntimeError(
+                'GEMDINO(routing="moe", balance_tokens="foreground") needs '
+                'the matched queries of the last decoder layer, which the '
+                f'head {type(self.bbox_head).__name__} does not expose '
+                '(last_matched_query_mask): use the dataset-aware head of '
+                'the mmgem configs or set balance_tokens="all"')
+        num_dn = 0 if dn_meta is None else int(
+            dn_meta['num_denoising_queries'])
+        if matched.size(0) != num_images:
+            raise ValueError(
+                f'last_matched_query_mask covers {matched.size(0)} images, '
+                f'the batch has {num_images}')
+        return torch.cat([matched.new_zeros(num_images, num_dn), matched],
+                         dim=1)
+
+    def moe_losses(self, dn_meta: Optional[dict] = None,
+                   num_images: int = 0) -> Dict[str, Tensor]:
+        """Auxiliary losses and routing scalars of the last forward.
+
+        Call it after the head's loss (the ``'moe'`` balancing loss needs
+        the head's matching).
+
+        Args:
+            dn_meta (dict, optional): The forward's denoising meta (how many
+                denoising queries lead every image's tokens).
+            num_images (int): Batch size.
 
         Returns:
-            dict[str, Tensor]: ``loss_moe_aux`` / ``loss_damex_ce`` (already
-            weighted by ``aux_loss_weight``) and, for the token-routed modes,
-            ``moe_drop_rate`` (logged only).
+            dict[str, Tensor]: In training with a learned router,
+            ``loss_moe_aux`` / ``loss_damex_ce`` (mean or sum over the MoE
+            layers, times ``aux_loss_weight``); ``moe_load_e<k>`` for every
+            expert, ``moe_drop_rate`` and, for ``'damex'`` in training,
+            ``moe_router_acc`` (logged only).
         """
+        ffns = self.moe_ffns()
+        if not ffns:
+            return {}
         losses: Dict[str, Tensor] = {}
-        for ffn in self.moe_ffns():
-            for key, value in ffn.aux_losses.items():
-                losses[key] = losses[key] + value if key in losses else value
-        if self.routing != 'gem' and self.moe_ffns():
-            dropped = sum(
-                ffn.routing_stats['dropped_tokens'] for ffn in self.moe_ffns())
-            total = sum(ffn.routing_stats['expert_tokens'].sum() +
-                        ffn.routing_stats['dropped_tokens']
-                        for ffn in self.moe_ffns())
-            losses['moe_drop_rate'] = dropped.float() / total.clamp(min=1)
+        if self.training and self.routing != 'gem':
+            mask = None
+            if self.routing == 'moe' and self.balance_tokens == 'foreground':
+                mask = self._foreground_token_mask(dn_meta, num_images)
+            per_layer = [ffn.aux_loss(mask) for ffn in ffns]
+            total = torch.stack(per_layer).sum()
+            if self.aux_loss_reduction == 'mean':
+                total = total / len(per_layer)
+            key = 'loss_moe_aux' if self.routing == 'moe' else 'loss_damex_ce'
+            losses[key] = self.aux_loss_weight * total
+        stats = [ffn.routing_stats for ffn in ffns]
+        kept = torch.stack([s['expert_tokens'] for s in stats]).float()
+        share = (kept / kept.sum(dim=1, keepdim=True).clamp(min=1)).mean(0)
+        for e, value in enumerate(share):
+            losses[f'moe_load_e{e}'] = value
+        dropped = sum(s['dropped_tokens'] for s in stats)
+        losses['moe_drop_rate'] = dropped.float() / (kept.sum() +
+                                                     dropped).clamp(min=1)
+        if self.training and self.routing == 'damex':
+            hits = sum(s['router_hits'] for s in stats)
+            total_tokens = sum(
+                s['expert_tokens'].sum() + s['dropped_tokens'] for s in stats)
+            losses['moe_router_acc'] = 100 * hits.float() / total_tokens.clamp(
+                min=1)
         return losses
 
     def loss(self, batch_inputs: Tensor,
@@ -531,11 +720,12 @@ class GEMDINO(DINO):
             head_inputs_dict['label_ranges'] = label_ranges
         losses = self.bbox_head.loss(
             **head_inputs_dict, batch_data_samples=batch_data_samples)
-        losses.update(self.moe_losses())
+        losses.update(
+            self.moe_losses(head_inputs_dict.get('dn_meta'),
+                            len(batch_data_samples)))
         logits = routing['domain_logits']
         if logits is not None:
-            target = dataset_ids_from_samples(
-                batch_data_samples, self.num_datasets, device=logits.device)
+            target = routing['known_dataset_ids'].to(logits.device)
             losses['loss_domain'] = self.domain_loss_weight * \
                 self.domain_classifier.loss(logits, target)
             losses['domain_acc'] = (logits.argmax(dim=1) == target).float(
@@ -783,6 +973,8 @@ class GEMDINO(DINO):
                                              routing['domain_logits'])
         if dataset_ids is not None:
             cls_scores = self.restrict_class_scores(cls_scores, dataset_ids)
+        if self.record_routing:
+            self._record_routing(cls_scores, batch_data_samples)
         results_list = self.bbox_head.predict_by_feat(
             cls_scores,
             bbox_preds,
@@ -801,6 +993,28 @@ class GEMDINO(DINO):
             for data_sample, pred in zip(batch_data_samples, predicted):
                 data_sample.pred_dataset_id = int(pred)
         return batch_data_samples
+
+    def _record_routing(self, cls_scores: Tensor,
+                        batch_data_samples: SampleList) -> None:
+        """Keep what a routing heat map needs of this test forward.
+
+        Sets :attr:`routing_record`: ``token_experts`` (per MoE layer, the
+        ``(B, num_queries)`` expert of every query, -1 if dropped),
+        ``query_scores`` (``(B, num_queries)`` highest class probability of
+        every query in the last decoder layer, after any label restriction)
+        and ``dataset_ids`` (the images' true datasets from the metainfo, or
+        -1; used for the statistics only, never for predictions).
+        """
+        true_ids = [
+            int(s.metainfo.get('dataset_id', -1)) for s in batch_data_samples
+        ]
+        self.routing_record = dict(
+            token_experts=[
+                ffn.routing_stats['token_experts'].detach()
+                for ffn in self.moe_ffns()
+            ],
+            query_scores=cls_scores[-1].detach().sigmoid().max(dim=-1)[0],
+            dataset_ids=torch.tensor(true_ids, dtype=torch.long))
 
     def _forward(self,
                  batch_inputs: Tensor,

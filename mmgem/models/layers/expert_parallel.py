@@ -50,10 +50,10 @@ import types
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from .dispatch import capacity_keep_mask
 from .ep_all_to_all import all_to_all, gather_count_matrix
 from .ep_topology import ExpertParallelTopology, check_divisible, get_ep_topology
 from .moe_ffn import MoEFFN
@@ -236,9 +236,8 @@ class ExpertParallelMoEFFN(MoEFFN):
         the kept tokens travel to their experts' ranks."""
         if not self.is_sharded:
             return super()._dispatch_tokens(tokens, experts, gates, capacity)
-        one_hot = F.one_hot(experts, self.num_experts)
-        position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
-        kept = position < capacity
+        kept = capacity_keep_mask(experts, gates, self.num_experts, capacity,
+                                  self.capacity_priority)
         kept_idx = kept.nonzero().squeeze(1)
         outs = self.exchange_apply(
             tokens.index_select(0, kept_idx), experts.index_select(0, kept_idx))
