@@ -18,6 +18,9 @@ _base_ = [
     '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
+# per-dataset folders and unprefixed class names in drawn images (all datasets
+# name their images 000000.jpg, ...): browse_dataset.py, test.py --show-dir
+visualizer = dict(type='UODBLocalVisualizer')
 
 train_dataloader = {{_base_.uodb_train_dataloader}}
 val_dataloader = {{_base_.uodb_val_dataloader}}

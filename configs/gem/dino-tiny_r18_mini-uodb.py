@@ -14,6 +14,9 @@ _base_ = [
     'mmdet::_base_/default_runtime.py', '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
+# per-dataset folders and unprefixed class names in drawn images (all datasets
+# name their images 000000.jpg, ...): browse_dataset.py, test.py --show-dir
+visualizer = dict(type='UODBLocalVisualizer')
 
 # 4 + 3 + 3 + 3 + 4 + 1 classes of natural, aerial, signs, icons, clipart,
 # medical (uodb_classes of the data base; tests/models/test_configs.py

@@ -30,6 +30,10 @@ def test_routing_heat_maps_reach_the_visualizer(mini_uodb_root, tmp_path):
     vis = [h for h in cfg.custom_hooks if h.type == 'MoERoutingVisualizationHook']
     assert len(vis) == 1  # the GEM config shows the routing at every validation
     vis[0].score_thr = 0.0
+    # mmdet's runtime names its visualizer 'visualizer', and MMEngine hands an
+    # existing instance of that name (with an earlier runner's save_dir) to
+    # every later runner of the process: give this one its own
+    cfg.visualizer.name = f'routing_vis_{tmp_path.name}'
     probe = ScalarProbe()
     runner = build_runner(cfg, probe)
     runner.train()

@@ -135,11 +135,11 @@ def format_report(results: Dict[str, Dict], args: argparse.Namespace) -> str:
         lines += [f'**{title}**', '', f'| Method | {header} | Mean |',
                   '|---' * (len(names) + 2) + '|']
         for method, res in results.items():
-            values = [res['metrics'][f'uodb/{n}/{metric}'] for n in names]
+            values = [res['metrics'][f'uodb/{n}_{metric}'] for n in names]
             lines.append(_row(METHODS[method][0], values))
         lines.append('')
     lines += [f'Rarest domain ({rare}, {min(first["lengths"])} training images) box AP: '
-              + ', '.join(f'{METHODS[m][0]} {100 * r["metrics"][f"uodb/{rare}/bbox_mAP"]:.1f}'
+              + ', '.join(f'{METHODS[m][0]} {100 * r["metrics"][f"uodb/{rare}_bbox_mAP"]:.1f}'
                           for m, r in results.items()), '']
     lines += ['Training time: ' + ', '.join(
         f'{METHODS[m][0]} {r["train_s"] / 60:.1f} min' for m, r in results.items()), '']

@@ -8,7 +8,7 @@ from mmdet.registry import DATA_SAMPLERS
 from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
-from .expected_images import find_uodb_dataset
+from .expected_images import uodb_index_map
 
 MODES = ('proportional', 'ratio', 'temperature')
 
@@ -56,6 +56,16 @@ class UODBSampler(Sampler):
     every rank (seeded with ``seed + epoch``), padded to a multiple of the
     world size (``round_up``) and split between ranks by stride.
 
+    Over a dataset wrapper (mmengine's ``RepeatDataset`` or
+    ``ClassBalancedDataset`` around the :class:`UODBDataset`) the sampler
+    works in the wrapper's index space: ``n_d`` counts the wrapper's indices
+    of dataset ``d`` (so ``'proportional'`` draws every index of the wrapper
+    once, with its repeats), and every drawn index is one of the wrapper's.
+    A wrapper whose index map is unknown is refused, naming it. A subclass
+    that reads the UODBDataset by index itself must map its indices through
+    :attr:`uodb_indices` and declare ``WRAPPER_SAFE = True`` in its own body;
+    otherwise it refuses wrapped datasets.
+
     Args:
         dataset (Sized): A :class:`UODBDataset` (or a wrapper of one).
         mode (str): ``'proportional'``, ``'ratio'`` or ``'temperature'``.
@@ -73,6 +83,9 @@ class UODBSampler(Sampler):
             length.
     """
 
+    #: This class maps wrapper indices itself (see the class docstring).
+    WRAPPER_SAFE = True
+
     def __init__(self,
                  dataset: Sized,
                  mode: str = 'proportional',
@@ -89,7 +102,12 @@ class UODBSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.dataset = dataset
-        self.uodb = find_uodb_dataset(dataset)
+        self.uodb, self.uodb_indices, wrappers = uodb_index_map(dataset)
+        if self.uodb_indices is not None and not vars(type(self)).get('WRAPPER_SAFE', False):
+            raise TypeError(
+                f'{type(self).__name__} reads the UODBDataset by its own indices, but the '
+                f'dataset is wrapped in {" > ".join(wrappers)}; it does not support dataset '
+                'wrappers (use UODBSampler, or wrap the sub-datasets inside UODBDataset)')
         self.mode = mode
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else seed
@@ -97,6 +115,8 @@ class UODBSampler(Sampler):
         self.epoch = 0
 
         self._ids = np.asarray(self.uodb.sample_dataset_ids)
+        if self.uodb_indices is not None:
+            self._ids = self._ids[self.uodb_indices]
         lengths = np.bincount(
             self._ids, minlength=self.uodb.num_datasets).astype(np.int64)
         self._lengths = lengths

@@ -15,6 +15,8 @@ from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
+from mmgem.planner import GEMPlan
+
 from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
 from ..layers.batch_routing import BatchRouting
 from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
@@ -149,6 +151,16 @@ class GEMDINO(DINO):
             cumulative label offsets (``UODBDataset.label_offsets``). None
             gives ``[0, num_classes]`` for one dataset and "unset" (zeros,
             to be installed by the hook) otherwise. Defaults to None.
+        plan_file (str, optional): A plan JSON (``work_dir/gem_plan.json``
+            of a training run, or ``tools/analysis_tools/gem_plan.py``'s
+            output) installed when the model is built (:meth:`install_plan_file`),
+            so a model built without a training run routes: mmdet's
+            ``get_flops.py``, ``DetInferencer`` without weights, ``test.py``
+            on a config without ``GEMPlannerHook``. A checkpoint loaded later
+            replaces it with its own plan buffers. For training, give the
+            file to ``GEMPlannerHook(plan_file=...)`` instead (the hook
+            refuses a model that already holds a plan it did not install).
+            Defaults to None.
         *args, **kwargs: Those of mmdet's ``DINO``.
     """
 
@@ -172,6 +184,7 @@ class GEMDINO(DINO):
                  test_dataset_known: bool = True,
                  restrict_test_labels: bool = True,
                  label_offsets: Optional[Sequence[int]] = None,
+                 plan_file: Optional[str] = None,
                  **kwargs) -> None:
         if routing not in ROUTING_MODES:
             raise ValueError(f'routing must be one of {ROUTING_MODES}, got '
@@ -254,6 +267,9 @@ class GEMDINO(DINO):
         #: keep the routing of every test forward in :attr:`routing_record`.
         self.record_routing = False
         self.routing_record: Optional[Dict] = None
+        self.plan_file = plan_file
+        if plan_file is not None:
+            self.install_plan_file(plan_file)
 
     def _init_layers(self) -> None:
         """Initialize layers except for backbone, neck and bbox_head.
@@ -383,6 +399,25 @@ class GEMDINO(DINO):
                     f'{PLAN_NAME_BYTES} UTF-8 bytes without NUL')
             rows.append(list(raw.ljust(PLAN_NAME_BYTES, b'\0')))
         return torch.tensor(rows, dtype=torch.uint8)
+
+    def install_plan_file(self, plan_file: str) -> GEMPlan:
+        """Install the plan of a plan JSON (:meth:`GEMPlan.save`'s format).
+
+        Args:
+            plan_file (str): Path of the JSON.
+
+        Returns:
+            GEMPlan: The installed plan.
+        """
+        plan = GEMPlan.load(plan_file)
+        want = (self.num_datasets, self.num_experts)
+        if tuple(plan.quota.shape) != want:
+            raise ValueError(
+                f'GEMDINO: plan_file {plan_file} holds a plan for {plan.quota.shape[0]} '
+                f'datasets {list(plan.dataset_names)} x {plan.quota.shape[1]} experts, but '
+                f'the model has num_datasets={want[0]} and num_experts={want[1]}')
+        self.install_plan(plan.quota, plan_hash=plan.hash, dataset_names=plan.dataset_names)
+        return plan
 
     def has_plan(self) -> bool:
         """bool: Whether the model has MoE layers and a (non-zero) plan."""
