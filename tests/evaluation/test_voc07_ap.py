@@ -226,7 +226,7 @@ def test_dataset_without_countable_ground_truth_is_left_out(repo_root, mini_uodb
     results = metric.evaluate(len(samples))
     assert results['uodb/medical_bbox_mAP'] == -1.0
     assert results['uodb/medical_voc07_AP50'] == -1.0
-    assert results['uodb/bbox_mAP'] == results['uodb/icons/bbox_mAP'] > 0
+    assert results['uodb/bbox_mAP'] == results['uodb/icons_bbox_mAP'] > 0
     assert results['uodb/voc07_AP50'] == results['uodb/icons_voc07_AP50'] > 0
     rows = metric.last_table.strip().split('\n')[2:]
     assert all(row.split(' | ')[2] == '-' for row in rows)  # the Medical column
