@@ -4,12 +4,18 @@ from .hooks import (
                     ExpertParallelExchangeHook,
                     GEMPlannerHook,
                     MoERoutingVisualizationHook,
+                    ResumeStateHook,
 )
-from .optim import GlobalNormAmpOptimWrapper, GlobalNormOptimWrapper
+from .optim import (
+                    ExpertParallelOptimWrapperConstructor,
+                    GlobalNormAmpOptimWrapper,
+                    GlobalNormOptimWrapper,
+)
 from .wrappers import GEMDistributedDataParallel
 
 __all__ = [
     'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
-    'GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper', 'GEMDistributedDataParallel',
-    'MoERoutingVisualizationHook'
+    'MoERoutingVisualizationHook', 'ResumeStateHook', 'GlobalNormOptimWrapper',
+    'GlobalNormAmpOptimWrapper', 'ExpertParallelOptimWrapperConstructor',
+    'GEMDistributedDataParallel'
 ]

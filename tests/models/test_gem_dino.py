@@ -303,6 +303,12 @@ def test_experts_are_initialised_per_slice(gem4):
         peak = float(ffn.w1.data[e].abs().max())
         assert 0.99 * bound < peak <= bound
     assert not torch.equal(ffn.w1.data[0], ffn.w1.data[1])
+    # biases as a dense FFN's after DINO's init (nn.Linear's, 1/sqrt(fan_in)),
+    # not xavier over the (M, out) bias tensor, whose bound is larger
+    for bias, fan_in in ((ffn.b1, 256), (ffn.b2, 512)):
+        assert math.sqrt(6 / sum(bias.shape)) > 1.2 / math.sqrt(fan_in)
+        peak = float(bias.data.abs().max())
+        assert 0.95 / math.sqrt(fan_in) < peak <= 1 / math.sqrt(fan_in)
 
 
 def test_upcycle_from_dense_checkpoint(dino, tmp_path):

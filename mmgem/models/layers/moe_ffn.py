@@ -184,16 +184,22 @@ class MoEFFN(BaseModule):
                 nn.init.uniform_(bias.data[e], -bound, bound)
 
     def xavier_init_experts(self) -> None:
-        """Xavier-uniform init of every expert's weight matrices, per slice.
+        """Init every expert as DINO's ``init_weights`` leaves a dense FFN.
 
-        This is what DINO's ``init_weights`` does to a dense FFN's linear
-        weights (biases keep their ``nn.Linear`` init); applied to the 3-d
-        tensors directly it would use wrong fans, so detectors call this
-        after their own init.
+        DINO applies ``xavier_uniform_`` to every decoder parameter of more
+        than one dimension: a dense FFN's linear weights get it, its 1-d
+        biases keep ``nn.Linear``'s init. On the batched tensors that loop
+        would use wrong fans for the ``(M, out, in)`` weights and would also
+        hit the 2-d ``(M, out)`` biases, so detectors call this after their
+        own init: xavier-uniform on every expert's ``(out, in)`` weight
+        slice, and a fresh ``nn.Linear`` bias (uniform in
+        ``+-1/sqrt(fan_in)``) for every expert.
         """
-        for weight in (self.w1, self.w2):
+        for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):
+            bound = 1 / math.sqrt(weight.size(2))
             for e in range(self.num_experts):
                 nn.init.xavier_uniform_(weight.data[e])
+                nn.init.uniform_(bias.data[e], -bound, bound)
 
     @torch.no_grad()
     def upcycle_from_ffn(self, ffn: Union[nn.Module, Mapping[str,
