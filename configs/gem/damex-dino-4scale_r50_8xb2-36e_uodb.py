@@ -12,8 +12,7 @@ _base_ = './gem-dino-4scale_r50_8xb2-36e_uodb.py'
 model = dict(
     routing='damex',
     aux_loss_weight=0.1,
-    capacity_factor=1.25,
-    domain_classifier=None)
+    capacity_factor=1.25)
 
 damex_groups = [['clipart'], ['coco', 'voc', 'comic'], ['deeplesion'],
                 ['dota'], ['kitchen'], ['kitti', 'lisa'], ['watercolor'],

@@ -8,5 +8,4 @@ _base_ = './gem-dino-tiny_r18_mini-uodb.py'
 model = dict(
     routing='damex',
     aux_loss_weight=0.1,
-    capacity_factor=1.25,
-    domain_classifier=None)
+    capacity_factor=1.25)

@@ -1,8 +1,11 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 # Dense DINO-4scale R-50 trained on all 11 UODB datasets at once (the
 # "DINO (mixed)" row of DAMEX Table 1): DAMEX's schedule (below), 36
-# epochs, AdamW lr 1.4e-4, 8 GPUs x 2 images. The GEM / DAMEX / MoE configs inherit
-# this one and change only the model (and add the planner hook).
+# epochs, AdamW lr 1.4e-4, 8 GPUs x 2 images. The model is mmdet's DINO as
+# GEMDINO without MoE layers, so it trains with the same dataset-aware losses
+# and is tested under the same protocol as the GEM / DAMEX / MoE configs,
+# which inherit this one and change only the MoE part (and add the planner
+# hook). dino-plain-4scale_r50_8xb2-36e_uodb.py trains mmdet's DINO unchanged.
 #
 #   bash tools/dist_train.sh configs/gem/dino-4scale_r50_8xb2-36e_uodb.py 8
 #
@@ -11,7 +14,8 @@
 # splits); its `uodb_*` dataloaders carry `_delete_=True`, so they replace
 # COCO's.
 _base_ = [
-    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', '../_base_/datasets/uodb.py'
+    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', '../_base_/datasets/uodb.py',
+    '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
 # per-dataset folders and unprefixed class names in drawn images (all datasets
@@ -29,7 +33,15 @@ test_evaluator = {{_base_.uodb_test_evaluator}}
 # base; tests/models/test_configs.py checks both against it)
 num_classes = 167
 label_offsets = [0, 3, 23, 24, 28, 39, 119, 134, 135, 141, 161, 167]
-model = dict(bbox_head=dict(num_classes=num_classes))
+# mmdet's DINO on this label space, which dino-plain-4scale_r50_8xb2-36e_uodb.py
+# trains as it is
+dino_model = dict(
+    _base_.model, bbox_head=dict(_base_.model.bbox_head, num_classes=num_classes))
+model = dict(
+    _base_.gem_dense_model,
+    num_datasets=11,
+    label_offsets=label_offsets,
+    bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes))
 
 # DAMEX's schedule (jinga-lala/DAMEX): AdamW, lr 1.4e-4 and 36 epochs as in
 # its README's UODB command; backbone lr 1e-5 and StepLR(step_size=11,

@@ -13,12 +13,7 @@ model = dict(
     num_experts=4,
     num_datasets=6,
     moe_layers=(0, 2),
-    label_offsets={{_base_.label_offsets}},
-    test_dataset_known=True,
-    # predicts the domain of an image (reported as uodb/domain_acc); set
-    # test_dataset_known=False to route test images by it
-    domain_classifier=dict(type='DomainClassifier', hidden_dims=256),
-    domain_loss_weight=0.1)
+    label_offsets={{_base_.label_offsets}})
 
 custom_hooks = [
     dict(

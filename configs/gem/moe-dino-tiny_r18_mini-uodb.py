@@ -13,9 +13,6 @@ model = dict(
     moe_layers=(0, 2),
     gate_noise=1.0,
     aux_loss_weight=0.1,
-    # interim: all tokens until the dataset-aware head (which exposes the
-    # matched queries for DAMEX's foreground-token loss) is in
-    balance_tokens='all',
     capacity_factor=1.25,
     label_offsets={{_base_.label_offsets}})
 

@@ -189,9 +189,7 @@ def test_each_routing_mode_lowers_the_loss(trained, tmp_path, routing):
     # the same batch every iteration: the loss must go down.
     ids = np.asarray(runner.train_dataloader.dataset.sample_dataset_ids)
     firsts = [int(np.flatnonzero(ids == d)[0]) for d in range(ids.max() + 1)]
-    # interim: balance_tokens='all' until the dataset-aware head is in
-    extra = dict(balance_tokens='all') if routing == 'moe' else {}
-    cfg = make_cfg(root, tmp_path, max_iters=8, routing=routing, **extra)
+    cfg = make_cfg(root, tmp_path, max_iters=8, routing=routing)
     cfg.train_dataloader.dataset.indices = firsts
     cfg.train_dataloader.batch_size = len(firsts)
     cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)

@@ -30,6 +30,7 @@ def _dino_cfg():
 def _gem_cfg(**kwargs):
     cfg = _dino_cfg()
     cfg.type = 'GEMDINO'
+    cfg.bbox_head.type = 'DatasetAwareDINOHead'
     cfg.moe_layers = (0, 2)
     cfg.update(kwargs)
     return cfg

@@ -280,10 +280,11 @@ def _tiny_override(repo_root: Path, data_root: Path, path: Path) -> Path:
     model = Config.fromfile(str(repo_root / 'configs/_base_/models/dino_tiny.py')).model
     model = model.to_dict()
     gem = {k: full.model[k] for k in ('type', 'routing', 'num_experts', 'num_datasets',
-                                      'label_offsets', 'test_dataset_known',
-                                      'domain_classifier', 'domain_loss_weight')}
+                                      'label_offsets', 'dataset_aware', 'test_dataset_known',
+                                      'restrict_test_labels', 'domain_classifier',
+                                      'domain_loss_weight')}
     model.update(gem, moe_layers=(0, 2))  # the tiny decoder has 3 layers
-    model['bbox_head']['num_classes'] = full.num_classes
+    model['bbox_head'].update(type=full.model.bbox_head.type, num_classes=full.num_classes)
     train_pipeline = _scale_pipeline(full.train_dataloader.dataset.pipeline, 8)
     test_pipeline = _scale_pipeline(full.test_dataloader.dataset.pipeline, 8)
     loaders = {

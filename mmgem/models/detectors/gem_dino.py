@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from mmgem.planner import GEMPlan
 from mmgem.planner.hashing import threshold_errors
 
+from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
 from ..layers.batch_routing import BatchRouting
+from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
 from ..layers.moe_ffn import ROUTING_MODES, MoEFFN
 from ..layers.plan_routing import (
@@ -27,6 +29,7 @@ from ..layers.plan_routing import (
     quantile_thresholds,
     route_images,
 )
+from ..utils.label_space import label_range_mask, label_ranges_of
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
 PLAN_HASH_BYTES = 64
@@ -77,13 +80,24 @@ class GEMDINO(DINO):
 
     The label space is the concatenation of the datasets' label sets:
     dataset ``d`` owns labels ``[label_offsets[d], label_offsets[d + 1])``.
+    With ``dataset_aware`` (default), training keeps every image in its own
+    dataset's label range: the classification losses of the encoder output,
+    of every decoder layer and of the denoising queries ignore the other
+    datasets' classes (:class:`DatasetAwareDINOHead`), denoising label noise
+    is drawn from the image's range (:class:`DatasetAwareCdnQueryGenerator`),
+    and the two-stage top-k selection ranks proposals by the image's
+    classes only. The Hungarian matching cost already reads only the
+    ground-truth classes' logits.
+
     At test time the dataset of an image is either read from its metainfo
     (``test_dataset_known=True``, UODB's per-dataset protocol) or predicted
-    by the domain classifier (``test_dataset_known=False``); the image is
-    routed through the plan with that dataset and, with
-    ``restrict_test_labels``, its class scores outside the dataset's range
-    are set to ``-inf`` before the head's post-processing (and any box left
-    with such a label is dropped).
+    by the domain classifier (``test_dataset_known=False``, DAMEX's
+    protocol). With ``restrict_test_labels`` that dataset's label range
+    selects the two-stage top-k, and class scores outside it are set to
+    ``-inf`` before the head's post-processing (any box left with such a
+    label is dropped); without it predictions use all classes. The same
+    rule holds for every routing mode and for the dense model
+    (``moe_layers=()``), so all rows of a comparison are tested alike.
 
     Args:
         num_experts (int): Experts per MoE layer. Defaults to 8.
@@ -123,18 +137,25 @@ class GEMDINO(DINO):
             afterwards. Defaults to None.
         domain_classifier (dict, optional): Config of a
             :class:`DomainClassifier` (``num_datasets`` and ``embed_dims``
-            are filled in) on mean-pooled encoder memory; trained jointly
-            with loss ``loss_domain``. Needed for
-            ``test_dataset_known=False`` with ``routing='gem'``. Defaults to
-            None.
+            are filled in) on mean-pooled encoder memory, trained with loss
+            ``loss_domain`` against the true dataset. It predicts the dataset
+            of a test image (``pred_dataset_id`` of the predictions), which
+            ``test_dataset_known=False`` needs. With its ``detach_input``
+            (the mmgem configs, every row) its gradient stops at the encoder
+            memory, so it is no extra training signal for the detector.
+            Defaults to None.
         domain_loss_weight (float): Weight of ``loss_domain``. Defaults to
             0.1.
+        dataset_aware (bool): Train each image in its dataset's label range
+            (see above); needs a :class:`DatasetAwareDINOHead` when
+            ``num_datasets > 1``. False trains as mmdet's DINO over all
+            classes. Defaults to True.
         test_dataset_known (bool): Whether the dataset of a test image is
             read from its metainfo (True) or predicted (False). Defaults to
             True.
-        restrict_test_labels (bool): Whether test predictions are restricted
-            to the (known or predicted) dataset's label range. Defaults to
-            True.
+        restrict_test_labels (bool): Whether test predictions (and the
+            two-stage top-k) are restricted to the known or predicted
+            dataset's label range. Defaults to True.
         label_offsets (Sequence[int], optional): ``num_datasets + 1``
             cumulative label offsets (``UODBDataset.label_offsets``). None
             gives ``[0, num_classes]`` for one dataset and "unset" (zeros,
@@ -168,6 +189,7 @@ class GEMDINO(DINO):
                  upcycle_from: Optional[str] = None,
                  domain_classifier: OptConfigType = None,
                  domain_loss_weight: float = 0.1,
+                 dataset_aware: bool = True,
                  test_dataset_known: bool = True,
                  restrict_test_labels: bool = True,
                  label_offsets: Optional[Sequence[int]] = None,
@@ -200,6 +222,7 @@ class GEMDINO(DINO):
         super().__init__(*args, **kwargs)
         self.upcycle_from = upcycle_from
         self.domain_loss_weight = domain_loss_weight
+        self.dataset_aware = dataset_aware
         self.test_dataset_known = test_dataset_known
         self.restrict_test_labels = restrict_test_labels
         if domain_classifier is not None:
@@ -215,6 +238,22 @@ class GEMDINO(DINO):
                 'test_dataset_known=False with routing="gem" needs a '
                 'domain_classifier to predict the dataset that routes each '
                 'test image')
+        if (not test_dataset_known and restrict_test_labels
+                and num_datasets > 1 and self.domain_classifier is None):
+            raise ValueError(
+                'test_dataset_known=False with restrict_test_labels=True '
+                'needs a domain_classifier to predict the dataset whose '
+                'labels each test image is restricted to (or set '
+                'restrict_test_labels=False)')
+        if (dataset_aware and num_datasets > 1
+                and not isinstance(self.bbox_head, DatasetAwareDINOHead)):
+            raise ValueError(
+                f'dataset_aware=True with num_datasets={num_datasets} needs '
+                "bbox_head=dict(type='DatasetAwareDINOHead', ...) (it masks "
+                'the other datasets\' classes in the losses), got '
+                f'{type(self.bbox_head).__name__}; or set dataset_aware=False')
+        self.dn_query_generator = self._dataset_aware_dn_generator(
+            kwargs.get('dn_cfg'))
         num_classes = self.bbox_head.num_classes
         self.register_buffer(
             'label_offsets',
@@ -633,7 +672,9 @@ class GEMDINO(DINO):
                                 encoder_outputs_dict['memory_mask'],
                                 batch_data_samples)
         tmp_dec_in, head_inputs_dict = self.pre_decoder(
-            **encoder_outputs_dict, batch_data_samples=batch_data_samples)
+            **encoder_outputs_dict,
+            batch_data_samples=batch_data_samples,
+            domain_logits=routing['domain_logits'])
         decoder_inputs_dict.update(tmp_dec_in)
         decoder_outputs_dict = self.forward_decoder(
             **decoder_inputs_dict, routing=routing['batch'])
@@ -723,6 +764,9 @@ class GEMDINO(DINO):
              batch_data_samples: SampleList) -> Union[dict, list]:
         """Losses of DINO plus the routers' and the domain classifier's.
 
+        With ``dataset_aware`` every classification loss of an image runs
+        over its dataset's label range only (see the class docstring).
+
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
             batch_data_samples (list[DetDataSample]): The batch.
@@ -731,11 +775,23 @@ class GEMDINO(DINO):
             dict: DINO's losses, ``loss_moe_aux`` or ``loss_damex_ce`` for
             the learned routers, and ``loss_domain`` / ``domain_acc`` with a
             domain classifier.
+
+        Raises:
+            ValueError: If a ground-truth label lies outside its image's
+                dataset range (wrong ``label_offsets`` or ``dataset_id``).
         """
+        label_ranges = None
+        if self.dataset_aware:
+            label_ranges = self.label_ranges(
+                self.label_dataset_ids(batch_data_samples))
+            self._check_gt_labels(batch_data_samples, label_ranges)
         img_feats = self.extract_feat(batch_inputs)
         head_inputs_dict = self.forward_transformer(img_feats,
                                                     batch_data_samples)
         routing = head_inputs_dict.pop('routing')
+        if label_ranges is not None and isinstance(self.bbox_head,
+                                                   DatasetAwareDINOHead):
+            head_inputs_dict['label_ranges'] = label_ranges
         losses = self.bbox_head.loss(
             **head_inputs_dict, batch_data_samples=batch_data_samples)
         losses.update(
@@ -750,6 +806,198 @@ class GEMDINO(DINO):
             ).mean() * 100
         return losses
 
+    # ------------------------------------------------------------------
+    # the label space of each image
+    # ------------------------------------------------------------------
+    def label_dataset_ids(self,
+                          batch_data_samples: OptSampleList,
+                          domain_logits: Optional[Tensor] = None
+                          ) -> Optional[Tensor]:
+        """The dataset whose label range each image is trained / tested in.
+
+        - training with ``dataset_aware``: the true dataset (metainfo);
+        - test with ``restrict_test_labels`` and ``test_dataset_known``: the
+          true dataset;
+        - test with ``restrict_test_labels``, dataset unknown: the domain
+          classifier's prediction (the metainfo is not read);
+        - otherwise None (all classes), also at test time without data
+          samples (``mode='tensor'``).
+
+        Args:
+            batch_data_samples (list[DetDataSample], optional): The batch.
+            domain_logits (Tensor, optional): ``(bs, num_datasets)`` domain
+                classifier logits; needed only when the dataset is unknown.
+
+        Returns:
+            Tensor or None: ``(bs,)`` int64 dataset ids, or None.
+        """
+        if self.training:
+            use_known = self.dataset_aware
+        elif not self.restrict_test_labels:
+            return None
+        else:
+            use_known = self.test_dataset_known
+        if use_known:
+            if batch_data_samples is None:
+                if not self.training:  # tensor mode without samples
+                    return None
+                raise ValueError(
+                    'GEMDINO needs the batch data samples (dataset_id) to '
+                    'restrict each image to its dataset\'s labels')
+            return dataset_ids_from_samples(batch_data_samples,
+                                            self.num_datasets)
+        if self.training or domain_logits is None:
+            return None
+        return domain_logits.argmax(dim=1)
+
+    def label_ranges(self, dataset_ids: Optional[Tensor]) -> Optional[Tensor]:
+        """Label range of each image from its dataset id.
+
+        Args:
+            dataset_ids (Tensor, optional): ``(bs,)`` dataset ids.
+
+        Returns:
+            Tensor or None: ``(bs, 2)`` int64 ``[low, high)`` ranges on the
+            model's device; None if ``dataset_ids`` is None.
+
+        Raises:
+            RuntimeError: If the label offsets are not set.
+        """
+        if dataset_ids is None:
+            return None
+        if not self.has_label_offsets():
+            raise RuntimeError(
+                'label_offsets are not set, so images cannot be restricted '
+                'to their dataset\'s labels: give the model `label_offsets` '
+                '(UODBDataset.label_offsets) in the config or let '
+                'GEMPlannerHook install them; or set dataset_aware=False and '
+                'restrict_test_labels=False')
+        return label_ranges_of(self.label_offsets, dataset_ids)
+
+    @staticmethod
+    def _check_gt_labels(batch_data_samples: SampleList,
+                         label_ranges: Tensor) -> None:
+        """Raise if a ground-truth label is outside its image's range."""
+        labels = [s.gt_instances.labels for s in batch_data_samples]
+        counts = torch.tensor([len(x) for x in labels])
+        if int(counts.sum()) == 0:
+            return
+        all_labels = torch.cat(labels).to(label_ranges.device)
+        ranges = torch.repeat_interleave(
+            label_ranges, counts.to(label_ranges.device), dim=0)
+        bad = (all_labels < ranges[:, 0]) | (all_labels >= ranges[:, 1])
+        if not bool(bad.any()):
+            return
+        first = int(bad.nonzero()[0])
+        image = int((counts.cumsum(0) <= first).sum())
+        meta = batch_data_samples[image].metainfo
+        low, high = label_ranges[image].tolist()
+        raise ValueError(
+            f'image {meta.get("img_path", meta.get("img_id", image))} of '
+            f'dataset_id {meta.get("dataset_id")} has ground-truth label '
+            f'{int(all_labels[first])} outside its dataset\'s label range '
+            f'[{low}, {high}): check the model\'s label_offsets against '
+            'UODBDataset.label_offsets')
+
+    def _dataset_aware_dn_generator(self, dn_cfg: OptConfigType
+                                    ) -> DatasetAwareCdnQueryGenerator:
+        """DINO's CDN generator as :class:`DatasetAwareCdnQueryGenerator`.
+
+        ``DINO.__init__`` built mmdet's generator from ``dn_cfg`` (filling
+        in ``num_classes``, ``embed_dims`` and ``num_matching_queries``); the
+        replacement takes the same config and the same label embedding, so
+        the model's state dict and initial weights are DINO's.
+        """
+        generator = DatasetAwareCdnQueryGenerator(**dn_cfg)
+        generator.label_embedding.load_state_dict(
+            self.dn_query_generator.label_embedding.state_dict())
+        return generator
+
+    def pre_decoder(self,
+                    memory: Tensor,
+                    memory_mask: Tensor,
+                    spatial_shapes: Tensor,
+                    batch_data_samples: OptSampleList = None,
+                    domain_logits: Optional[Tensor] = None) -> Tuple[Dict]:
+        """DINO's pre-decoder with the top-k and the DN noise per dataset.
+
+        As :meth:`DINO.pre_decoder`, except that the two-stage top-k ranks
+        each image's proposals by the maximum over its dataset's classes
+        (:meth:`label_dataset_ids`; all classes when that is None) and the
+        denoising label noise stays in the image's range in training. The
+        encoder scores handed to the loss (``enc_outputs_class``) keep all
+        classes; the head masks them.
+
+        Args:
+            memory, memory_mask, spatial_shapes, batch_data_samples: As in
+                :meth:`DINO.pre_decoder`.
+            domain_logits (Tensor, optional): ``(bs, num_datasets)`` domain
+                logits of the batch, if already computed; the domain
+                classifier is run on ``memory`` when they are needed (test,
+                dataset unknown) and not given. Defaults to None.
+
+        Returns:
+            tuple[dict]: ``decoder_inputs_dict`` and ``head_inputs_dict``, as
+            DINO's.
+        """
+        bs, _, c = memory.shape
+        cls_out_features = self.bbox_head.cls_branches[
+            self.decoder.num_layers].out_features
+        output_memory, output_proposals = self.gen_encoder_output_proposals(
+            memory, memory_mask, spatial_shapes)
+        enc_outputs_class = self.bbox_head.cls_branches[
+            self.decoder.num_layers](
+                output_memory)
+        enc_outputs_coord_unact = self.bbox_head.reg_branches[
+            self.decoder.num_layers](output_memory) + output_proposals
+
+        if (domain_logits is None and not self.training
+                and not self.test_dataset_known
+                and self.domain_classifier is not None):
+            domain_logits = self.domain_classifier(memory, memory_mask)
+        label_ranges = self.label_ranges(
+            self.label_dataset_ids(batch_data_samples, domain_logits))
+        select_scores = enc_outputs_class
+        if label_ranges is not None:
+            allowed = label_range_mask(label_ranges, cls_out_features)
+            select_scores = enc_outputs_class.masked_fill(
+                ~allowed[:, None, :], float('-inf'))
+        topk_indices = torch.topk(
+            select_scores.max(-1)[0], k=self.num_queries, dim=1)[1]
+        topk_score = torch.gather(
+            enc_outputs_class, 1,
+            topk_indices.unsqueeze(-1).repeat(1, 1, cls_out_features))
+        topk_coords_unact = torch.gather(
+            enc_outputs_coord_unact, 1,
+            topk_indices.unsqueeze(-1).repeat(1, 1, 4))
+        topk_coords = topk_coords_unact.sigmoid()
+        topk_coords_unact = topk_coords_unact.detach()
+
+        query = self.query_embedding.weight[:, None, :]
+        query = query.repeat(1, bs, 1).transpose(0, 1)
+        if self.training:
+            dn_label_query, dn_bbox_query, dn_mask, dn_meta = \
+                self.dn_query_generator(batch_data_samples,
+                                        label_ranges=label_ranges)
+            query = torch.cat([dn_label_query, query], dim=1)
+            reference_points = torch.cat([dn_bbox_query, topk_coords_unact],
+                                         dim=1)
+        else:
+            reference_points = topk_coords_unact
+            dn_mask, dn_meta = None, None
+        reference_points = reference_points.sigmoid()
+
+        decoder_inputs_dict = dict(
+            query=query,
+            memory=memory,
+            reference_points=reference_points,
+            dn_mask=dn_mask)
+        head_inputs_dict = dict(
+            enc_outputs_class=topk_score,
+            enc_outputs_coord=topk_coords,
+            dn_meta=dn_meta) if self.training else dict()
+        return decoder_inputs_dict, head_inputs_dict
+
     def restrict_class_scores(self, cls_scores: Tensor,
                               dataset_ids: Tensor) -> Tensor:
         """Set class logits outside each image's dataset range to ``-inf``.
@@ -762,18 +1010,8 @@ class GEMDINO(DINO):
         Returns:
             Tensor: The masked logits.
         """
-        if not self.has_label_offsets():
-            raise RuntimeError(
-                'label_offsets are not set, so test predictions cannot be '
-                'restricted to each dataset\'s labels: give the model '
-                '`label_offsets` (UODBDataset.label_offsets) in the config, '
-                'let GEMPlannerHook install them, or set '
-                'restrict_test_labels=False')
-        labels = torch.arange(cls_scores.size(-1), device=cls_scores.device)
-        ids = dataset_ids.to(cls_scores.device)
-        low = self.label_offsets[ids].to(cls_scores.device)
-        high = self.label_offsets[ids + 1].to(cls_scores.device)
-        allowed = (labels >= low[:, None]) & (labels < high[:, None])
+        ranges = self.label_ranges(dataset_ids).to(cls_scores.device)
+        allowed = label_range_mask(ranges, cls_scores.size(-1))
         return cls_scores.masked_fill(~allowed[:, None, :], float('-inf'))
 
     def predict(self,
@@ -781,6 +1019,10 @@ class GEMDINO(DINO):
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
         """Predict boxes, routed and label-restricted per dataset.
+
+        The label restriction (``restrict_test_labels``) uses the true
+        dataset when ``test_dataset_known``, else the domain classifier's
+        prediction, for every routing mode alike (:meth:`label_dataset_ids`).
 
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
@@ -801,10 +1043,9 @@ class GEMDINO(DINO):
             data_sample.metainfo for data_sample in batch_data_samples
         ]
         cls_scores, bbox_preds = self.bbox_head(**head_inputs_dict)
-        dataset_ids = routing['batch'].dataset_ids
-        restrict = (self.restrict_test_labels and dataset_ids is not None
-                    and self.num_datasets > 1)
-        if restrict:
+        dataset_ids = self.label_dataset_ids(batch_data_samples,
+                                             routing['domain_logits'])
+        if dataset_ids is not None:
             cls_scores = self.restrict_class_scores(cls_scores, dataset_ids)
         if self.record_routing:
             self._record_routing(cls_scores, batch_data_samples)
@@ -813,12 +1054,11 @@ class GEMDINO(DINO):
             bbox_preds,
             batch_img_metas=batch_img_metas,
             rescale=rescale)
-        if restrict:
-            offsets = self.label_offsets.tolist()
+        if dataset_ids is not None:
+            ranges = self.label_ranges(dataset_ids).tolist()
             for i, results in enumerate(results_list):
-                d = int(dataset_ids[i])
-                keep = (results.labels >= offsets[d]) & (
-                    results.labels < offsets[d + 1])
+                low, high = ranges[i]
+                keep = (results.labels >= low) & (results.labels < high)
                 results_list[i] = results[keep]
         batch_data_samples = self.add_pred_to_datasample(
             batch_data_samples, results_list)

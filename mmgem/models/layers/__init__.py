@@ -1,5 +1,6 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 from .batch_routing import BatchRouting
+from .dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from .dispatch import capacity_keep_mask, expert_capacity, image_dispatch, token_dispatch
 from .domain_classifier import DomainClassifier
 from .ep_all_to_all import all_to_all, gather_count_matrix
@@ -22,6 +23,7 @@ from .token_router import RouterOutput, TopOneRouter
 __all__ = [
     'MoEFFN', 'ROUTING_MODES', 'BatchRouting', 'capacity_keep_mask',
     'tutel_load_importance_loss', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
+    'DatasetAwareCdnQueryGenerator',
     'GEMDinoDecoderLayer', 'GEMDinoTransformerDecoder', 'route_images', 'plan_is_installed',
     'quantile_thresholds',
     'NO_PLAN_MESSAGE', 'image_dispatch', 'token_dispatch', 'expert_capacity',
