@@ -323,11 +323,12 @@ def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path, load_to
     assert offline.hash == trained_plan.hash
 
 
-def test_loads_that_are_one_multiple_are_the_same_mix():
+def test_loads_scaled_by_padding_are_the_same_mix():
     plan_loads = np.array([48.0, 100.0, 7.0])
-    padded = plan_loads * (172.0 / 170.0)  # another world size: two more padded draws
+    padded = plan_loads * (160.0 / 155.0)  # 8 ranks: ceil(155 / 8) * 8 = 160 draws
     assert hook_module.same_mix(plan_loads, padded)
-    assert hook_module.same_mix(plan_loads, plan_loads * 2)  # another epoch length
+    assert hook_module.same_mix(padded, plan_loads)  # planned on 8, resumed on 1
+    assert not hook_module.same_mix(plan_loads, plan_loads * 2)  # twice the images
     assert not hook_module.same_mix(plan_loads, [5.0, 100.0, 7.0])  # a cut
     assert not hook_module.same_mix(plan_loads, [48.0, 100.0, 14.0])  # other ratios
     assert not hook_module.same_mix(plan_loads, plan_loads[:2])

@@ -61,31 +61,41 @@ def training_image_ids(dataset) -> Dict[str, List[Any]]:
     return ids
 
 
-def same_mix(plan_loads: Sequence[float], loads: Sequence[float]) -> bool:
-    """Whether two load vectors are one common multiple of each other.
+#: the largest share by which a sampler's round-up padding can scale an
+#: epoch (``ceil(E / W) * W / E - 1`` is under 0.1 for E >= 10 W images)
+PADDING_TOLERANCE = 0.1
+
+
+def same_mix(plan_loads: Sequence[float], loads: Sequence[float],
+             tolerance: float = PADDING_TOLERANCE) -> bool:
+    """Whether two load vectors differ only by a sampler's padding.
 
     A sampler that pads every epoch to a multiple of the world size scales
     every dataset's load by one factor (``total_size / epoch_length``), which
-    changes with the number of GPUs; so do another ``epoch_length`` or a
-    ``RepeatDataset``. Such loads are the same data mix, on which the plan is
-    invariant (the weights ``n ** beta / sum`` and the capacity
-    ``capacity_factor * N / M`` scale with them; the thresholds are cut at
-    the image ids). A change of any one dataset's share (a cut, other sampler
-    ratios) is not.
+    changes with the number of GPUs: a plan made by ``gem_plan.py`` in one
+    process, or a run resumed on another number of GPUs, sees loads a few
+    images per rank apart. Such loads are the same data mix (the thresholds
+    are cut at the image ids, not at the padded counts). A change of any one
+    dataset's share (a cut, other sampler ratios) or of the epoch's size
+    beyond padding (twice the images, another ``epoch_length``) is not.
 
     Args:
         plan_loads (Sequence[float]): The plan's loads.
         loads (Sequence[float]): The current loads.
+        tolerance (float): Largest ``|factor - 1|`` taken for padding.
+            Defaults to :data:`PADDING_TOLERANCE`.
 
     Returns:
-        bool: True if ``loads == factor * plan_loads`` for one factor > 0.
+        bool: True if ``loads == factor * plan_loads`` for one factor with
+        ``|factor - 1| <= tolerance``.
     """
     a = np.asarray(plan_loads, dtype=np.float64)
     b = np.asarray(loads, dtype=np.float64)
     if a.shape != b.shape or not np.all(a > 0) or not np.all(b > 0):
         return False
     ratio = b / a
-    return bool(np.all(np.abs(ratio - ratio[0]) <= 1e-9 * ratio[0]))
+    return bool(np.all(np.abs(ratio - ratio[0]) <= 1e-9 * ratio[0])
+                and abs(ratio[0] - 1.0) <= tolerance)
 
 
 @HOOKS.register_module()
@@ -118,9 +128,8 @@ class GEMPlannerHook(Hook):
     ``resume`` or ``load_from``) or ``plan_file`` gives one, the hook compares
     the plan's datasets, loads, number of experts, capacity factor, beta,
     similarity sources and training image ids with the current config and
-    data (loads that are one common multiple of the plan's, such as the
-    round-up padding of another world size, are the same data mix, see
-    :func:`same_mix`); a mismatch is
+    data (loads scaled by the round-up padding of another world size are
+    the same data mix, see :func:`same_mix`); a mismatch is
     refused with the differing fields named, or, with
     ``on_mismatch='replan'``, a new plan is made. A plan file without a valid
     hash is refused unless ``force_plan=True``. A checkpoint whose plan does
