@@ -26,6 +26,23 @@ LP (up to the solver's tolerance), so its value is a valid lower bound; with
 ``init_columns >= K`` the full model is solved in one go. While the restricted
 model lacks columns, an elastic slack with a large penalty keeps it feasible;
 the final solution has no slack.
+
+The reported bound is *certified*: an interior-point solver stops at a
+primal point slightly above the optimum (by its duality gap), so its
+objective is not a lower bound. The planner instead evaluates the Lagrangian
+dual function of the full LP (all K*K columns, whatever the restricted model
+held) at the solver's multipliers ``nu`` (all of d is served), ``gamma``
+(capacity) and ``mu`` (exactly M experts)::
+
+    r[d, c] = cost[d, c] + nu[d] + n[d] / C * gamma[c]
+    g = -sum_d nu[d] - mu * M + sum_c min(0, sum_d min(r[d, c], 0) + mu - gamma[c])
+
+with ``gamma`` clipped to >= 0 and ``mu`` raised to ``max(gamma)``. By weak
+duality ``g`` is below the LP optimum for *any* such multipliers, so below
+every integral plan; it is computed with a floating-point error bound
+subtracted (:func:`lagrangian_bound`), so ``rounded cost >= bound`` holds
+exactly, not to a tolerance. The multipliers are stored with the solution, so
+the bound can be re-checked independently.
 """
 import time
 import warnings
@@ -107,7 +124,9 @@ class LPSolution:
     """The optimum of the GEM LP.
 
     Attributes:
-        bound (float): Optimal value: a lower bound on every integral plan.
+        bound (float): Certified lower bound on the LP optimum, hence on
+            every integral plan (the Lagrangian dual value at the solver's
+            multipliers, minus its floating-point error bound).
         x_index (np.ndarray): (P, 2) int64 ``[d, c]`` of the stored ``x``
             entries (those above 1e-9), sorted row-major.
         x_value (np.ndarray): (P,) float64 values of those entries.
@@ -117,6 +136,10 @@ class LPSolution:
         solver (str): The solver that produced it.
         rounds (int): Column generation rounds (1 for the full model).
         columns (int): ``x`` columns in the final model (K*K when full).
+        value (float): The solver's primal objective (at or a little above
+            the optimum).
+        duals (dict): The multipliers of the certificate: ``assign`` (K,),
+            ``capacity`` (K,) or None without capacity, ``experts`` (float).
         solve_time (float): Wall seconds spent building and solving.
     """
 
@@ -129,6 +152,8 @@ class LPSolution:
     solver: str
     rounds: int
     columns: int
+    value: float = float('nan')
+    duals: Dict = field(default_factory=dict)
     solve_time: float = field(default=0.0, compare=False)
 
     def dense_x(self) -> np.ndarray:
@@ -157,7 +182,12 @@ class LPSolution:
             status=str(self.status),
             solver=str(self.solver),
             rounds=int(self.rounds),
-            columns=int(self.columns))
+            columns=int(self.columns),
+            value=float(self.value),
+            duals=dict(assign=[float(v) for v in self.duals['assign']],
+                       capacity=(None if self.duals.get('capacity') is None else
+                                 [float(v) for v in self.duals['capacity']]),
+                       experts=float(self.duals['experts'])))
 
     @classmethod
     def from_dict(cls, data: Dict) -> 'LPSolution':
@@ -176,7 +206,60 @@ class LPSolution:
                    y=np.asarray(data['y'], dtype=np.float64),
                    u=np.asarray(data['u'], dtype=np.float64), status=data['status'],
                    solver=data['solver'], rounds=int(data['rounds']),
-                   columns=int(data['columns']))
+                   columns=int(data['columns']), value=float(data['value']),
+                   duals=dict(assign=np.asarray(data['duals']['assign'], dtype=np.float64),
+                              capacity=(None if data['duals']['capacity'] is None else
+                                        np.asarray(data['duals']['capacity'],
+                                                   dtype=np.float64)),
+                              experts=float(data['duals']['experts'])))
+
+
+def lagrangian_bound(cost: np.ndarray, loads_c: Optional[np.ndarray], num_experts: int,
+                     nu: np.ndarray, gamma: Optional[np.ndarray], mu: float) -> float:
+    """A certified lower bound on the GEM LP from any multipliers.
+
+    Evaluates the Lagrangian dual function (module docstring) of the full LP
+    at ``nu``, ``gamma`` (clipped to >= 0) and ``mu`` (raised to
+    ``max(gamma)``, where the dual function is finite) and subtracts a bound
+    on its floating-point rounding error, so the result is below the exact LP
+    optimum whatever the multipliers.
+
+    Args:
+        cost (np.ndarray): K x K planner costs.
+        loads_c (np.ndarray, optional): ``n / C`` per dataset; None without
+            capacity.
+        num_experts (int): M.
+        nu (np.ndarray): (K,) multipliers of ``sum_c x[d, c] = 1``.
+        gamma (np.ndarray, optional): (K,) multipliers of the capacity rows.
+        mu (float): Multiplier of ``sum_c u[c] = M``.
+
+    Returns:
+        float: The bound.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    k = cost.shape[0]
+    eps = np.finfo(np.float64).eps
+    nu = np.asarray(nu, dtype=np.float64).reshape(k)
+    if loads_c is None or gamma is None:
+        gamma = np.zeros(k)
+        scale = np.abs(cost) + np.abs(nu)[:, None]
+        r = cost + nu[:, None]
+    else:
+        gamma = np.clip(np.asarray(gamma, dtype=np.float64).reshape(k), 0.0, None)
+        load = np.asarray(loads_c, dtype=np.float64)[:, None] * gamma[None, :]
+        scale = np.abs(cost) + np.abs(nu)[:, None] + np.abs(load)
+        r = cost + nu[:, None] + load
+    mu = max(float(mu), float(gamma.max(initial=0.0)))
+    err_r = 4 * eps * scale  # error of each r[d, c]
+    neg = r < err_r  # only these can contribute min(r, 0) != 0
+    col = np.where(neg, r, 0.0).sum(0)
+    col_err = np.where(neg, err_r + (k + 1) * eps * np.abs(r), 0.0).sum(0)
+    per_c = col + mu - gamma
+    value = -nu.sum() - mu * num_experts + np.minimum(per_c, 0.0).sum()
+    margin = (col_err.sum() + (k + 4) * eps *
+              (np.abs(nu).sum() + abs(mu) * num_experts + np.abs(per_c).sum() +
+               k * abs(mu) + gamma.sum()))
+    return float(value - 2.0 * margin)
 
 
 def _initial_columns(cost: np.ndarray, init_columns: int) -> np.ndarray:
@@ -211,7 +294,8 @@ def _solve_restricted(cp, cost, loads_c, num_experts, mask, penalty, solver, sol
         slack = cp.Variable(k, nonneg=True)
         assign = row_sum @ x + slack == 1
         objective = objective + penalty * cp.sum(slack)
-    cons = [assign, x <= pick_y @ y, y <= 1, y <= u, cp.sum(u) == num_experts]
+    total = cp.sum(u) == num_experts
+    cons = [assign, x <= pick_y @ y, y <= 1, y <= u, total]
     cap = None
     if loads_c is not None:
         cap_mat = sp.csr_matrix((loads_c[d_idx], (c_idx, cols)), shape=(k, p))
@@ -227,7 +311,7 @@ def _solve_restricted(cp, cost, loads_c, num_experts, mask, penalty, solver, sol
     if prob.status not in ok or x.value is None:
         raise SolverFailedError(f'solver {solver!r} returned status {prob.status!r} on the '
                                 f'GEM LP (K={k}, M={num_experts}, {p} columns)')
-    return dict(prob=prob, x=x, y=y, u=u, slack=slack, assign=assign, cap=cap,
+    return dict(prob=prob, x=x, y=y, u=u, slack=slack, assign=assign, cap=cap, total=total,
                 d_idx=d_idx, c_idx=c_idx)
 
 
@@ -335,7 +419,19 @@ def solve_gem_lp(cost: np.ndarray,
     _check_feasible(cost, loads_c, num_experts, x, y, u, name)
     x = np.clip(x, 0.0, None)
     nz = np.argwhere(x > 1e-9)
-    return LPSolution(bound=float(res['prob'].value), x_index=nz.astype(np.int64),
+    nu = np.asarray(res['assign'].dual_value, dtype=np.float64).reshape(-1)
+    gamma = (None if res['cap'] is None else
+             np.clip(np.asarray(res['cap'].dual_value, dtype=np.float64).reshape(-1), 0, None))
+    mu = max(float(np.asarray(res['total'].dual_value).reshape(-1)[0]),
+             0.0 if gamma is None else float(gamma.max()))
+    bound = lagrangian_bound(cost, loads_c, num_experts, nu, gamma, mu)
+    value = float(res['prob'].value)
+    if not bound <= value + 1e-6 * max(1.0, abs(value)):  # pragma: no cover - solver bug
+        raise SolverFailedError(f'solver {name!r} returned multipliers whose dual value '
+                                f'{bound} exceeds its primal objective {value}')
+    return LPSolution(bound=bound, value=value, duals=dict(assign=nu, capacity=gamma,
+                                                           experts=mu),
+                      x_index=nz.astype(np.int64),
                       x_value=x[nz[:, 0], nz[:, 1]], y=np.clip(y, 0.0, 1.0),
                       u=np.clip(u, 0.0, None), status=str(res['prob'].status), solver=name,
                       rounds=rounds, columns=int(mask.sum()),

@@ -2,18 +2,30 @@
 """The GEM plan: the compiled quota table, its routing rule and provenance."""
 import hashlib
 import json
+import math
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..utils.fileio import atomic_write
 from .errors import PlanError
-from .hashing import ImageId, image_bucket, route_bucket
+from .hashing import (
+    ImageId,
+    bucket_thresholds,
+    expert_of_bucket,
+    experts_of_buckets,
+    image_bucket,
+    image_buckets,
+    threshold_errors,
+)
 from .lp import LPSolution
 
 PLAN_FORMAT = 'mmgem.GEMPlan'
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+#: relative tolerance of the stored rounded cost against its recomputation
+_COST_RTOL = 1e-9
 
 
 def _canonical(obj: Any) -> str:
@@ -24,14 +36,17 @@ class GEMPlan:
     """A global expert mapping: which experts serve which dataset.
 
     ``quota[d, e]`` is the number of images of dataset d per epoch routed to
-    expert e; each row sums to the dataset's images per epoch. A dataset with
-    one nonzero entry goes entirely to that expert; a sharded one is spread
-    by :func:`mmgem.planner.hashing.route_bucket` over the stable image hash,
-    in the planned proportions.
+    expert e; each row sums to the dataset's images per epoch. The routing
+    rule is the row of bucket ``thresholds[d]`` (:mod:`mmgem.planner.hashing`):
+    cut at the dataset's training images when their ids were given
+    (``id_digests[d]`` records which ones), so that the realised per-expert
+    counts equal the quota exactly, else at the quantiles of the bucket range.
 
     Build plans with :func:`mmgem.planner.make_plan`; this class holds the
-    result and its inputs, serialises to JSON without loss, prints as a table
-    and draws as a heat map.
+    result and its inputs, checks itself (quota, capacity, thresholds and the
+    rounded cost are validated on construction; a file without a valid hash
+    is refused), serialises to JSON without loss, prints as a table and draws
+    as a heat map.
 
     Args:
         dataset_names (Sequence[str]): The K dataset names, in plan order.
@@ -47,15 +62,33 @@ class GEMPlan:
         solver (str): The LP solver that produced the plan.
         quota (np.ndarray): (K, M) int64 quota table.
         expert_anchor (Sequence[int]): Anchor dataset of each expert.
-        lp (LPSolution): The LP optimum.
+        lp (LPSolution): The LP optimum and its certified bound.
         rounded_cost (float): The LP objective of the rounded plan.
+        thresholds (np.ndarray, optional): (K, M) int64 routing thresholds;
+            defaults to the quantiles of the quota rows.
+        id_digests (Sequence[dict | None], optional): Per dataset, the
+            training images the thresholds were cut at (``images``: how
+            many, ``sha256``: digest of their sorted buckets), or None where
+            they are quantiles. Defaults to None for every dataset.
+        similarity_spec (dict, optional): How S was made (``sources``
+            weights, ``prior`` groups, or ``matrix``); compared on resume.
+        rounding (str): What made levels 1-2 of the plan: ``'heuristic'`` or
+            ``'exact'`` (the MILP). Defaults to ``'heuristic'``.
+        integral (dict, optional): The MILP certificate, when solved:
+            ``status``, ``value`` (the integral optimum), ``bound``,
+            ``nodes``.
     """
 
     def __init__(self, dataset_names: Sequence[str], loads: Sequence[float],
                  images: Sequence[int], similarity: np.ndarray, num_experts: int,
                  capacity_factor: Optional[float], capacity: Optional[int], beta: float,
                  solver: str, quota: np.ndarray, expert_anchor: Sequence[int],
-                 lp: LPSolution, rounded_cost: float) -> None:
+                 lp: LPSolution, rounded_cost: float,
+                 thresholds: Optional[np.ndarray] = None,
+                 id_digests: Optional[Sequence[Optional[Dict]]] = None,
+                 similarity_spec: Optional[Dict] = None,
+                 rounding: str = 'heuristic',
+                 integral: Optional[Dict] = None) -> None:
         self.dataset_names: Tuple[str, ...] = tuple(str(n) for n in dataset_names)
         self.loads = np.asarray(loads, dtype=np.float64)
         self.images = np.asarray(images, dtype=np.int64)
@@ -73,9 +106,47 @@ class GEMPlan:
         k, m = len(self.dataset_names), self.num_experts
         if self.quota.shape != (k, m):
             raise PlanError(f'quota has shape {self.quota.shape}; expected ({k}, {m})')
+        if np.any(self.quota < 0):
+            d, e = np.argwhere(self.quota < 0)[0]
+            raise PlanError(f'quota[{self.dataset_names[d]!r}, e{e}] = {self.quota[d, e]} is '
+                            'negative')
         if not np.array_equal(self.quota.sum(1), self.images):
             raise PlanError('quota rows must sum to the images per epoch '
                             f'{self.images.tolist()}; they sum to {self.quota.sum(1).tolist()}')
+        if np.any(self.images < 1):
+            raise PlanError(f'every dataset needs images; images per epoch are '
+                            f'{self.images.tolist()}')
+        if self.expert_anchor.shape != (m, ) or np.any(self.expert_anchor < 0) or np.any(
+                self.expert_anchor >= k):
+            raise PlanError(f'expert_anchor {self.expert_anchor.tolist()} must give one dataset '
+                            f'index in [0, {k}) per expert ({m})')
+        if self.capacity is not None and self.expert_loads.max() > self.capacity:
+            e = int(np.argmax(self.expert_loads))
+            raise PlanError(f'expert e{e} is planned {int(self.expert_loads[e])} images per '
+                            f'epoch, above the capacity {self.capacity}')
+        self.thresholds = (self._quantile_thresholds() if thresholds is None else
+                           np.asarray(thresholds, dtype=np.int64))
+        bad = self.threshold_errors()
+        if bad:
+            raise PlanError('the routing thresholds do not fit the quota: ' + '; '.join(bad))
+        self.id_digests: List[Optional[Dict]] = (
+            [None] * k if id_digests is None else
+            [None if v is None else dict(images=int(v['images']), sha256=str(v['sha256']))
+             for v in id_digests])
+        if len(self.id_digests) != k:
+            raise PlanError(f'id_digests has {len(self.id_digests)} entries; expected {k}')
+        self.similarity_spec = None if similarity_spec is None else json.loads(
+            _canonical(similarity_spec))
+        if rounding not in ('heuristic', 'exact'):
+            raise PlanError(f"rounding {rounding!r} is not 'heuristic' or 'exact'")
+        self.rounding = rounding
+        self.integral = None if integral is None else dict(
+            status=str(integral['status']), value=_float_or_none(integral.get('value')),
+            bound=_float_or_none(integral.get('bound')), nodes=int(integral.get('nodes', 0)))
+        recomputed = self.recompute_cost()
+        if abs(recomputed - self.rounded_cost) > _COST_RTOL * max(1.0, abs(recomputed)):
+            raise PlanError(f'rounded_cost {self.rounded_cost!r} is not the cost of the quota '
+                            f'table ({recomputed!r})')
         #: wall seconds of the LP and of the whole plan (not serialised)
         self.timings: Dict[str, float] = {}
 
@@ -87,8 +158,15 @@ class GEMPlan:
 
     @property
     def lp_bound(self) -> float:
-        """float: Optimal LP value, a lower bound on every integral plan."""
+        """float: Certified lower bound of the LP, below every integral plan."""
         return float(self.lp.bound)
+
+    @property
+    def integral_optimum(self) -> Optional[float]:
+        """float | None: The MILP optimum, when it was solved to optimality."""
+        if self.integral is None or self.integral['status'] != 'optimal':
+            return None
+        return self.integral['value']
 
     @property
     def expert_loads(self) -> np.ndarray:
@@ -115,6 +193,28 @@ class GEMPlan:
                        np.flatnonzero(self.quota[:, experts].sum(1) > 0)]
             out.append(dict(anchor=self.dataset_names[a], experts=experts, datasets=members))
         return out
+
+    def recompute_cost(self) -> float:
+        """The LP objective of the quota table, from the plan's inputs.
+
+        Returns:
+            float: ``sum cost[d, anchor(e)] * quota[d, e] / images[d]``.
+        """
+        share = self.quota / self.images[:, None]
+        return float((self.cost_matrix[:, self.expert_anchor] * share).sum())
+
+    def _quantile_thresholds(self) -> np.ndarray:
+        return np.stack([bucket_thresholds(row) for row in self.quota]).astype(np.int64)
+
+    def threshold_errors(self) -> List[str]:
+        """Why the thresholds do not fit the quota (empty when they do).
+
+        See :func:`mmgem.planner.hashing.threshold_errors`.
+
+        Returns:
+            list[str]: Problems, naming the dataset.
+        """
+        return threshold_errors(self.quota, self.thresholds, self.dataset_names)
 
     def dataset_index(self, dataset: Union[str, int]) -> int:
         """Return the row of a dataset.
@@ -145,12 +245,13 @@ class GEMPlan:
         """
         return np.flatnonzero(self.quota[self.dataset_index(dataset)]).tolist()
 
+    # ------------------------------------------------------------ routing
     def expert_of(self, dataset: Union[str, int], image_id: ImageId) -> int:
         """The expert of one image: the plan's routing rule.
 
-        A dataset served by one expert sends every image there; a sharded one
-        uses the stable BLAKE2b bucket of ``(dataset name, image id)`` and the
-        cumulative quota row, identical on every process.
+        The stable bucket of ``(dataset name, image id)`` is looked up in the
+        dataset's threshold row; identical on every process, at train and at
+        test time, and for ids never seen when planning.
 
         Args:
             dataset (str | int): Name or index of the image's dataset.
@@ -160,11 +261,120 @@ class GEMPlan:
             int: The expert index.
         """
         d = self.dataset_index(dataset)
-        row = self.quota[d]
-        nz = np.flatnonzero(row)
-        if nz.size == 1:
-            return int(nz[0])
-        return route_bucket(row, image_bucket(self.dataset_names[d], image_id))
+        return expert_of_bucket(self.thresholds[d],
+                                image_bucket(self.dataset_names[d], image_id))
+
+    def route(self, dataset: Union[str, int], image_ids: Sequence[ImageId]) -> np.ndarray:
+        """The experts of many images of one dataset.
+
+        Args:
+            dataset (str | int): Name or index.
+            image_ids (Sequence[int | str]): Image ids.
+
+        Returns:
+            np.ndarray: (N,) int64 experts, in the order of ``image_ids``.
+        """
+        d = self.dataset_index(dataset)
+        return experts_of_buckets(self.thresholds[d],
+                                  image_buckets(self.dataset_names[d], list(image_ids)))
+
+    def realised_counts(self, image_ids: Mapping[str, Sequence[ImageId]]) -> np.ndarray:
+        """How many of the given images the rule sends to every expert.
+
+        Args:
+            image_ids (Mapping[str, Sequence[int | str]]): Image ids per
+                dataset name (datasets not given count 0).
+
+        Returns:
+            np.ndarray: (K, M) int64 counts; equal to the quota for the
+            training images the thresholds were cut at.
+        """
+        out = np.zeros_like(self.quota)
+        for name, ids in image_ids.items():
+            d = self.dataset_index(name)
+            out[d] = np.bincount(self.route(d, ids), minlength=self.num_experts)
+        return out
+
+    def with_image_ids(self, image_ids: Mapping[str, Sequence[ImageId]]) -> 'GEMPlan':
+        """A copy whose thresholds are cut at these training images.
+
+        Args:
+            image_ids (Mapping[str, Sequence[int | str]]): Training image ids
+                per dataset name; datasets not given keep their thresholds.
+
+        Returns:
+            GEMPlan: The plan with exact quotas for these images (a new
+            hash).
+        """
+        thresholds = self.thresholds.copy()
+        digests = list(self.id_digests)
+        for name, ids in image_ids.items():
+            d = self.dataset_index(name)
+            buckets = image_buckets(name, list(ids))
+            thresholds[d] = bucket_thresholds(self.quota[d], buckets)
+            digests[d] = image_id_digest(buckets)
+        data = self._payload()
+        data.update(thresholds=thresholds.tolist(), id_digests=digests)
+        return GEMPlan.from_dict(data, source='plan', force=True, _quiet=True)
+
+    # ------------------------------------------------------------ checks
+    def mismatches(self, **current: Any) -> List[str]:
+        """Fields of the plan that differ from the current config and data.
+
+        Args:
+            **current: Any of ``dataset_names``, ``images`` (images per epoch
+                of each dataset), ``num_experts``, ``capacity_factor``,
+                ``beta``, ``similarity_spec`` and ``id_digests`` (None entries
+                are not compared).
+
+        Returns:
+            list[str]: One line per differing field, naming plan and current
+            values; empty when the plan fits.
+        """
+        unknown = set(current) - {'dataset_names', 'images', 'num_experts', 'capacity_factor',
+                                  'beta', 'similarity_spec', 'id_digests'}
+        if unknown:
+            raise TypeError(f'mismatches() got unknown fields {sorted(unknown)}')
+        out = []
+        names = list(self.dataset_names)
+        if 'dataset_names' in current and list(current['dataset_names']) != names:
+            out.append(f'datasets: the plan has {names}, now {list(current["dataset_names"])}')
+            return out  # the per-dataset fields below are not comparable
+        if 'images' in current:
+            now = np.asarray(current['images'], dtype=np.int64)
+            diff = [f'{n} {int(a)} -> {int(b)}' for n, a, b in zip(names, self.images, now)
+                    if a != b]
+            if diff:
+                out.append('loads (images per epoch): ' + ', '.join(diff))
+        if 'num_experts' in current and int(current['num_experts']) != self.num_experts:
+            out.append(f'num_experts: the plan has {self.num_experts}, now '
+                       f'{current["num_experts"]}')
+        if 'capacity_factor' in current:
+            now = current['capacity_factor']
+            now = None if now is None else float(now)
+            if now != self.capacity_factor:
+                out.append(f'capacity_factor: the plan has {self.capacity_factor}, now {now}')
+        if 'beta' in current and float(current['beta']) != self.beta:
+            out.append(f'beta: the plan has {self.beta}, now {float(current["beta"])}')
+        if 'similarity_spec' in current:
+            now = current['similarity_spec']
+            now = None if now is None else json.loads(_canonical(now))
+            if now != self.similarity_spec:
+                out.append(f'similarity: the plan was made with {self.similarity_spec}, now '
+                           f'{now}')
+        if 'id_digests' in current:
+            diff = []
+            for n, a, b in zip(names, self.id_digests, current['id_digests']):
+                if b is None or a == b:
+                    continue
+                if a is None:
+                    diff.append(f'{n} (the plan was cut at no image ids)')
+                else:
+                    diff.append(f'{n} ({a["images"]} images -> {b["images"]}'
+                                + (', other ids' if a['images'] == b['images'] else '') + ')')
+            if diff:
+                out.append('training image ids: ' + ', '.join(diff))
+        return out
 
     # ----------------------------------------------------- serialisation
     def _payload(self) -> Dict[str, Any]:
@@ -175,15 +385,20 @@ class GEMPlan:
             loads=[float(v) for v in self.loads],
             images=[int(v) for v in self.images],
             similarity=[[float(v) for v in row] for row in self.similarity],
+            similarity_spec=self.similarity_spec,
             num_experts=self.num_experts,
             capacity_factor=self.capacity_factor,
             capacity=self.capacity,
             beta=self.beta,
             solver=self.solver,
             quota=[[int(v) for v in row] for row in self.quota],
+            thresholds=[[int(v) for v in row] for row in self.thresholds],
+            id_digests=[None if v is None else dict(v) for v in self.id_digests],
             expert_anchor=[int(v) for v in self.expert_anchor],
             lp=self.lp.to_dict(),
-            rounded_cost=self.rounded_cost)
+            rounded_cost=self.rounded_cost,
+            rounding=self.rounding,
+            integral=None if self.integral is None else dict(self.integral))
 
     @property
     def hash(self) -> str:
@@ -201,43 +416,94 @@ class GEMPlan:
         return data
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], source: str = 'plan dict') -> 'GEMPlan':
+    def from_dict(cls, data: Dict[str, Any], source: str = 'plan dict',
+                  force: bool = False, _quiet: bool = False) -> 'GEMPlan':
         """Rebuild a plan written by :meth:`to_dict`.
+
+        A plan must carry the hash of its content: one without a hash, or
+        whose content no longer hashes to it, is refused. ``force=True``
+        accepts a deliberately edited plan after re-validating it: the quota
+        must still cover every image and respect the capacity (recomputed
+        from ``capacity_factor``), the rounded cost is recomputed from the
+        quota, and thresholds that no longer fit the quota are replaced by
+        its quantiles (their image-id digests dropped). The result hashes to
+        its new content.
 
         Args:
             data (dict): The dict.
             source (str): What the dict came from, for error messages.
+            force (bool): Accept a missing or stale hash after re-validation.
+                Defaults to False.
 
         Returns:
-            GEMPlan: The plan; its hash is checked against ``data['hash']``.
+            GEMPlan: The plan.
         """
         if not isinstance(data, dict) or data.get('format') != PLAN_FORMAT:
             raise PlanError(f'{source} is not a GEM plan (format '
                             f'{data.get("format") if isinstance(data, dict) else None!r})')
         if data.get('version') != PLAN_VERSION:
             raise PlanError(f'{source} has plan version {data.get("version")!r}; this mmgem '
-                            f'reads version {PLAN_VERSION}')
+                            f'reads version {PLAN_VERSION}: make the plan again')
+        if 'hash' not in data and not force:
+            raise PlanError(f'{source} has no hash: a plan must carry the hash of its content, '
+                            'so an edited or hand-written plan is refused. To use a plan '
+                            'edited on purpose, load it with force=True (GEMPlannerHook('
+                            'force_plan=True)), which re-validates its capacity and cost.')
+        notes = []
         try:
             k = len(data['dataset_names'])
-            plan = cls(
-                dataset_names=data['dataset_names'], loads=data['loads'],
-                images=data['images'],
+            m = data['num_experts']
+            quota = np.asarray(data['quota'], dtype=np.int64).reshape(k, m)
+            images = data['images']
+            capacity = data['capacity']
+            thresholds = np.asarray(data['thresholds'], dtype=np.int64).reshape(k, m)
+            digests = data['id_digests']
+            rounded = data['rounded_cost']
+            if force:
+                from .planner import plan_capacity
+                want = plan_capacity(data['capacity_factor'], np.asarray(images, np.int64), m)
+                if want != capacity:
+                    notes.append(f'capacity {capacity} -> {want}')
+                    capacity = want
+            kwargs = dict(
+                dataset_names=data['dataset_names'], loads=data['loads'], images=images,
                 similarity=np.asarray(data['similarity'], dtype=np.float64).reshape(k, k),
-                num_experts=data['num_experts'], capacity_factor=data['capacity_factor'],
-                capacity=data['capacity'], beta=data['beta'], solver=data['solver'],
-                quota=np.asarray(data['quota'], dtype=np.int64).reshape(
-                    k, data['num_experts']),
-                expert_anchor=data['expert_anchor'], lp=LPSolution.from_dict(data['lp']),
-                rounded_cost=data['rounded_cost'])
+                num_experts=m, capacity_factor=data['capacity_factor'],
+                capacity=capacity, beta=data['beta'], solver=data['solver'],
+                quota=quota, expert_anchor=data['expert_anchor'],
+                lp=LPSolution.from_dict(data['lp']), rounded_cost=rounded,
+                thresholds=thresholds, id_digests=digests,
+                similarity_spec=data['similarity_spec'], rounding=data['rounding'],
+                integral=data['integral'])
+            if force:
+                if threshold_errors(quota, thresholds, data['dataset_names']):
+                    kwargs['thresholds'] = None
+                    kwargs['id_digests'] = None
+                    notes.append('thresholds re-derived from the quota (quantiles)')
+                weights = dataset_weights(images, data['beta'])
+                cost = weights[:, None] * (1.0 - kwargs['similarity'])
+                anchors = np.asarray(data['expert_anchor'], dtype=np.int64)
+                share = quota / np.asarray(images, dtype=np.float64)[:, None]
+                fresh = float((cost[:, anchors] * share).sum())
+                if fresh != rounded:
+                    notes.append(f'rounded cost {rounded!r} -> {fresh!r}')
+                kwargs['rounded_cost'] = fresh
+            plan = cls(**kwargs)
         except KeyError as err:
             raise PlanError(f'{source} misses the field {err.args[0]!r}') from err
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, IndexError) as err:
             if isinstance(err, PlanError):
-                raise
+                raise PlanError(f'{source}: {err}') from err
             raise PlanError(f'{source} is malformed: {err}') from err
-        if 'hash' in data and data['hash'] != plan.hash:
+        if 'hash' in data and data['hash'] != plan.hash and not force:
             raise PlanError(f'{source} hash mismatch: stored {data["hash"]}, content hashes to '
-                            f'{plan.hash}; the plan was edited or corrupted')
+                            f'{plan.hash}; the plan was edited or corrupted (load it with '
+                            'force=True to use a deliberate edit after re-validation)')
+        if force and not _quiet and data.get('hash') != plan.hash:
+            warnings.warn(f'{source}: accepted a plan without a valid hash (force=True) after '
+                          're-validating quota, capacity and cost'
+                          + (': ' + '; '.join(notes) if notes else '')
+                          + f'; its new hash is {plan.hash[:12]}', stacklevel=2)
         return plan
 
     def to_json(self) -> str:
@@ -254,7 +520,7 @@ class GEMPlan:
         for key in sorted(data):
             value = data[key]
             if (isinstance(value, list) and value
-                    and all(isinstance(r, list) for r in value)):
+                    and all(isinstance(r, (list, dict)) for r in value)):
                 rows = ',\n    '.join(_canonical(r) for r in value)
                 text = f'[\n    {rows}\n  ]'
             elif key == 'lp':
@@ -273,12 +539,13 @@ class GEMPlan:
         return '{\n' + ',\n'.join(lines) + '\n}\n'
 
     @classmethod
-    def from_json(cls, text: str, source: str = 'plan JSON') -> 'GEMPlan':
+    def from_json(cls, text: str, source: str = 'plan JSON', force: bool = False) -> 'GEMPlan':
         """Parse :meth:`to_json` output.
 
         Args:
             text (str): The JSON text.
             source (str): What the text came from, for error messages.
+            force (bool): See :meth:`from_dict`. Defaults to False.
 
         Returns:
             GEMPlan: The plan.
@@ -287,7 +554,7 @@ class GEMPlan:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise PlanError(f'{source} is not valid JSON: {err}') from err
-        return cls.from_dict(data, source=source)
+        return cls.from_dict(data, source=source, force=force)
 
     def save(self, path: str) -> str:
         """Write the JSON atomically (temporary file + rename).
@@ -302,11 +569,12 @@ class GEMPlan:
         return osp.abspath(path)
 
     @classmethod
-    def load(cls, path: str) -> 'GEMPlan':
+    def load(cls, path: str, force: bool = False) -> 'GEMPlan':
         """Read a plan written by :meth:`save`.
 
         Args:
             path (str): The JSON file.
+            force (bool): See :meth:`from_dict`. Defaults to False.
 
         Returns:
             GEMPlan: The plan.
@@ -314,7 +582,7 @@ class GEMPlan:
         if not osp.isfile(path):
             raise PlanError(f'plan file {path!r} does not exist')
         with open(path, encoding='utf-8') as f:
-            return cls.from_json(f.read(), source=f'plan file {path!r}')
+            return cls.from_json(f.read(), source=f'plan file {path!r}', force=force)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GEMPlan) and self.to_json() == other.to_json()
@@ -323,6 +591,32 @@ class GEMPlan:
         return hash(self.hash)
 
     # ------------------------------------------------------------ display
+    def cost_lines(self) -> List[str]:
+        """The certificate of the plan: LP bound, integral optimum, rounded.
+
+        Returns:
+            list[str]: Text lines.
+        """
+        bound, cost = self.lp_bound, self.rounded_cost
+
+        def rel(value: float) -> str:
+            return f'{cost / value:.4f}x' if value > 1e-12 else f'{cost - value:+.2e} abs'
+
+        lines = [f'LP bound (certified) {bound:.6f}   rounded cost {cost:.6f} ({rel(bound)} the '
+                 f'bound)   rounding: {self.rounding}']
+        opt = self.integral_optimum
+        if opt is not None:
+            lines.append(f'integral optimum (MILP) {opt:.6f}   rounded / optimum {rel(opt)}')
+        elif self.integral is not None:
+            lines.append(f'integral optimum: MILP stopped ({self.integral["status"]}), '
+                         f'bound {self.integral["bound"]}')
+        else:
+            lines.append('integral optimum: not computed')
+        exact = sum(v is not None for v in self.id_digests)
+        lines.append(f'routing: thresholds cut at the training images of {exact} of '
+                     f'{self.num_datasets} datasets (exact quotas), quantiles elsewhere')
+        return lines
+
     def summary(self) -> str:
         """One paragraph of the plan's key numbers.
 
@@ -331,24 +625,21 @@ class GEMPlan:
         """
         cap = 'off' if self.capacity is None else (
             f'{self.capacity} images/expert (factor {self.capacity_factor:g})')
-        bound = self.lp_bound
-        gap = (self.rounded_cost / bound - 1) * 100 if bound > 1e-12 else None
-        gap_s = f'{gap:+.2f}%' if gap is not None else f'{self.rounded_cost - bound:+.4f} abs'
         return (f'GEM plan {self.hash[:12]}: K={self.num_datasets} datasets, '
                 f'M={self.num_experts} experts, N={int(self.images.sum())} images/epoch, '
-                f'capacity {cap}, beta={self.beta:g}, solver {self.solver}\n'
-                f'LP bound {bound:.6f}, rounded cost {self.rounded_cost:.6f} ({gap_s}), '
+                f'capacity {cap}, beta={self.beta:g}, solver {self.solver}, '
                 f'max expert load {int(self.expert_loads.max())}')
 
     def table(self, max_experts: int = 16) -> str:
-        """Datasets x experts table of the quota.
+        """Datasets x experts table of the quota, with the cost certificate.
 
         Args:
             max_experts (int): Above this many experts each dataset lists its
                 experts instead of a full row. Defaults to 16.
 
         Returns:
-            str: Text table with expert loads, capacity and per-dataset cost.
+            str: Text table with expert loads, capacity, per-dataset cost, LP
+            bound, integral optimum (where computed) and rounded cost.
         """
         names = list(self.dataset_names)
         width = max([len(n) for n in names] + [12])
@@ -384,7 +675,7 @@ class GEMPlan:
             loads = self.expert_loads
             lines.append(f'expert loads: min {int(loads.min())}, max {int(loads.max())}, '
                          f'capacity {self.capacity if self.capacity is not None else "off"}')
-        return '\n'.join(lines)
+        return '\n'.join(lines + self.cost_lines())
 
     def __str__(self) -> str:
         return self.summary() + '\n' + self.table()
@@ -408,6 +699,27 @@ class GEMPlan:
         """
         from .visualization import draw_plan_heatmap
         return draw_plan_heatmap(self, path, dpi=dpi)
+
+
+def image_id_digest(buckets: np.ndarray) -> Dict[str, Any]:
+    """Fingerprint of a dataset's training images (the plan stores it).
+
+    Args:
+        buckets (np.ndarray): Buckets of the images (any order).
+
+    Returns:
+        dict: ``images`` (how many) and ``sha256`` (hex digest of the sorted
+        buckets as little-endian int64).
+    """
+    b = np.sort(np.asarray(buckets, dtype=np.int64).reshape(-1), kind='stable')
+    return dict(images=int(b.size), sha256=hashlib.sha256(b.astype('<i8').tobytes()).hexdigest())
+
+
+def _float_or_none(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def dataset_weights(images: Sequence[float], beta: float) -> np.ndarray:

@@ -3,12 +3,13 @@
 import math
 import time
 import warnings
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .compiler import compile_plan
+from .compiler import ROUNDINGS, compile_plan
 from .errors import PlanError, SolverFailedError, SolverUnavailableError
+from .hashing import ImageId
 from .lp import check_solver_name, installed_solvers, solve_gem_lp
 from .plan import GEMPlan, dataset_weights
 from .rounding import round_half_up
@@ -81,13 +82,17 @@ def make_plan(dataset_names: Sequence[str],
               solver: str = 'ECOS',
               fallback_solvers: Optional[Sequence[str]] = None,
               solver_options: Optional[Dict] = None,
-              init_columns: int = 10) -> GEMPlan:
+              init_columns: int = 10,
+              rounding: str = 'auto',
+              image_ids: Optional[Mapping[str, Sequence[ImageId]]] = None,
+              similarity_spec: Optional[Dict] = None) -> GEMPlan:
     """Plan the global expert mapping of GEM: LP relaxation, then compiler.
 
     The loads are rounded to whole images per epoch (half up) and the LP is
     solved on those, with the capacity ``C = ceil(capacity_factor * N / M)``
     images per expert; so the rounded plan is a feasible point of the same
-    LP and ``rounded_cost >= lp_bound`` (to the solver's tolerance).
+    LP, and as the LP bound is certified, ``rounded_cost >= lp_bound``
+    exactly.
 
     Args:
         dataset_names (Sequence[str]): The K dataset names, unique.
@@ -110,6 +115,17 @@ def make_plan(dataset_names: Sequence[str],
         init_columns (int): Cheapest anchors per dataset in the first round
             of column generation (``>= K`` solves the full LP at once).
             Defaults to 10.
+        rounding (str): ``'heuristic'``, ``'exact'`` (the MILP, K <= 60)
+            or ``'auto'`` (the heuristic, plus the MILP for K <= 16; the
+            cheaper plan wins and the MILP optimum is recorded). See
+            :func:`mmgem.planner.compile_plan`. Defaults to ``'auto'``.
+        image_ids (Mapping[str, Sequence], optional): The training image ids
+            of (some of) the datasets; their routing thresholds are cut at
+            these images so that the realised per-expert counts equal the
+            quota. Datasets without ids are routed by quantiles (the quota
+            holds in expectation).
+        similarity_spec (dict, optional): How ``similarity`` was made
+            (recorded in the plan and compared when a run resumes).
 
     Returns:
         GEMPlan: The plan.
@@ -138,6 +154,11 @@ def make_plan(dataset_names: Sequence[str],
     beta = float(beta)
     if not 0.0 <= beta <= 1.0:
         raise PlanError(f'beta={beta} is outside [0, 1]')
+    if rounding not in ROUNDINGS:
+        raise PlanError(f'rounding={rounding!r} is not one of {list(ROUNDINGS)}')
+    unknown = sorted(set(image_ids or {}) - set(names))
+    if unknown:
+        raise PlanError(f'image_ids names datasets {unknown} that are not planned ({names})')
     images = check_loads(names, loads)
     sim = check_similarity(similarity, len(names))
     capacity = plan_capacity(capacity_factor, images, num_experts)
@@ -172,13 +193,16 @@ def make_plan(dataset_names: Sequence[str],
         warnings.warn(f'GEM planner fell back to solver {lp.solver!r} after: '
                       + '; '.join(errors), stacklevel=2)
     t1 = time.perf_counter()
-    compiled = compile_plan(cost, images, num_experts, capacity, lp)
+    compiled = compile_plan(cost, images, num_experts, capacity, lp, rounding=rounding)
     plan = GEMPlan(dataset_names=names, loads=np.asarray(loads, dtype=np.float64),
                    images=images, similarity=sim, num_experts=num_experts,
                    capacity_factor=capacity_factor, capacity=capacity, beta=beta,
                    solver=lp.solver, quota=compiled.quota,
                    expert_anchor=compiled.expert_anchor, lp=lp,
-                   rounded_cost=compiled.rounded_cost)
+                   rounded_cost=compiled.rounded_cost, similarity_spec=similarity_spec,
+                   rounding=compiled.rounding, integral=compiled.integral)
+    if image_ids:
+        plan = plan.with_image_ids(image_ids)
     t2 = time.perf_counter()
     plan.timings = dict(lp=lp.solve_time, solve=t1 - t0, compile=t2 - t1, total=t2 - t0)
     return plan

@@ -29,23 +29,34 @@ def round_half_up(values: Sequence[float]) -> np.ndarray:
     return np.floor(arr + 0.5).astype(np.int64)
 
 
-def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
+def largest_remainder(shares: Sequence[float], total: int,
+                      minimum: Optional[Sequence[int]] = None) -> np.ndarray:
     """Apportion ``total`` integer units proportionally to ``shares``.
 
     This is Hamilton's largest-remainder method: every entry gets the floor
     of its exact quota ``total * share / sum(shares)`` and the units left over
     go, one each, to the largest fractional remainders (ties: lowest index).
     The quota table of a plan uses it so that each row sums to its dataset's
-    images per epoch exactly.
+    images per epoch exactly; the compiler uses it (with ``minimum``) to turn
+    the LP's fractional expert counts ``u`` into integers; the UODB sampler
+    uses it for the per-dataset draws of an epoch.
+
+    With ``minimum``, an entry whose apportionment falls below its minimum is
+    fixed at the minimum and the units left are apportioned again over the
+    other entries, until every entry has at least its minimum (the lower
+    bounded Hamilton method). An entry with zero share then gets exactly its
+    minimum.
 
     Args:
         shares (Sequence[float]): Non-negative weights, not all zero unless
-            ``total`` is 0.
+            ``total`` is 0 (or ``minimum`` takes up every unit).
         total (int): Non-negative number of units to hand out.
+        minimum (Sequence[int], optional): Lower bound of every entry;
+            ``sum(minimum) <= total``. Defaults to no bound (zeros).
 
     Returns:
         np.ndarray: int64 array with the shape of ``shares`` summing to
-        ``total``; an entry with zero share always gets 0.
+        ``total``; without ``minimum`` an entry with zero share gets 0.
     """
     w = np.asarray(shares, dtype=np.float64)
     total = int(total)
@@ -53,6 +64,30 @@ def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
         raise ValueError(f'largest_remainder: total={total} is negative')
     if np.any(~np.isfinite(w)) or np.any(w < 0):
         raise ValueError(f'largest_remainder: shares {w.tolist()} must be finite and >= 0')
+    if minimum is None:
+        return _hamilton(w, total)
+    low = np.asarray(minimum, dtype=np.int64).reshape(w.shape)
+    if np.any(low < 0) or int(low.sum()) > total:
+        raise ValueError(f'largest_remainder: minimum {low.tolist()} (sum {int(low.sum())}) '
+                         f'cannot be met with total={total}')
+    fixed = np.zeros(w.shape, dtype=bool)
+    while True:
+        free = ~fixed
+        out = low.copy()
+        left = total - int(low[fixed].sum())
+        if free.any():
+            share = w[free]
+            if share.sum() <= 0:  # nothing to follow: spread evenly
+                share = np.ones_like(share)
+            out[free] = _hamilton(share, left)
+        below = free & (out < low)
+        if not below.any():
+            return out
+        fixed |= below
+
+
+def _hamilton(w: np.ndarray, total: int) -> np.ndarray:
+    """Plain largest remainder of validated shares (see above)."""
     out = np.zeros(w.shape, dtype=np.int64)
     if total == 0:
         return out

@@ -212,6 +212,11 @@ def build_similarity(dataset_names: Sequence[str],
 def check_similarity(similarity, num_datasets: int) -> np.ndarray:
     """Validate a user-given similarity matrix.
 
+    It must be square, K x K, finite, in [0, 1], with a unit diagonal and
+    symmetric (to 1e-9): the cost ``1 - S[d, c]`` of serving d by anchor c is
+    the same relation both ways, and a non-symmetric S is refused with the
+    entries at fault rather than silently used one-sided.
+
     Args:
         similarity (array-like): The K x K matrix.
         num_datasets (int): K.
@@ -239,4 +244,10 @@ def check_similarity(similarity, num_datasets: int) -> np.ndarray:
         i = bad[0]
         raise PlanError(f'similarity[{i}, {i}]={float(diag[i])!r}; a dataset is fully similar to '
                         'itself (the diagonal must be 1)')
+    asym = np.abs(sim - sim.T)
+    if asym.max(initial=0.0) > 1e-9:
+        i, j = np.unravel_index(int(np.argmax(asym)), asym.shape)
+        raise PlanError(f'similarity is not symmetric: similarity[{i}, {j}]={float(sim[i, j])!r} '
+                        f'but similarity[{j}, {i}]={float(sim[j, i])!r}; the planner needs '
+                        'S[d, c] == S[c, d] (symmetrise it, e.g. (S + S.T) / 2)')
     return sim

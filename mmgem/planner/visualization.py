@@ -52,8 +52,10 @@ def draw_plan_heatmap(plan, path: str, dpi: int = 120) -> str:
                     ax.text(e, d, f'{share[d, e]:.2f}', ha='center', va='center',
                             fontsize=7, color='w' if share[d, e] < 0.6 else 'k')
     fig.colorbar(im, ax=ax, label='share of the dataset\'s images')
+    opt = plan.integral_optimum
     ax.set_title(f'GEM plan {plan.hash[:12]}: LP bound {plan.lp_bound:.4f}, '
-                 f'rounded {plan.rounded_cost:.4f}', fontsize=10)
+                 + ('' if opt is None else f'integral optimum {opt:.4f}, ')
+                 + f'rounded {plan.rounded_cost:.4f}', fontsize=10)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format='png', dpi=dpi)

@@ -1,6 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """GEMPlannerHook inside real MMEngine Runners on the tiny mini-UODB."""
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from mmengine.runner import Runner
 import mmgem.engine.hooks.gem_planner_hook as hook_module
 from mmgem.datasets import expected_images_per_dataset
 from mmgem.engine import GEMPlannerHook
-from mmgem.planner import GEMPlan, build_similarity, make_plan
+from mmgem.planner import GEMPlan, PlanError, build_similarity, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
 GEM_CFG = REPO / 'configs' / 'gem' / 'gem-dino-tiny_r18_mini-uodb.py'
@@ -90,16 +91,26 @@ def test_hook_installs_the_planners_plan_before_first_iteration(trained):
     assert plan is not None
     assert probe.plan_hash_at_first_iter == plan.hash
 
-    # The same plan as the planner called directly on the same inputs.
+    # The same plan as the planner called directly on the same inputs, its
+    # thresholds cut at the training images (their COCO ids).
     dataset = runner.train_dataloader.dataset
     loads = expected_images_per_dataset(runner.train_dataloader, dataset)
     names = list(dataset.dataset_names)
     similarity = build_similarity(
         names, labels={n: list(dataset.dataset_classes[n]) for n in names},
         weights=dict(labels=1.0))
+    ids = {n: [] for n in names}
+    for sub, name in zip(dataset.datasets, names):
+        ids[name] = [sub.get_data_info(i)['img_id'] for i in range(len(sub))]
     direct = make_plan(names, loads, similarity, num_experts=runner.model.num_experts,
-                       capacity_factor=1.25, beta=0.0, solver='ECOS')
+                       capacity_factor=1.25, beta=0.0, solver='ECOS', image_ids=ids,
+                       similarity_spec=dict(sources=dict(labels=1.0), prior=None))
     assert direct.hash == plan.hash
+    # exact quotas: the training images realise the quota, within capacity
+    realised = plan.realised_counts(ids)
+    np.testing.assert_array_equal(realised, plan.quota)
+    assert realised.sum(0).max() <= plan.capacity
+    np.testing.assert_array_equal(runner.model.installed_plan_thresholds(), plan.thresholds)
     np.testing.assert_array_equal(runner.model.installed_plan_quota(), direct.quota)
     np.testing.assert_array_equal(runner.model.plan_quota.cpu().numpy(), direct.quota)
     assert runner.model.installed_dataset_names() == tuple(names)
@@ -143,14 +154,21 @@ def test_load_from_rejects_a_plan_that_does_not_fit(trained, tmp_path):
     with pytest.raises(ValueError, match=r'4 experts.*num_experts=2.*does not fit'):
         other.train()
 
-    # A plan made for other datasets is refused too.
+    # A plan made for other datasets is refused too (a valid, hashed plan) ...
     ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
-    ckpt['gem_plan']['dataset_names'] = ['a', 'b', 'c', 'd', 'e', 'f']
-    ckpt['gem_plan'].pop('hash', None)
+    data = dict(ckpt['gem_plan'], dataset_names=['a', 'b', 'c', 'd', 'e', 'f'])
+    data.pop('hash')
+    ckpt['gem_plan'] = GEMPlan.from_dict(data, force=True, _quiet=True).to_dict()
     forged = tmp_path / 'forged.pth'
     torch.save(ckpt, forged)
     other = build_runner(make_cfg(root, tmp_path / 'forged'), load_from=str(forged))
     with pytest.raises(ValueError, match=r"made for datasets \['a'.*does not fit"):
+        other.train()
+    # ... and so is a checkpoint plan without its hash
+    ckpt['gem_plan'].pop('hash')
+    torch.save(ckpt, forged)
+    other = build_runner(make_cfg(root, tmp_path / 'forged2'), load_from=str(forged))
+    with pytest.raises(PlanError, match='checkpoint plan has no hash'):
         other.train()
 
 
@@ -181,3 +199,136 @@ def test_each_routing_mode_lowers_the_loss(trained, tmp_path, routing):
     build_runner(cfg, probe).train()
     first, last = np.mean(probe.losses[:2]), np.mean(probe.losses[-2:])
     assert last < first, f'{routing}: loss {probe.losses}'
+
+
+def _resume_cfg(runner, tmp_path, **hook):
+    """A resume of the trained run from a copy of its checkpoint."""
+    root = Path(runner.cfg.train_dataloader.dataset.data_root)
+    work_dir = tmp_path / 'resume'
+    work_dir.mkdir(parents=True)
+    cfg = make_cfg(root, work_dir, max_iters=3)
+    cfg.custom_hooks[0].update(hook)
+    return cfg
+
+
+def test_changed_config_resume_is_refused_with_the_fields_named(trained, tmp_path,
+                                                                  monkeypatch):
+    runner, _, work_dir = trained
+    plan = planner_hook(runner).plan
+    ckpt = str(work_dir / 'iter_2.pth')
+    cfg = _resume_cfg(runner, tmp_path, capacity_factor=1.0)
+    cfg.train_dataloader.dataset.dataset_indices = dict(signs=2)  # a natural cut
+    with pytest.raises(ValueError) as err:
+        build_runner(cfg, resume=True, load_from=ckpt).train()
+    text = str(err.value)
+    assert 'the plan restored from the checkpoint does not fit' in text
+    assert 'capacity_factor: the plan has 1.25, now 1.0' in text
+    assert 'loads (images per epoch): signs' in text and '-> 2' in text
+    assert 'training image ids: signs' in text and "on_mismatch='replan'" in text
+    # a changed similarity is a mismatch too
+    cfg = _resume_cfg(runner, tmp_path / 'b', similarity=dict(sources=dict(labels=0.5,
+                                                                          prior=0.5),
+                                                             prior=[['natural', 'clipart']]))
+    with pytest.raises(ValueError, match=r"similarity: the plan was made with .*'prior'"):
+        build_runner(cfg, resume=True, load_from=ckpt).train()
+    # on_mismatch='replan' makes and installs a new plan for the new config
+    cfg = _resume_cfg(runner, tmp_path / 'c', capacity_factor=1.0, on_mismatch='replan')
+    probe = FirstIterProbe()
+    resumed = build_runner(cfg, probe, resume=True, load_from=ckpt)
+    resumed.train()
+    new = planner_hook(resumed).plan
+    assert new.capacity_factor == 1.0 and new.hash != plan.hash
+    assert probe.plan_hash_at_first_iter == new.hash
+
+
+def test_plan_file_for_other_loads_or_without_hash_is_refused(trained, tmp_path):
+    runner, _, _ = trained
+    plan = planner_hook(runner).plan
+    root = Path(runner.cfg.train_dataloader.dataset.data_root)
+    # a plan made for twice the images (e.g. the full dataset, not a few-shot cut)
+    other = make_plan(plan.dataset_names, plan.images * 2, plan.similarity, 4,
+                      capacity_factor=1.25, similarity_spec=plan.similarity_spec)
+    path = other.save(str(tmp_path / 'other.json'))
+    cfg = make_cfg(root, tmp_path / 'w1')
+    cfg.custom_hooks[0].plan_file = path
+    with pytest.raises(ValueError, match=r'plan_file=.*other.json.* does not fit.*\n.*'
+                       r'loads \(images per epoch\): natural'):
+        build_runner(cfg).train()
+    # a plan file without its hash is refused when the hook is built
+    data = plan.to_dict()
+    del data['hash']
+    hashless = tmp_path / 'hashless.json'
+    hashless.write_text(json.dumps(data))
+    cfg.custom_hooks[0].plan_file = str(hashless)
+    with pytest.raises(ValueError, match=r'plan_file=.*hashless.json.*has no hash'):
+        build_runner(cfg)
+    GEMPlannerHook(plan_file=str(hashless), force_plan=True,
+                   similarity=dict(sources=dict(labels=1.0)))  # accepted, re-validated
+    # the training plan itself is accepted and installed as it is
+    cfg.custom_hooks[0].plan_file = plan.save(str(tmp_path / 'same.json'))
+    same = build_runner(cfg)
+    same.train()
+    assert planner_hook(same).plan == plan
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(capacity_factor=0.5), r'GEMPlannerHook\(capacity_factor=0.5\): must be'),
+    (dict(beta=2), r'GEMPlannerHook\(beta=2\)'),
+    (dict(num_experts=0), r'GEMPlannerHook\(num_experts=0\)'),
+    (dict(solver='NOPE'), r"GEMPlannerHook\(solver='NOPE'"),
+    (dict(rounding='fast'), r"GEMPlannerHook\(rounding='fast'\)"),
+    (dict(on_mismatch='ignore'), r"GEMPlannerHook\(on_mismatch='ignore'\)"),
+    (dict(similarity=dict(sources=dict(labels=-1.0))), r'similarity.sources.labels=-1.0'),
+    (dict(similarity=dict(sources=dict(prior=1.0))), r'similarity.prior=None'),
+    (dict(similarity=dict(matrix=[[1.0, 0.2], [0.3, 1.0]])), 'not symmetric'),
+    (dict(plan_file='/nowhere/plan.json'), r"plan_file='/nowhere/plan.json'.*does not exist"),
+])
+def test_hook_arguments_are_validated_when_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GEMPlannerHook(**kwargs)
+
+
+def test_hook_num_experts_is_checked_before_planning(trained, tmp_path, monkeypatch):
+    runner, _, _ = trained
+    root = Path(runner.cfg.train_dataloader.dataset.data_root)
+
+    def no_planning(*args, **kwargs):
+        raise AssertionError('the hook planned before checking its settings')
+
+    monkeypatch.setattr(hook_module, 'make_plan', no_planning)
+    cfg = make_cfg(root, tmp_path)
+    cfg.custom_hooks[0].num_experts = 8
+    with pytest.raises(ValueError, match=r"GEMPlannerHook\(num_experts=8\) does not match "
+                       r"the model's num_experts=4"):
+        build_runner(cfg).train()
+
+
+def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path, load_tool):
+    """The offline plan of a few-shot config is the training plan, bit for bit."""
+    config = tmp_path / 'few_shot.py'
+    config.write_text(
+        f'_base_ = {str(GEM_CFG)!r}\n'
+        f'train_dataloader = dict(dataset=dict(data_root={str(mini_uodb_root) + "/"!r}, '
+        'dataset_indices=dict(signs=3)))\n')
+    cfg = make_cfg(mini_uodb_root, tmp_path / 'train', max_iters=1, base=config)
+    cfg.train_dataloader.dataset.dataset_indices = dict(signs=3)
+    cfg.custom_hooks[0].similarity = Config.fromfile(str(GEM_CFG)).custom_hooks[0].similarity
+    runner = build_runner(cfg)
+    runner.train()
+    trained_plan = planner_hook(runner).plan
+    assert trained_plan.images[list(trained_plan.dataset_names).index('signs')] == 3
+    assert trained_plan.similarity_spec['sources'] == dict(labels=0.5, features=0.5)
+    gem_plan = load_tool('tools/analysis_tools/gem_plan.py')
+    offline = gem_plan.plan_from_config(str(config))
+    assert offline.hash == trained_plan.hash
+
+
+def test_loads_scaled_by_padding_are_the_same_mix():
+    plan_loads = np.array([48.0, 100.0, 7.0])
+    padded = plan_loads * (160.0 / 155.0)  # 8 ranks: ceil(155 / 8) * 8 = 160 draws
+    assert hook_module.same_mix(plan_loads, padded)
+    assert hook_module.same_mix(padded, plan_loads)  # planned on 8, resumed on 1
+    assert not hook_module.same_mix(plan_loads, plan_loads * 2)  # twice the images
+    assert not hook_module.same_mix(plan_loads, [5.0, 100.0, 7.0])  # a cut
+    assert not hook_module.same_mix(plan_loads, [48.0, 100.0, 14.0])  # other ratios
+    assert not hook_module.same_mix(plan_loads, plan_loads[:2])

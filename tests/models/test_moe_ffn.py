@@ -8,7 +8,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 
 from mmgem.models.layers import BatchRouting, MoEFFN, capacity_keep_mask, expert_capacity
-from mmgem.planner.hashing import image_bucket, route_bucket
+from mmgem.planner.hashing import BUCKET_END, image_bucket, route_bucket
 
 DIM, HIDDEN = 16, 32
 QUOTA = np.array([[3, 1, 0, 0], [0, 0, 2, 2], [1, 1, 1, 1]], dtype=np.int64)
@@ -75,10 +75,11 @@ def test_gem_with_one_active_expert_uses_it_for_all_images():
 def test_gem_gradient_reaches_only_routed_experts():
     layer = _gem_layer()
     x, _, _ = _batch(3)
-    # dataset 1 images with remainder 0/1 -> expert 2, dataset 0 r=3 -> 1
+    # dataset 1's low buckets -> expert 2; dataset 0's top quarter -> expert 1
     dataset_ids = torch.tensor([1, 1, 0])
-    buckets = torch.tensor([0, 5, 3])
-    used = {route_bucket(QUOTA[d], b) for d, b in zip([1, 1, 0], [0, 5, 3])}
+    top = BUCKET_END - 10
+    buckets = torch.tensor([0, 5, top])
+    used = {route_bucket(QUOTA[d], b) for d, b in zip([1, 1, 0], [0, 5, top])}
     assert used == {1, 2}
     layer(x, routing=_route(dataset_ids, buckets)).sum().backward()
     for param in (layer.w1, layer.b1, layer.w2, layer.b2):

@@ -83,29 +83,51 @@ def test_cli_default_plan_respects_capacity(gem_plan, tmp_path, capsys):
     assert 'capacity_factor=0.5 < 1' in capsys.readouterr().err
 
 
-def test_cli_reads_a_training_config(gem_plan, tmp_path):
-    counts = dict(alpha=7, beta=3, gamma=12)
+def test_cli_reads_a_training_config(gem_plan, tmp_path, capsys):
+    """--config builds the training dataset (select, dataset_indices) and the hook."""
+    counts = dict(alpha=7, beta=3, gamma=12, delta=5)
     for name, n in counts.items():
         ann = tmp_path / 'data' / name / 'annotations'
         ann.mkdir(parents=True)
-        coco = dict(images=[dict(id=i, file_name=f'{i}.jpg', width=8, height=8)
+        coco = dict(images=[dict(id=100 + i, file_name=f'{i}.jpg', width=8, height=8)
                             for i in range(n)],
                     annotations=[], categories=[dict(id=1, name=f'{name}_thing')])
         (ann / 'train.json').write_text(json.dumps(coco))
     cfg = tmp_path / 'cfg.py'
     cfg.write_text(
         f'names = {list(counts)!r}\n'
-        'train_dataloader = dict(dataset=dict(type="UODBDataset", data_root="/nowhere",\n'
-        '    dataset_names=names,\n'
+        'model = dict(type="GEMDINO", num_experts=2)\n'
+        'train_dataloader = dict(batch_size=1, num_workers=0,\n'
+        '    sampler=dict(type="DefaultSampler", shuffle=False),\n'
+        '    dataset=dict(type="UODBDataset", data_root="/nowhere",\n'
+        '    dataset_names=names, select=["gamma", "alpha", "beta"],\n'
+        '    dataset_indices=dict(gamma=4), filter_cfg=dict(filter_empty_gt=False),\n'
         '    datasets=[dict(type="CocoDataset", ann_file=f"{n}/annotations/train.json",\n'
-        '                   metainfo=dict(classes=(f"{n}_thing",))) for n in names]))\n')
+        '                   data_prefix=dict(img=f"{n}/"),\n'
+        '                   metainfo=dict(classes=(f"{n}_thing",))) for n in names]))\n'
+        'custom_hooks = [dict(type="GEMPlannerHook", capacity_factor=None, beta=0.5,\n'
+        '                     similarity=dict(sources=dict(labels=1.0)))]\n')
     code = gem_plan.main(['--config', str(cfg), '--data-root', str(tmp_path / 'data'),
-                          '--experts', '2', '--capacity-factor', 'none', '--no-plot',
-                          '--out-dir', str(tmp_path / 'out')])
+                          '--no-plot', '--out-dir', str(tmp_path / 'out')])
     assert code == 0
     plan = GEMPlan.load(str(tmp_path / 'out' / 'gem_plan.json'))
-    assert plan.dataset_names == tuple(counts)
-    assert plan.images.tolist() == list(counts.values())
+    assert plan.dataset_names == ('gamma', 'alpha', 'beta')  # select, in its order
+    assert plan.images.tolist() == [4, 7, 3]  # dataset_indices cut gamma to 4
+    assert plan.num_experts == 2 and plan.capacity_factor is None and plan.beta == 0.5
+    assert plan.similarity_spec == dict(sources=dict(labels=1.0), prior=None)
+    assert all(d is not None for d in plan.id_digests)  # cut at the training images
+    ids = dict(gamma=[100, 101, 102, 103], alpha=list(range(100, 107)),
+               beta=[100, 101, 102])
+    np.testing.assert_array_equal(plan.realised_counts(ids), plan.quota)
+    # an override is allowed and said to differ from the training plan
+    code = gem_plan.main(['--config', str(cfg), '--data-root', str(tmp_path / 'data'),
+                          '--beta', '0', '--no-plot', '--out-dir', str(tmp_path / 'out2')])
+    assert code == 0 and "override the config's GEMPlannerHook" in capsys.readouterr().out
+    assert GEMPlan.load(str(tmp_path / 'out2' / 'gem_plan.json')).beta == 0.0
+    # a config without the hook is an error naming it
+    cfg.write_text(cfg.read_text().split('custom_hooks')[0])
+    with pytest.raises(SystemExit, match='has no GEMPlannerHook'):
+        gem_plan.main(['--config', str(cfg), '--data-root', str(tmp_path / 'data')])
 
 
 def test_scaling_benchmark_runs_and_writes_markdown(load_tool, tmp_path):
@@ -121,3 +143,16 @@ def test_scaling_benchmark_runs_and_writes_markdown(load_tool, tmp_path):
         capacity_factor, seeds, load = 1.25, [0], 0.0
     text = bench.to_markdown(rows, worst, Args)
     assert '| 6 x 3 | ECOS |' in text and 'Worst case: K=6, M=3' in text
+
+
+def test_quality_benchmark_measures_against_the_milp(load_tool):
+    bench = load_tool('tools/benchmark/planner_quality.py')
+    import planner_instances as pi  # on sys.path through the benchmark
+    rows = [bench.run_instance(pi.random_instance(f, 1)) for f in ('uniform', 'labels')]
+    for r in rows:
+        assert r['milp_status'] == 'optimal'
+        assert r['exact_cost'] == pytest.approx(r['milp'], rel=1e-7, abs=1e-12)
+        assert r['heuristic_cost'] >= r['milp'] - 1e-9 and r['heuristic_above_bound']
+    text = '\n'.join(bench.quality_tables(rows) + bench.time_table(rows, []))
+    assert '| uniform | 1 |' in text and '| labels | 1 |' in text and '| all | 2 |' in text
+    assert '| random 3-12 x 1-10 | 2 |' in text

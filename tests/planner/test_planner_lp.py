@@ -131,3 +131,72 @@ def test_solvers_agree(instance, solver):
     assert other.solver == solver
     assert other.lp_bound == pytest.approx(ecos.lp_bound, abs=1e-6)
     assert other.expert_loads.max() <= other.capacity
+
+
+def exact_dual_value(cost, loads_c, num_experts, nu, gamma, mu):
+    """The Lagrangian dual function in exact rational arithmetic."""
+    from fractions import Fraction as F
+    k = cost.shape[0]
+    nu = [F(float(v)) for v in nu]
+    gamma = [F(0)] * k if gamma is None else [max(F(0), F(float(v))) for v in gamma]
+    mu = max([F(float(mu))] + gamma)
+    total = -sum(nu) - mu * num_experts
+    for c in range(k):
+        col = F(0)
+        for d in range(k):
+            r = F(float(cost[d, c])) + nu[d]
+            if loads_c is not None:
+                r += F(float(loads_c[d])) * gamma[c]
+            col += min(r, F(0))
+        total += min(F(0), col + mu - gamma[c])
+    return total
+
+
+@pytest.mark.parametrize('k, m, cf, beta, seed', CASES)
+def test_certified_bound_from_the_stored_multipliers(instance, k, m, cf, beta, seed):
+    names, loads, sim = instance(k, seed)
+    plan = make_plan(names, loads, sim, m, capacity_factor=cf, beta=beta)
+    lp = plan.lp
+    loads_c = None if plan.capacity is None else plan.images / plan.capacity
+    exact = exact_dual_value(plan.cost_matrix, loads_c, m, lp.duals['assign'],
+                             lp.duals['capacity'], lp.duals['experts'])
+    # the stored bound is below the exact dual value: a valid lower bound
+    assert lp.bound <= exact
+    assert float(exact) - lp.bound < 1e-12
+    # ... below the LP optimum, and close to the solver's primal objective
+    ref = dense_lp_with_scipy(plan.cost_matrix, plan.images, m, plan.capacity)
+    assert lp.bound <= ref + 1e-12
+    assert lp.value - lp.bound <= 1e-6
+    assert plan.rounded_cost >= plan.lp_bound  # exactly, no tolerance
+
+
+def test_lagrangian_bound_holds_for_any_multipliers(instance):
+    """Weak duality: random multipliers never give a bound above the LP."""
+    from mmgem.planner import lagrangian_bound
+    rng = np.random.default_rng(0)
+    names, loads, sim = instance(6, 3)
+    plan = make_plan(names, loads, sim, 3, capacity_factor=1.1)
+    ref = dense_lp_with_scipy(plan.cost_matrix, plan.images, 3, plan.capacity)
+    loads_c = plan.images / plan.capacity
+    for _ in range(200):
+        nu = rng.normal(scale=0.3, size=6)
+        gamma = rng.normal(scale=0.3, size=6)
+        mu = rng.normal(scale=0.3)
+        assert lagrangian_bound(plan.cost_matrix, loads_c, 3, nu, gamma, mu) <= ref + 1e-12
+    # at the solver's multipliers it is tight
+    d = plan.lp.duals
+    tight = lagrangian_bound(plan.cost_matrix, loads_c, 3, d['assign'], d['capacity'],
+                             d['experts'])
+    assert tight == plan.lp_bound and ref - tight < 1e-7
+
+
+def test_rounded_never_below_the_bound_on_many_instances(instance):
+    for seed in range(25):
+        k = 3 + seed % 10
+        names, loads, sim = instance(k, 200 + seed)
+        if seed % 3 == 0:
+            sim = np.eye(k)  # a zero bound: the tightest case for the float margin
+        for cf in (None, 1.0, 1.25):
+            plan = make_plan(names, loads, sim, 1 + seed % 7, capacity_factor=cf,
+                             rounding='heuristic')
+            assert plan.rounded_cost >= plan.lp_bound

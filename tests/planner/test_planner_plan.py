@@ -44,7 +44,7 @@ def test_every_dataset_routed_and_no_expert_over_capacity(instance, k, m, cf, be
         assert plan.capacity == math.ceil(round(cf * plan.images.sum() / m, 9))
         assert plan.expert_loads.max() <= plan.capacity
     assert np.all(plan.expert_loads > 0)  # no idle expert
-    assert plan.rounded_cost >= plan.lp_bound - 1e-7
+    assert plan.rounded_cost >= plan.lp_bound  # certified: exactly, no tolerance
     # the rounded cost is the LP objective of the plan's shares
     share = plan.quota / plan.images[:, None]
     want = (plan.cost_matrix[:, plan.expert_anchor] * share).sum()
@@ -188,9 +188,11 @@ def test_corrupt_plan_files_are_rejected(tmp_path, instance):
     with pytest.raises(PlanError, match='does not exist'):
         GEMPlan.load(str(tmp_path / 'missing.json'))
     del data['hash']
+    with pytest.raises(PlanError, match='has no hash'):
+        GEMPlan.from_dict(data)
     del data['lp']
     with pytest.raises(PlanError, match="misses the field 'lp'"):
-        GEMPlan.from_dict(data)
+        GEMPlan.from_dict(data, force=True)
 
 
 def test_unknown_dataset_in_routing(instance):
@@ -222,11 +224,91 @@ def test_anchor_local_search_never_hurts_and_sometimes_helps(instance, monkeypat
     costs = []
     for seed in range(8):
         names, loads, sim = instance(10, 100 + seed)
-        with_ls = make_plan(names, loads, sim, 4, capacity_factor=1.1)
+        with_ls = make_plan(names, loads, sim, 4, capacity_factor=1.1, rounding='heuristic')
         with monkeypatch.context() as mp:
             mp.setattr(compiler, 'LOCAL_SEARCH_MAX_K', 0)
-            without = make_plan(names, loads, sim, 4, capacity_factor=1.1)
+            without = make_plan(names, loads, sim, 4, capacity_factor=1.1,
+                                rounding='heuristic')
         assert with_ls.lp_bound == without.lp_bound
         assert with_ls.rounded_cost <= without.rounded_cost + 1e-12
         costs.append((with_ls.rounded_cost, without.rounded_cost))
     assert any(a < b - 1e-9 for a, b in costs), costs
+
+
+def test_a_plan_without_a_valid_hash_is_refused_unless_forced(tmp_path, instance):
+    names, loads, sim = instance(6, 2)
+    plan = make_plan(names, loads, sim, 3, capacity_factor=1.25)
+    data = plan.to_dict()
+    del data['hash']
+    path = tmp_path / 'edited.json'
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=r"plan file .*edited.json.* has no hash.*force=True"):
+        GEMPlan.load(str(path))
+    # a deliberate edit: move 10 images of a dataset to an expert with room
+    d, src = np.unravel_index(int(np.argmax(plan.quota)), plan.quota.shape)
+    room = plan.capacity - plan.expert_loads
+    dst = int(np.argmax(np.where(np.arange(3) != src, room, -1)))
+    full = int(np.argmin(np.where(np.arange(3) != src, room, 10**9)))
+    assert room[dst] >= 10 and plan.quota[d, src] > room[full] + 11
+    data['quota'][d][src] -= 10
+    data['quota'][d][dst] += 10
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match='re-validating quota, capacity and cost'):
+        edited = GEMPlan.load(str(path), force=True)
+    assert edited.quota[d, dst] == plan.quota[d, dst] + 10
+    share = edited.quota / edited.images[:, None]
+    want = (edited.cost_matrix[:, edited.expert_anchor] * share).sum()
+    assert edited.rounded_cost == pytest.approx(want, rel=1e-12)
+    assert edited.rounded_cost != plan.rounded_cost or plan.expert_anchor[src] == \
+        plan.expert_anchor[dst]
+    assert GEMPlan.from_dict(edited.to_dict()) == edited  # hashed again
+    # an edit that breaks the capacity is refused, forced or not
+    move = int(room[full]) + 1 + (10 if full == dst else 0)
+    data['quota'][d][full] += move
+    data['quota'][d][src] -= move
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=rf'expert e{full} is planned .* above the capacity'):
+        GEMPlan.load(str(path), force=True)
+    # a stale hash is a mismatch without force
+    data = plan.to_dict()
+    data['solver'] = 'edited'
+    with pytest.raises(PlanError, match='hash mismatch'):
+        GEMPlan.from_dict(data)
+    # a wrong cost is found whatever the hash says, and recomputed with force
+    data = plan.to_dict()
+    data['rounded_cost'] *= 0.5
+    with pytest.raises(PlanError, match='is not the cost of the quota'):
+        GEMPlan.from_dict(data)
+    data.pop('hash')
+    with pytest.warns(UserWarning, match='rounded cost'):
+        assert GEMPlan.from_dict(data, force=True).rounded_cost == plan.rounded_cost
+
+
+def test_mismatches_name_the_fields(instance):
+    names, loads, sim = instance(4, 1)
+    spec = dict(sources=dict(labels=1.0), prior=None)
+    plan = make_plan(names, loads, sim, 3, capacity_factor=1.25, beta=0.5,
+                     similarity_spec=spec)
+    same = dict(dataset_names=names, images=plan.images, num_experts=3, capacity_factor=1.25,
+                beta=0.5, similarity_spec=spec)
+    assert plan.mismatches(**same) == []
+    images = plan.images.copy()
+    images[2] = 50
+    got = plan.mismatches(**dict(same, images=images, num_experts=4, capacity_factor=None,
+                                 beta=0.0, similarity_spec=dict(spec, prior=[names[:2]])))
+    text = '\n'.join(got)
+    assert len(got) == 5
+    assert f'loads (images per epoch): {names[2]} {plan.images[2]} -> 50' in text
+    assert 'num_experts: the plan has 3, now 4' in text
+    assert 'capacity_factor: the plan has 1.25, now None' in text
+    assert 'beta: the plan has 0.5, now 0.0' in text and 'similarity:' in text
+    assert plan.mismatches(dataset_names=names[::-1])[0].startswith('datasets: the plan has')
+
+
+def test_non_symmetric_similarity_is_refused(instance):
+    names, loads, sim = instance(4, 0)
+    sim = sim.copy()
+    sim[0, 1] = min(1.0, sim[1, 0] + 0.2)
+    with pytest.raises(PlanError, match=r'not symmetric: similarity\[(0, 1|1, 0)\]'):
+        make_plan(names, loads, sim, 2)
+    make_plan(names, loads, (sim + sim.T) / 2, 2)  # the suggested fix works

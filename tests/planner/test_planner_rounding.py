@@ -63,3 +63,51 @@ def test_highest_averages_minimum_and_error():
 
 def test_round_half_up():
     assert round_half_up([0.5, 1.5, 2.5, 2.4999, 7]).tolist() == [1, 2, 3, 2, 7]
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_largest_remainder_with_minimum_is_the_bounded_hamilton(seed):
+    rng = np.random.default_rng(10 + seed)
+    shares = rng.random(5) * rng.integers(0, 2, 5)
+    minimum = rng.integers(0, 3, 5)
+    total = int(minimum.sum() + rng.integers(0, 12))
+    got = largest_remainder(shares, total, minimum=minimum)
+    assert got.sum() == total and np.all(got >= minimum)
+    # independent: fix, one at a time, the entries a plain apportionment of
+    # the others leaves below their minimum, until none is
+    fixed = set()
+    while True:
+        free = [i for i in range(5) if i not in fixed]
+        left = total - sum(int(minimum[i]) for i in fixed)
+        fr = [Fraction(float(shares[i])) for i in free]
+        if sum(fr) == 0:
+            fr = [Fraction(1)] * len(free)
+        quotas = [q * left / sum(fr) for q in fr]
+        alloc = [int(q) for q in quotas]
+        rem = sorted(range(len(free)), key=lambda j: (-(quotas[j] - alloc[j]), j))
+        for j in rem[:left - sum(alloc)]:
+            alloc[j] += 1
+        want = [int(minimum[i]) for i in range(5)]
+        for j, i in enumerate(free):
+            want[i] = alloc[j]
+        below = [i for j, i in enumerate(free) if alloc[j] < minimum[i]]
+        if not below:
+            break
+        fixed.update(below)
+    assert got.tolist() == want
+
+
+def test_largest_remainder_minimum_errors_and_plain_case():
+    assert largest_remainder([1.0, 1.43, 1.77, 3.8], 8).tolist() == [1, 1, 2, 4]
+    assert largest_remainder([1.0, 1.43, 1.77, 3.8], 8, minimum=[1, 1, 1, 1]).tolist() == \
+        [1, 1, 2, 4]
+    assert largest_remainder([0.0, 0.0, 5.0], 4, minimum=[1, 1, 0]).tolist() == [1, 1, 2]
+    with pytest.raises(ValueError, match='cannot be met'):
+        largest_remainder([1, 1], 2, minimum=[2, 1])
+
+
+def test_sampler_uses_the_planners_largest_remainder():
+    from mmgem.datasets.samplers import uodb_sampler
+    from mmgem.planner import rounding
+    assert uodb_sampler.largest_remainder is rounding.largest_remainder
+    assert not hasattr(uodb_sampler, '_hamilton')

@@ -26,27 +26,21 @@ import os.path as osp
 import platform
 import sys
 import time
-import types
 
 import numpy as np
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def _import_planner():
-    """Import mmgem.planner without mmgem/__init__ (which imports mmdet)."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    if 'mmgem' not in sys.modules:
-        pkg = types.ModuleType('mmgem')
-        pkg.__path__ = [osp.join(ROOT, 'mmgem')]
-        sys.modules['mmgem'] = pkg
-    import mmgem.planner as planner
-    return planner
+HERE = osp.dirname(osp.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+from planner_instances import import_planner as _import_planner  # noqa: E402
+from planner_instances import scaling_instance  # noqa: E402
 
 
 def random_instance(num_datasets: int, seed: int):
-    """A seeded random planning instance.
+    """A seeded random planning instance (``planner_instances.scaling_instance``).
 
     Args:
         num_datasets (int): K.
@@ -55,21 +49,12 @@ def random_instance(num_datasets: int, seed: int):
     Returns:
         tuple: ``(names, loads, similarity)``.
     """
-    rng = np.random.default_rng(seed)
-    domains = num_datasets // 4 + 1
-    centers = rng.normal(size=(domains, 16))
-    which = rng.integers(0, domains, size=num_datasets)
-    feats = centers[which] + 0.6 * rng.normal(size=(num_datasets, 16))
-    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
-    sim = np.clip(feats @ feats.T, 0.0, 1.0) ** 2
-    np.fill_diagonal(sim, 1.0)
-    loads = np.round(rng.lognormal(np.log(3000), 1.0, size=num_datasets)) + 1
-    names = [f'ds{i:04d}' for i in range(num_datasets)]
-    return names, loads, sim
+    ins = scaling_instance(num_datasets, 1, seed)
+    return ins['names'], np.asarray(ins['loads']), ins['similarity']
 
 
-def best_integral_cost(plan, time_limit: float = 60.0) -> float:
-    """Cost of the best integral plan (MILP, HiGHS) for a plan's inputs.
+def best_integral_cost(plan) -> float:
+    """Cost of the best integral plan (the MILP of levels 1-2, HiGHS).
 
     Integral means what the compiler may produce: anchors open or not
     (``y`` binary), integer expert counts ``u``, datasets split over groups
@@ -78,24 +63,14 @@ def best_integral_cost(plan, time_limit: float = 60.0) -> float:
 
     Args:
         plan (GEMPlan): A plan (its inputs are used).
-        time_limit (float): HiGHS time limit in seconds.
 
     Returns:
         float: The MILP optimum (nan when HiGHS stopped without proof).
     """
-    import cvxpy as cp
-    k, m = plan.num_datasets, plan.num_experts
-    cost = plan.cost_matrix
-    x = cp.Variable((k, k), nonneg=True)
-    y = cp.Variable(k, boolean=True)
-    u = cp.Variable(k, integer=True)
-    cons = [cp.sum(x, axis=1) == 1, x <= np.ones((k, 1)) @ cp.reshape(y, (1, k), order='C'),
-            y <= u, u >= 0, cp.sum(u) == m]
-    if plan.capacity is not None:
-        cons.append((plan.images / plan.capacity) @ x <= u)
-    prob = cp.Problem(cp.Minimize(cp.sum(cp.multiply(cost, x))), cons)
-    prob.solve(solver='HIGHS', time_limit=time_limit)
-    return float(prob.value) if prob.status == cp.OPTIMAL else float('nan')
+    planner = _import_planner()
+    sol = planner.solve_gem_milp(plan.cost_matrix, plan.images, plan.num_experts,
+                                 plan.capacity)
+    return sol.value if sol.optimal else float('nan')
 
 
 def run_uodb(stats_path, solvers, repeats, capacity_factor):

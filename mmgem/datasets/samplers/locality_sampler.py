@@ -13,7 +13,7 @@ import numpy as np
 from mmdet.registry import DATA_SAMPLERS
 from mmengine.logging import print_log
 
-from mmgem.planner.hashing import image_bucket, route_bucket
+from mmgem.planner.hashing import bucket_thresholds, expert_of_bucket, image_bucket
 
 from .uodb_sampler import UODBSampler
 
@@ -94,6 +94,7 @@ class ExpertLocalitySampler(UODBSampler):
                                      int(expert_parallel_size))
         self._check_ep_size(self.expert_parallel_size)
         self.quota: Optional[np.ndarray] = None
+        self.thresholds: Optional[np.ndarray] = None
         self._image_experts: Optional[np.ndarray] = None
         if plan_file is not None:
             from mmgem.planner import GEMPlan
@@ -104,7 +105,7 @@ class ExpertLocalitySampler(UODBSampler):
                     f'ExpertLocalitySampler: plan {plan_file} was made for '
                     f'datasets {list(names)}, the dataset has '
                     f'{list(self.uodb.dataset_names)}')
-            self.set_plan(plan.quota)
+            self.set_plan(plan.quota, thresholds=plan.thresholds)
 
     def _check_ep_size(self, ep_size: int) -> None:
         if ep_size < 1 or self.world_size % ep_size != 0:
@@ -117,13 +118,17 @@ class ExpertLocalitySampler(UODBSampler):
     # ------------------------------------------------------------------
     def set_plan(self,
                  quota: Sequence[Sequence[int]],
-                 expert_parallel_size: Optional[int] = None) -> None:
-        """Route every image of the dataset through a plan's quota table.
+                 expert_parallel_size: Optional[int] = None,
+                 thresholds: Optional[Sequence[Sequence[int]]] = None) -> None:
+        """Route every image of the dataset through a plan.
 
         Args:
             quota (array-like): ``(K, M)`` integer quota table of the plan.
             expert_parallel_size (int, optional): Overrides the sampler's
                 ``expert_parallel_size``.
+            thresholds (array-like, optional): ``(K, M)`` routing thresholds
+                of the plan (what the model routes by); None routes by the
+                quantiles of the quota (a plan made from counts only).
         """
         quota = np.asarray(quota, dtype=np.int64)
         num_datasets = len(self.uodb.dataset_names)
@@ -146,6 +151,9 @@ class ExpertLocalitySampler(UODBSampler):
             raise ValueError(f'ExpertLocalitySampler: the plan routes no '
                              f'image of dataset(s) {empty}')
         self.quota = quota
+        self.thresholds = (np.stack([
+            bucket_thresholds(row) if row.sum() > 0 else np.zeros_like(row) for row in quota
+        ]) if thresholds is None else np.asarray(thresholds, dtype=np.int64))
         self._image_experts = self.image_experts()
         loads = self.rank_loads()
         print_log(
@@ -168,7 +176,7 @@ class ExpertLocalitySampler(UODBSampler):
         for idx, d in enumerate(self._ids):
             info = self.uodb.get_data_info(idx)
             bucket = image_bucket(names[d], info['img_id'])
-            experts[idx] = route_bucket(self.quota[d], bucket)
+            experts[idx] = expert_of_bucket(self.thresholds[d], bucket)
         return experts
 
     def owner_ep_rank(self, indices: np.ndarray) -> np.ndarray:

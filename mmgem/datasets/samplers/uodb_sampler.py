@@ -9,27 +9,11 @@ from mmdet.registry import DATA_SAMPLERS
 from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
+from mmgem.planner.rounding import largest_remainder
+
 from .expected_images import uodb_index_map
 
 MODES = ('proportional', 'ratio', 'temperature')
-
-
-def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
-    """Integer counts proportional to ``weights`` that sum to ``total``.
-
-    Args:
-        weights (np.ndarray): Non-negative weights, not all zero.
-        total (int): The sum of the counts.
-
-    Returns:
-        np.ndarray: int64 counts; ties go to the lower index.
-    """
-    share = weights / weights.sum() * total
-    counts = np.floor(share).astype(np.int64)
-    rest = total - int(counts.sum())
-    order = np.argsort(-(share - counts), kind='stable')
-    counts[order[:rest]] += 1
-    return counts
 
 
 @DATA_SAMPLERS.register_module()

@@ -122,8 +122,13 @@ class ExpertParallelExchangeHook(Hook):
                 raise RuntimeError(
                     'the training sampler needs the GEM plan but the model '
                     'has none installed; add GEMPlannerHook to custom_hooks')
+            # the thresholds the model routes by; a model holding only a quota
+            # table routes by its quantiles (thresholds=None)
             sampler.set_plan(model.installed_plan_quota(),
-                             expert_parallel_size=ep_size)
+                             expert_parallel_size=ep_size,
+                             thresholds=(model.installed_plan_thresholds()
+                                         if hasattr(model, 'installed_plan_thresholds')
+                                         else None))
             self._check_batchnorm(runner, model, sampler)
         exchange_stats().reset()
 

@@ -16,13 +16,19 @@ from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
 from mmgem.planner import GEMPlan
+from mmgem.planner.hashing import threshold_errors
 
 from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
 from ..layers.batch_routing import BatchRouting
 from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
 from ..layers.moe_ffn import ROUTING_MODES, MoEFFN
-from ..layers.plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
+from ..layers.plan_routing import (
+    NO_PLAN_MESSAGE,
+    plan_is_installed,
+    quantile_thresholds,
+    route_images,
+)
 from ..utils.label_space import label_range_mask, label_ranges_of
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
@@ -50,8 +56,11 @@ class GEMDINO(DINO):
       (``loss_moe_aux``).
 
     The plan lives in buffers of fixed shape of the detector
-    (``plan_quota``, ``num_datasets x num_experts``; ``plan_dataset_names``;
-    ``plan_hash``; ``label_offsets``), so checkpoints carry it and
+    (``plan_quota`` and ``plan_thresholds``, ``num_datasets x num_experts``
+    int64 -- the quota table and the routing thresholds cut at the training
+    images, so the realised per-expert loads equal the quota;
+    ``plan_dataset_names``; ``plan_hash``; ``label_offsets``), so checkpoints
+    carry it and
     ``load_state_dict`` restores it. :class:`GEMPlannerHook` computes it and
     calls :meth:`install_plan`. Routing is computed once per forward: after
     the encoder, the detector looks the batch up in the plan on the host
@@ -259,10 +268,13 @@ class GEMDINO(DINO):
             'plan_quota',
             torch.zeros(num_datasets, num_experts, dtype=torch.long))
         self.register_buffer(
+            'plan_thresholds',
+            torch.zeros(num_datasets, num_experts, dtype=torch.long))
+        self.register_buffer(
             'plan_dataset_names',
             torch.zeros(num_datasets, PLAN_NAME_BYTES, dtype=torch.uint8))
         self._host_plan_key: Optional[tuple] = None
-        self._host_plan: Optional[Tuple[Tensor, Tuple[str, ...]]] = None
+        self._host_plan: Optional[Tuple[Tensor, Tuple[str, ...], Tensor]] = None
         #: Set by :class:`~mmgem.engine.hooks.MoERoutingVisualizationHook`:
         #: keep the routing of every test forward in :attr:`routing_record`.
         self.record_routing = False
@@ -340,7 +352,8 @@ class GEMDINO(DINO):
                      quota: np.ndarray,
                      label_offsets: Optional[np.ndarray] = None,
                      plan_hash: str = '',
-                     dataset_names: Optional[Sequence[str]] = None) -> None:
+                     dataset_names: Optional[Sequence[str]] = None,
+                     thresholds: Optional[np.ndarray] = None) -> None:
         """Install a GEM plan into the detector's plan buffers.
 
         Args:
@@ -355,6 +368,11 @@ class GEMDINO(DINO):
                 rows. They key the image hash when the dataset of a test
                 image is predicted (``test_dataset_known=False``); None keeps
                 the current ones.
+            thresholds (np.ndarray, optional): ``(num_datasets,
+                num_experts)`` int64 routing thresholds of the plan
+                (:attr:`mmgem.planner.GEMPlan.thresholds`, cut at the training
+                images). None routes by the quantiles of the quota (a plan
+                made from counts only).
         """
         quota = np.asarray(quota)
         if quota.shape != (self.num_datasets, self.num_experts):
@@ -371,12 +389,21 @@ class GEMDINO(DINO):
         if len(encoded) > PLAN_HASH_BYTES:
             raise ValueError(f'plan hash {plan_hash!r} is longer than '
                              f'{PLAN_HASH_BYTES} characters')
+        quota_t = torch.from_numpy(quota.astype(np.int64))
+        if thresholds is None:
+            thresholds_t = quantile_thresholds(quota_t)
+        else:
+            thresholds_t = torch.from_numpy(np.asarray(thresholds).astype(np.int64))
+            problems = threshold_errors(quota, thresholds_t.numpy())
+            if problems:
+                raise ValueError('plan thresholds do not fit the quota: ' + '; '.join(problems))
         names = None
         if dataset_names is not None:
             names = self._encode_names(dataset_names)
         if label_offsets is not None:
             self.set_label_offsets(label_offsets)
-        self.plan_quota.copy_(torch.from_numpy(quota.astype(np.int64)))
+        self.plan_quota.copy_(quota_t)
+        self.plan_thresholds.copy_(thresholds_t)
         padded = encoded.ljust(PLAN_HASH_BYTES, b'\0')
         self.plan_hash.copy_(
             torch.tensor(list(padded), dtype=torch.uint8))
@@ -416,7 +443,8 @@ class GEMDINO(DINO):
                 f'GEMDINO: plan_file {plan_file} holds a plan for {plan.quota.shape[0]} '
                 f'datasets {list(plan.dataset_names)} x {plan.quota.shape[1]} experts, but '
                 f'the model has num_datasets={want[0]} and num_experts={want[1]}')
-        self.install_plan(plan.quota, plan_hash=plan.hash, dataset_names=plan.dataset_names)
+        self.install_plan(plan.quota, plan_hash=plan.hash, dataset_names=plan.dataset_names,
+                          thresholds=plan.thresholds)
         return plan
 
     def has_plan(self) -> bool:
@@ -435,8 +463,12 @@ class GEMDINO(DINO):
         """tuple[str]: The installed plan's dataset names (``()`` if none)."""
         return self.host_plan()[1]
 
-    def host_plan(self) -> Tuple[Tensor, Tuple[str, ...]]:
-        """The plan's quota table and dataset names, on the host.
+    def installed_plan_thresholds(self) -> np.ndarray:
+        """np.ndarray: The installed ``(num_datasets, num_experts)`` thresholds."""
+        return self.host_plan()[2].numpy().copy()
+
+    def host_plan(self) -> Tuple[Tensor, Tuple[str, ...], Tensor]:
+        """The plan's quota table, dataset names and thresholds, on the host.
 
         The copy is remade only when a plan buffer changed (in-place writes
         such as :meth:`install_plan` or ``load_state_dict`` bump the
@@ -444,18 +476,20 @@ class GEMDINO(DINO):
         forward reads nothing from the device.
 
         Returns:
-            tuple[Tensor, tuple[str]]: The ``(K, M)`` int64 CPU quota table
-            and the dataset names (``()`` when none are installed).
+            tuple[Tensor, tuple[str], Tensor]: The ``(K, M)`` int64 CPU quota
+            table, the dataset names (``()`` when none are installed) and the
+            ``(K, M)`` int64 CPU routing thresholds.
         """
-        key = tuple((buf.data_ptr(), buf._version, buf.device)
-                    for buf in (self.plan_quota, self.plan_dataset_names))
+        buffers = (self.plan_quota, self.plan_dataset_names, self.plan_thresholds)
+        key = tuple((buf.data_ptr(), buf._version, buf.device) for buf in buffers)
         if key != self._host_plan_key:
             quota = self.plan_quota.detach().cpu().clone()
             raw = self.plan_dataset_names.detach().cpu().numpy()
             names = tuple(
                 bytes(row.tolist()).rstrip(b'\0').decode('utf-8')
                 for row in raw)
-            self._host_plan = (quota, names if all(names) else ())
+            thresholds = self.plan_thresholds.detach().cpu().clone()
+            self._host_plan = (quota, names if all(names) else (), thresholds)
             self._host_plan_key = key
         return self._host_plan
 
@@ -497,7 +531,7 @@ class GEMDINO(DINO):
             for name in ('w1', 'b1', 'w2', 'b2'):
                 converted[prefix + name] = getattr(scratch, name).data
         own = self.state_dict()
-        gem_only = ('plan_quota', 'plan_dataset_names', 'router.',
+        gem_only = ('plan_quota', 'plan_thresholds', 'plan_dataset_names', 'router.',
                     'label_offsets', 'plan_hash', 'domain_classifier.')
         for key, value in own.items():
             if key not in converted and any(
@@ -585,9 +619,14 @@ class GEMDINO(DINO):
                 raise ValueError(
                     f'GEMDINO(routing={self.routing!r}) needs the batch data '
                     'samples (dataset_id, dataset_name, img_id) to route')
-            quota, names = self.host_plan()
+            quota, names, thresholds = self.host_plan()
             if not plan_is_installed(quota):
                 raise RuntimeError(NO_PLAN_MESSAGE)
+            if not plan_is_installed(thresholds):
+                raise ValueError(
+                    'the installed GEM plan has a quota table but no routing thresholds '
+                    '(plan_thresholds is all zeros: a checkpoint made before plans carried '
+                    'them); re-plan it with GEMPlannerHook')
             if not names and not known:
                 raise RuntimeError(
                     'the installed GEM plan has no dataset names, which '
@@ -599,7 +638,7 @@ class GEMDINO(DINO):
                 dataset_names=[names[d] for d in dataset_ids.tolist()]
                 if names else None,
                 read_metainfo_dataset=known)
-            image_experts = route_images(quota, dataset_ids, buckets)
+            image_experts = route_images(thresholds, dataset_ids, buckets)
         return dict(
             batch=BatchRouting(
                 image_experts=image_experts, dataset_ids=dataset_ids),

@@ -17,7 +17,7 @@ from .moe_losses import (
                          squared_cv,
                          tutel_load_importance_loss,
 )
-from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
+from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, quantile_thresholds, route_images
 from .token_router import RouterOutput, TopOneRouter
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     'tutel_load_importance_loss', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
     'DatasetAwareCdnQueryGenerator',
     'GEMDinoDecoderLayer', 'GEMDinoTransformerDecoder', 'route_images', 'plan_is_installed',
+    'quantile_thresholds',
     'NO_PLAN_MESSAGE', 'image_dispatch', 'token_dispatch', 'expert_capacity',
     'importance_loss', 'load_loss', 'importance_load_loss', 'router_ce_loss', 'squared_cv',
     'ExpertParallelMoEFFN', 'convert_to_expert_parallel', 'is_expert_shard', 'all_to_all',

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from .plan_routing import route_images
+from .plan_routing import quantile_thresholds, route_images
 
 
 @dataclass
@@ -38,22 +38,26 @@ class BatchRouting:
     shared: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_plan(cls, plan_quota: Tensor, dataset_ids: Tensor,
-                  image_buckets: Tensor) -> 'BatchRouting':
-        """Route a batch through a plan's quota table.
+    def from_plan(cls, plan_quota: Tensor, dataset_ids: Tensor, image_buckets: Tensor,
+                  plan_thresholds: Optional[Tensor] = None) -> 'BatchRouting':
+        """Route a batch through a plan.
 
         Args:
             plan_quota (Tensor): ``(K, M)`` int64 quota table.
             dataset_ids (Tensor): ``(B,)`` dataset index of each image.
             image_buckets (Tensor): ``(B,)`` int64 bucket of each image
                 (:func:`mmgem.planner.hashing.image_bucket`).
+            plan_thresholds (Tensor, optional): ``(K, M)`` int64 routing
+                thresholds of the plan; None routes by the quantiles of the
+                quota (a plan made without image ids).
 
         Returns:
             BatchRouting: The routing, with everything on the CPU.
         """
-        quota = plan_quota.cpu()
+        thresholds = (quantile_thresholds(plan_quota.cpu()) if plan_thresholds is None else
+                      plan_thresholds.cpu())
         ids = dataset_ids.cpu().long()
-        experts = route_images(quota, ids, image_buckets.cpu())
+        experts = route_images(thresholds, ids, image_buckets.cpu())
         return cls(image_experts=experts, dataset_ids=ids)
 
     def num_images(self) -> Optional[int]:
