@@ -165,11 +165,27 @@ class AlignExpertsHook(Hook):
     def before_train(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         names = list(find_uodb_dataset(runner.train_dataloader.dataset).dataset_names)
+        src = self.align(model, names)
+        runner.logger.info(f'AlignExpertsHook: new expert e takes old expert {src.tolist()}[e]')
+        with open(osp.join(runner.work_dir, 'expert_alignment.json'), 'w') as f:
+            json.dump(dict(source_expert=src.tolist(), datasets=names), f)
+
+    def align(self, model, names: Sequence[str]) -> np.ndarray:
+        """Permute the experts of ``model`` (with its plan installed).
+
+        Args:
+            model: A GEM-DINO (``moe_ffns()``, ``installed_plan_quota()``).
+            names (Sequence[str]): Its training datasets, in plan order.
+
+        Returns:
+            np.ndarray: The permutation (:func:`expert_permutation`).
+        """
+        names = list(names)
         missing = [n for n in self.old_names if n not in names]
         if missing:
             raise ValueError(f'AlignExpertsHook: old datasets {missing} are not trained now '
                              f'({names})')
-        quota = model.installed_plan_quota().astype(np.float64)
+        quota = np.asarray(model.installed_plan_quota(), dtype=np.float64)
         src = expert_permutation(quota[[names.index(n) for n in self.old_names]],
                                  self.old_quota)
         index = torch.as_tensor(src)
@@ -178,9 +194,7 @@ class AlignExpertsHook(Hook):
                 for _, param in ffn.named_parameters():
                     if param.dim() >= 1 and param.shape[0] == ffn.num_experts:
                         param.copy_(param[index].clone())
-        runner.logger.info(f'AlignExpertsHook: new expert e takes old expert {src.tolist()}[e]')
-        with open(osp.join(runner.work_dir, 'expert_alignment.json'), 'w') as f:
-            json.dump(dict(source_expert=src.tolist(), datasets=names), f)
+        return src
 
 
 def placement(plan: dict, new_domain: str, old_names: Sequence[str]) -> str:

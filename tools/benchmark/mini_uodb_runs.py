@@ -151,7 +151,10 @@ def ensure_data(data_dir: str, version: int, scale: str, seed: int = 0) -> str:
 
 
 def set_planner(cfg, **kwargs) -> None:
-    """Change arguments of the config's ``GEMPlannerHook`` in place.
+    """Set arguments of the config's ``GEMPlannerHook`` in place.
+
+    A value replaces the hook's (a ``similarity`` dict replaces the whole
+    similarity, it is not merged into it).
 
     Raises:
         ValueError: The config has no ``GEMPlannerHook``.
@@ -160,7 +163,8 @@ def set_planner(cfg, **kwargs) -> None:
     if not hooks:
         raise ValueError('the config has no GEMPlannerHook to change')
     for hook in hooks:
-        hook.update(copy.deepcopy(kwargs))
+        for key, value in kwargs.items():  # replace, never merge (ConfigDict.update merges)
+            hook[key] = copy.deepcopy(value)
 
 
 def build_cfg(config: str, data_dir: str, iters: int, seed: int, work_dir: str,
@@ -367,6 +371,22 @@ class ExpertUtilisation(Hook):
                 self.tokens[d] += row
 
 
+class IterCPUTimer(Hook):
+    """Process CPU seconds of every training iteration (all threads)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.times: List[float] = []
+        self._start = 0.0
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._start = time.process_time()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.times.append(time.process_time() - self._start)
+
+
 def _plan_of(work_dir: str) -> Optional[dict]:
     path = osp.join(work_dir, 'gem_plan.json')
     if not osp.isfile(path):
@@ -410,6 +430,8 @@ def run_job(job: dict, threads: int) -> List[str]:
             load_tool('tools/benchmark/mini_uodb_adapt.py').prepare(cfg, job['adapt_from'])
         start, cpu = time.perf_counter(), time.process_time()
         runner = Runner.from_cfg(cfg)
+        cpu_timer = IterCPUTimer()
+        runner.register_hook(cpu_timer)
         runner.train()
         train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu
         dataset = find_uodb_dataset(runner.train_dataloader.dataset)
@@ -420,6 +442,7 @@ def run_job(job: dict, threads: int) -> List[str]:
         done = dict(train_fingerprint=job['train_fingerprint'], train_s=train_s,
                     train_cpu_s=train_cpu_s, iter_s=train_s / iters,
                     iter_median_s=float(np.median(iter_times)) if iter_times else None,
+                    iter_cpu_median_s=float(np.median(cpu_timer.times)),
                     lengths=[int(n) for n in dataset.dataset_lengths],
                     train_names=list(dataset.dataset_names), plan=_plan_of(work_dir))
         del runner
@@ -451,7 +474,7 @@ def run_job(job: dict, threads: int) -> List[str]:
             test_images=[int(n) for n in dataset.dataset_lengths],
             train_names=done['train_names'], lengths=done['lengths'],
             train_s=done['train_s'], train_cpu_s=done['train_cpu_s'], iter_s=done['iter_s'],
-            iter_median_s=done['iter_median_s'],
+            iter_median_s=done['iter_median_s'], iter_cpu_median_s=done['iter_cpu_median_s'],
             test_s=test_s, test_cpu_s=test_cpu_s,
             utilisation=(util.tokens.tolist() if util is not None and util.available else None),
             plan=done['plan'], meta=e.get('meta') or {}, machine=machine_info(threads),
