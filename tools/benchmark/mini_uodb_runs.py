@@ -173,7 +173,8 @@ def build_cfg(config: str, data_dir: str, iters: int, seed: int, work_dir: str,
 
     The schedule keeps the config's form: linear warm-up over
     ``min(50, iters // 4)`` iterations, then a step of 0.1 at 3/4 of the
-    budget; one checkpoint (weights only) at the end; no validation.
+    budget; one checkpoint (weights only) at the end; no validation (the
+    cells are evaluated by their test runs).
 
     Args:
         config (str): The config file.
@@ -193,7 +194,10 @@ def build_cfg(config: str, data_dir: str, iters: int, seed: int, work_dir: str,
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = root
     cfg.work_dir = osp.abspath(work_dir)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1)
+    # no validation: IterBasedTrainLoop validates at the last iteration unless
+    # val_begin lies beyond it; every cell is evaluated once, by its test run
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1,
+                         val_begin=iters + 1)
     warmup = max(1, min(50, iters // 4))
     for scheduler in cfg.param_scheduler:
         if scheduler.type == 'LinearLR':
