@@ -9,8 +9,4 @@ _base_ = ['./damex-dino-tiny_r18_mini-uodb.py', '../_base_/datasets/mini_uodb_v2
 train_dataloader = {{_base_.mini_uodb_v2_train_dataloader}}
 val_dataloader = {{_base_.mini_uodb_v2_test_dataloader}}
 test_dataloader = {{_base_.mini_uodb_v2_test_dataloader}}
-
-model = dict(
-    num_datasets={{_base_.mini_uodb_v2_num_datasets}},
-    label_offsets={{_base_.mini_uodb_v2_label_offsets}},
-    bbox_head=dict(num_classes={{_base_.mini_uodb_v2_num_classes}}))
+model = {{_base_.mini_uodb_v2_model}}

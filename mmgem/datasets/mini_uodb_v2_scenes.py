@@ -1061,10 +1061,7 @@ def draw_image(domain: str, seed: int, split_index: int,
     """Draw one image of a mini-UODB v2 domain with its labels.
 
     Args:
-        domain (str): A name of ``MINI_UODB_V2_DATASETS``.
-        seed (int): The dataset seed.
-        split_index (int): 0 for the train split, 1 for the test split.
-        image_index (int): Index of the image in its split.
+        domain, seed, split_index, image_index: As :func:`draw_scene`.
 
     Returns:
         tuple: The PIL image (RGB, or L for ``medical``) and its labelled

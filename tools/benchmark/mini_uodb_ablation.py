@@ -100,11 +100,7 @@ def render(args: argparse.Namespace) -> str:
     if not cells:
         return f'no saved cells in {args.results_dir}'
     names = next(iter(next(iter(cells.values())).values()))['names']
-    rare = runs.rarest(args.data_version, args.scale)
-    groups = {'Mean AP': names, f'Rarest two ({", ".join(rare)})': rare}
-    pair = runs.DATA_VERSIONS[args.data_version]['conflict_pair']
-    if pair:
-        groups[f'Conflict pair ({", ".join(pair)})'] = list(pair)
+    groups = runs.comparison_groups(args.data_version, args.scale, names)
     seeds = ' '.join(str(s) for s in args.seeds)
     lines = [f'# mini-UODB v{args.data_version}: ablations of GEM\'s planner inputs', '',
              f'`python tools/benchmark/mini_uodb_ablation.py --data-version {args.data_version} '
@@ -131,12 +127,7 @@ def render(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    failed: List[str] = []
-    if not args.render:
-        data_fp = runs.ensure_data(args.data_dir, args.data_version, args.scale)
-        failed = runs.run_jobs([make_jobs(args, data_fp)], args.parallel, args.threads)
-    return runs.finish(render(args), args.out, failed)
+    return runs.run_benchmark(parse_args(argv), lambda a, fp: [make_jobs(a, fp)], render)
 
 
 if __name__ == '__main__':

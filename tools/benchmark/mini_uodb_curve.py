@@ -115,12 +115,7 @@ def _plot(means, budget: int, path: str, title: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    failed: List[str] = []
-    if not args.render:
-        data_fp = runs.ensure_data(args.data_dir, args.data_version, args.scale)
-        failed = runs.run_jobs([make_jobs(args, data_fp)], args.parallel, args.threads)
-    return runs.finish(render(args), args.out, failed)
+    return runs.run_benchmark(parse_args(argv), lambda a, fp: [make_jobs(a, fp)], render)
 
 
 if __name__ == '__main__':

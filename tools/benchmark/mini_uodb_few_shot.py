@@ -215,17 +215,17 @@ def render(args: argparse.Namespace) -> str:
     return '\n'.join(lines).rstrip() + '\n'
 
 
+def run_stages(args: argparse.Namespace, data_fp: str):
+    """Yield the mixed and base jobs, then (with their plans) the adaptations."""
+    first, second = stages(args, data_fp)
+    yield first
+    if second:
+        fill_plans(second, args.results_dir)
+        yield second
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    failed: List[str] = []
-    if not args.render:
-        data_fp = runs.ensure_data(args.data_dir, args.data_version, args.scale)
-        first, second = stages(args, data_fp)
-        failed = runs.run_jobs([first], args.parallel, args.threads)
-        if second:
-            fill_plans(second, args.results_dir)
-            failed += runs.run_jobs([second], args.parallel, args.threads)
-    return runs.finish(render(args), args.out, failed)
+    return runs.run_benchmark(parse_args(argv), run_stages, render)
 
 
 if __name__ == '__main__':

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -595,6 +595,42 @@ def resolve_paths(args: argparse.Namespace, bench: str, tag: str) -> None:
     args.work_dir = args.work_dir or osp.join('work_dirs', name)
     args.results_dir = args.results_dir or osp.join(REPO, 'tools', 'benchmark', 'results', name)
     args.out = args.out or osp.join(args.results_dir + '.md')
+
+
+def comparison_groups(version: int, scale: str, names: Sequence[str]) -> Dict[str, List[str]]:
+    """The domain groups every report compares on.
+
+    Returns:
+        dict: ``'Mean AP'`` (all ``names``), the two rarest domains and, for
+        v2, the label-conflict pair, each titled with its domains.
+    """
+    rare = rarest(version, scale)
+    groups = {'Mean AP': list(names), f'Rarest two ({", ".join(rare)})': rare}
+    pair = DATA_VERSIONS[version]['conflict_pair']
+    if pair:
+        groups[f'Label-conflict pair ({", ".join(pair)})'] = list(pair)
+    return groups
+
+
+def run_benchmark(args: argparse.Namespace, make_stages: Callable, render: Callable) -> int:
+    """The common ``main`` of the benchmarks: run the cells, then report.
+
+    Args:
+        args (argparse.Namespace): With :func:`add_common_args`' options.
+        make_stages (Callable): ``(args, data_fingerprint)`` -> an iterable
+            of stages (lists of jobs); a stage is asked for only after the
+            previous one ran.
+        render (Callable): ``(args)`` -> the markdown report.
+
+    Returns:
+        int: The exit status (1 if a job failed).
+    """
+    failed: List[str] = []
+    if not args.render:
+        data_fp = ensure_data(args.data_dir, args.data_version, args.scale)
+        for stage in make_stages(args, data_fp):
+            failed += run_jobs([stage], args.parallel, args.threads)
+    return finish(render(args), args.out, failed)
 
 
 def finish(report: str, out: str, failed: Sequence[str]) -> int:

@@ -182,11 +182,7 @@ def render(args: argparse.Namespace) -> str:
         return f'no saved cells in {args.results_dir}'
     first = next(iter(next(iter(cells.values())).values()))
     names, titles = first['names'], first['display']
-    rare = runs.rarest(args.data_version, args.scale)
-    groups = {'Mean AP': names, f'Rarest two ({", ".join(rare)})': rare}
-    pair = runs.DATA_VERSIONS[args.data_version]['conflict_pair']
-    if pair:
-        groups[f'Label-conflict pair ({", ".join(pair)})'] = list(pair)
+    groups = runs.comparison_groups(args.data_version, args.scale, names)
     seeds = ' '.join(str(s) for s in args.seeds)
     command = (f'python tools/benchmark/mini_uodb_table.py --data-version {args.data_version} '
                f'--iters {args.iters} --seeds {seeds} --methods {" ".join(args.methods)}')
@@ -222,13 +218,7 @@ def render(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    failed: List[str] = []
-    if not args.render:
-        data_fp = runs.ensure_data(args.data_dir, args.data_version, args.scale)
-        jobs = make_jobs(args, data_fp)
-        failed = runs.run_jobs([jobs], args.parallel, args.threads)
-    return runs.finish(render(args), args.out, failed)
+    return runs.run_benchmark(parse_args(argv), lambda a, fp: [make_jobs(a, fp)], render)
 
 
 if __name__ == '__main__':

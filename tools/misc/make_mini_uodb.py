@@ -54,50 +54,30 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 try:
-    from mmgem.datasets.domain_identifiability import (
-        domain_identifiability,
-        format_identifiability,
-        read_statistics,
-    )
-    from mmgem.datasets.mini_uodb_meta import (
-        MINI_UODB_CLASSES,
-        MINI_UODB_DATASETS,
-        MINI_UODB_SIZES,
-        MINI_UODB_SPLITS,
-    )
-    from mmgem.datasets.mini_uodb_v2_meta import (
-        MINI_UODB_V2_CLASSES,
-        MINI_UODB_V2_DATASETS,
-        MINI_UODB_V2_LOOKS,
-        MINI_UODB_V2_SIZES,
-        MINI_UODB_V2_SPLITS,
-        MINI_UODB_V2_STANDS_FOR,
-    )
-    from mmgem.datasets.mini_uodb_v2_scenes import draw_image as draw_image_v2
-    from mmgem.utils import atomic_write
+    import mmgem  # noqa: F401
 except ImportError:  # pragma: no cover - run from a checkout, not installed
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-    from mmgem.datasets.domain_identifiability import (
-        domain_identifiability,
-        format_identifiability,
-        read_statistics,
-    )
-    from mmgem.datasets.mini_uodb_meta import (
-        MINI_UODB_CLASSES,
-        MINI_UODB_DATASETS,
-        MINI_UODB_SIZES,
-        MINI_UODB_SPLITS,
-    )
-    from mmgem.datasets.mini_uodb_v2_meta import (
-        MINI_UODB_V2_CLASSES,
-        MINI_UODB_V2_DATASETS,
-        MINI_UODB_V2_LOOKS,
-        MINI_UODB_V2_SIZES,
-        MINI_UODB_V2_SPLITS,
-        MINI_UODB_V2_STANDS_FOR,
-    )
-    from mmgem.datasets.mini_uodb_v2_scenes import draw_image as draw_image_v2
-    from mmgem.utils import atomic_write
+from mmgem.datasets.domain_identifiability import (  # noqa: E402
+    domain_identifiability,
+    format_identifiability,
+    read_statistics,
+)
+from mmgem.datasets.mini_uodb_meta import (  # noqa: E402
+    MINI_UODB_CLASSES,
+    MINI_UODB_DATASETS,
+    MINI_UODB_SIZES,
+    MINI_UODB_SPLITS,
+)
+from mmgem.datasets.mini_uodb_v2_meta import (  # noqa: E402
+    MINI_UODB_V2_CLASSES,
+    MINI_UODB_V2_DATASETS,
+    MINI_UODB_V2_LOOKS,
+    MINI_UODB_V2_SIZES,
+    MINI_UODB_V2_SPLITS,
+    MINI_UODB_V2_STANDS_FOR,
+)
+from mmgem.datasets.mini_uodb_v2_scenes import draw_image as draw_image_v2  # noqa: E402
+from mmgem.utils import atomic_write  # noqa: E402
 
 Box = Tuple[int, int, int, int]  # x0, y0, x1, y1 with x1, y1 exclusive
 Color = Tuple[int, int, int]

@@ -15,6 +15,7 @@
 #   train_dataloader = {{_base_.mini_uodb_v2_train_dataloader}}
 #   val_dataloader = {{_base_.mini_uodb_v2_test_dataloader}}
 #   test_dataloader = {{_base_.mini_uodb_v2_test_dataloader}}
+#   model = {{_base_.mini_uodb_v2_model}}      # GEM-DINO: datasets, offsets, classes
 # The names, classes and splits mirror mmgem/datasets/mini_uodb_v2_meta.py
 # (tests/tools/test_make_mini_uodb_v2.py checks that they agree).
 mini_uodb_v2_data_root = 'data/mini_uodb_v2/'
@@ -48,6 +49,12 @@ mini_uodb_v2_label_offsets = [
     sum(len(mini_uodb_v2_classes[n]) for n in mini_uodb_v2_dataset_names[:i])
     for i in range(mini_uodb_v2_num_datasets + 1)
 ]
+
+# the label space of the models (GEMDINO; mmdet's DINO takes only the head's)
+mini_uodb_v2_model = dict(
+    num_datasets=mini_uodb_v2_num_datasets,
+    label_offsets=mini_uodb_v2_label_offsets,
+    bbox_head=dict(num_classes=mini_uodb_v2_num_classes))
 
 
 def _datasets(split):
