@@ -268,3 +268,13 @@ def test_cli_prints_the_check(gen, tmp_path, capsys):
     assert '1-NN domain accuracy on 14 global statistics (leave-one-out)' in out
     assert 'over the domains that share a look (street, signs)' in out
     assert 'bound < 60%' in out
+
+
+def test_identifiability_tool_reads_the_looks_from_the_manifest(load_tool, v2_root, capsys):
+    tool = load_tool('tools/analysis_tools/domain_identifiability.py')
+    assert tool.main([str(v2_root), '--max-images', '6', '--bound', '0.6']) == 0
+    out = capsys.readouterr().out
+    assert '| photo_part (shares a look) | 6 |' in out and '| aerial | 6 |' in out
+    assert 'share a look (photo_full, photo_part, street, signs)' in out
+    with pytest.raises(FileNotFoundError, match="no 'val' split of domain 'crowd'"):
+        tool.main([str(v2_root), '--split', 'val', '--domains', 'crowd'])

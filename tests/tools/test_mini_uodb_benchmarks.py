@@ -54,7 +54,8 @@ def _small_cells(runs, monkeypatch):
 def _args(tmp_path, data_root, *extra):
     return ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(data_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
-            '--out', str(tmp_path / 'table.md'), '--seeds', '0', '--threads', '1', *extra]
+            '--out', str(tmp_path / 'table.md'), '--seeds', '0', '--threads', '1',
+            '--parallel', '1', *extra]
 
 
 class Calls:
@@ -158,6 +159,26 @@ def test_a_cell_of_another_setup_is_refused(runs, tmp_path, mini_uodb_root):
         runs.ensure_data(str(mini_uodb_root), 2, 'tiny')
 
 
+def test_parallel_jobs_run_as_subprocesses(runs, tmp_path, mini_uodb_root):
+    """--parallel starts one process per job; a failing job is reported by
+    name (its log kept), the others still finish."""
+    def job(key):
+        return runs.group_jobs([dict(key=key, config=runs.method_config('dino', 1), iters=1,
+                                     seed=0)], str(tmp_path / 'cells'), str(tmp_path / 'w'),
+                               str(mini_uodb_root), 'data')[0]
+
+    done, broken = job('done'), job('broken')
+    CellStore(str(tmp_path / 'cells')).save('done', dict(fingerprint=done['evals'][0][
+        'fingerprint']))
+    broken['train']['config'] = str(tmp_path / 'missing.py')
+    lines = []
+    failed = runs._run_subprocesses([done, broken], 2, 1, lines.append)
+    assert failed == ['broken']
+    assert sum('started' in line for line in lines) == 2
+    assert 'missing.py' in (tmp_path / 'w' / 'broken.log').read_text()
+    assert (tmp_path / 'w' / 'done.log').is_file()
+
+
 def _fake_cell(names, aps, seed, **extra):
     metrics = {f'uodb/{n}/bbox_mAP': v for n, v in zip(names, aps)}
     metrics.update({f'uodb/{n}/bbox_mAP_50': v + 0.1 for n, v in zip(names, aps)})
@@ -202,7 +223,7 @@ def test_curve_path(load_tool, tmp_path, mini_uodb_root):
     curve = load_tool('tools/benchmark/mini_uodb_curve.py')
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
-            '--method', 'dino', '--budgets', '2', '1', '--threads', '1']
+            '--method', 'dino', '--budgets', '2', '1', '--threads', '1', '--parallel', '1']
     assert curve.main(args) == 0
     assert CellStore(str(tmp_path / 'cells')).keys() == ['dino_s0_it1', 'dino_s0_it2']
     report = (tmp_path / 'cells.md').read_text()
@@ -217,7 +238,7 @@ def test_few_shot_adaptation_path(load_tool, tmp_path, mini_uodb_root):
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
             '--iters', '1', '--adapt-iters', '1', '--methods', 'gem', '--shots', '5',
-            '--scenarios', 'adapt', '--threads', '1']
+            '--scenarios', 'adapt', '--threads', '1', '--parallel', '1']
     assert few.main(args) == 0
     store = CellStore(str(tmp_path / 'cells'))
     base, adapt = store.load('base_gem_s0'), store.load('adapt_gem_5_s0')

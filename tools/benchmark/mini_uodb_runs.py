@@ -572,10 +572,13 @@ def add_common_args(parser: argparse.ArgumentParser, default_iters: Optional[int
     parser.add_argument('--iters', type=int, default=default_iters,
                         help='training iterations per cell')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    parser.add_argument('--threads', type=int, default=0,
+    # measured on the shared 2-core machine: two 1-thread cells at a time made 7x
+    # the iterations per second of one 2-thread cell (README, mini-UODB)
+    parser.add_argument('--threads', type=int, default=1,
                         help='torch threads per cell (0: cores / --parallel)')
-    parser.add_argument('--parallel', type=int, default=1,
-                        help='cells trained at a time (>1: one subprocess each)')
+    parser.add_argument('--parallel', type=int, default=2,
+                        help='cells trained at a time (1: in this process; more: one '
+                        'subprocess each)')
     parser.add_argument('--work-dir', default=None,
                         help='checkpoints and logs (default: work_dirs/<benchmark>)')
     parser.add_argument('--results-dir', default=None, help='the saved cells')
