@@ -28,7 +28,6 @@ import json
 import os
 import os.path as osp
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -426,8 +425,9 @@ def run_job(job: dict, threads: int) -> List[str]:
         if done.get('train_fingerprint') != job['train_fingerprint']:
             done = None
     if done is None:
-        if osp.isdir(work_dir):
-            shutil.rmtree(work_dir)  # a stale or interrupted run
+        for stale in (marker, ckpt):  # of a stale or interrupted run (its logs stay)
+            if osp.isfile(stale):
+                os.remove(stale)
         cfg = _job_cfg(job, job['train']['config'], {})
         cfg.experiment_name = f'{job["name"]}_train_{time.strftime("%Y%m%d_%H%M%S")}'
         if job.get('adapt_from'):
