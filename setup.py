@@ -7,15 +7,23 @@ import warnings
 
 from setuptools import find_packages, setup
 
-MIM_FILES = ('configs', 'tools')
+#: What ``mim`` finds in ``<package>/.mim``: configs and tools (``mim train``,
+#: ``mim run``), the model index (``mim search``, ``mim list``), the demo.
+MIM_FILES = ('configs', 'tools', 'demo', 'model-index.yml')
 
 
 def add_mim_extension() -> None:
-    """Ship configs and tools inside the package, the OpenMMLab way.
+    """Ship configs, tools and the model index inside the package, the OpenMMLab way.
 
-    ``mim train``/``mim test`` look for ``<package>/.mim/{configs,tools}``.
-    Editable installs (``pip install -e .``, ``setup.py develop``) get symlinks
-    so edits show up at once; wheels and sdists get copies.
+    ``mim train``/``mim test``/``mim run`` look for
+    ``<package>/.mim/{configs,tools}``, ``mim search``/``mim list`` for
+    ``<package>/.mim/model-index.yml``. Editable installs (``pip install -e
+    .``, ``setup.py develop``) get symlinks so edits show up at once; wheels
+    and sdists get copies. mim finds an installed package's files from its
+    ``dist-info`` location, which for a PEP 660 editable install is
+    site-packages, not the source tree: ``mim search/list/run/train mmgem``
+    need a regular install (``pip install .``); ``mim train mmdet <config>``
+    works with either.
     """
     if 'develop' in sys.argv or 'editable_wheel' in sys.argv:
         mode = 'symlink'
@@ -40,12 +48,34 @@ def add_mim_extension() -> None:
                 continue
             except OSError:
                 warnings.warn(f'Failed to symlink {src} to {dst}; copying instead.')
-        shutil.copytree(src, dst)
+        if osp.isdir(src):
+            shutil.copytree(src, dst)
+        else:
+            shutil.copyfile(src, dst)
+
+
+def read_requirements(name: str) -> list:
+    """Requirement lines of ``requirements/<name>.txt`` (no comments, no ``-r``)."""
+    path = osp.join(osp.dirname(osp.abspath(__file__)), 'requirements', f'{name}.txt')
+    with open(path, encoding='utf-8') as f:
+        lines = [line.split('#')[0].strip() for line in f]
+    return [line for line in lines if line and not line.startswith('-')]
 
 
 if __name__ == '__main__':
     add_mim_extension()
     setup(
-        packages=find_packages(exclude=('configs', 'tools', 'tests')),
-        package_data={'mmgem': ['.mim/configs/**/*', '.mim/tools/**/*']},
+        packages=find_packages(exclude=('configs', 'tools', 'tests', 'demo')),
+        package_data={
+            'mmgem': [
+                '.mim/configs/**/*', '.mim/tools/**/*', '.mim/demo/*',
+                '.mim/model-index.yml'
+            ]
+        },
+        # mmcv/mmdet/torch are installed by tools/install.sh (mmcv is built
+        # from source), so they are not install_requires here.
+        extras_require={
+            'tests': read_requirements('tests'),
+            'optional': read_requirements('optional'),
+        },
     )

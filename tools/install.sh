@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything mmgem needs into the current Python, idempotently.
 #
-#   bash tools/install.sh            # what `make demo` and `make test` call
+#   bash tools/install.sh            # what `make install` and `make demo` call
+#   bash tools/install.sh --with-mim # also openmim (`make mim`, `make test`)
 #   PYTHON=/path/to/python bash tools/install.sh
 #
 # Steps (each is skipped when already satisfied, so a second run takes seconds):
@@ -11,14 +12,27 @@
 #      (an unpinned torch pulls a multi-GB CUDA build)
 #   3. mmengine
 #   4. mmcv 2.1.0 built from source with its compiled ops (MMCV_WITH_OPS=1,
-#      CUDA ops when nvcc and a CUDA torch are present). The first build takes
-#      about 13 minutes on 2 cores; pip keeps the wheel in its cache, so later
-#      installs (also in fresh clones) take seconds.
-#   5. mmdet 3.3.0, runtime, test and optional requirements (openmim)
+#      CUDA ops when nvcc and a CUDA torch are present). The first build took
+#      about 23 min on a loaded 2-core machine and 7 min on a quiet one; pip
+#      keeps the wheel in its cache, so later installs (also in fresh clones)
+#      take seconds.
+#   5. mmdet 3.3.0, runtime and test requirements (requirements/optional.txt,
+#      e.g. tensorboard, is not installed: it is optional)
 #   6. mmgem itself, editable
 #   7. a check that `import mmcv.ops, mmdet, mmgem` works
+#   8. with --with-mim only: openmim, with requirements/mim.txt but without
+#      opendatalab/openxlab (which pin an old setuptools; mim needs them only
+#      for `mim download --dataset`)
 # Any failure stops the script with the failing step named.
 set -Eeuo pipefail
+
+WITH_MIM=0
+for arg in "$@"; do
+    case "${arg}" in
+        --with-mim) WITH_MIM=1 ;;
+        *) echo "tools/install.sh: unknown argument ${arg} (known: --with-mim)" >&2; exit 2 ;;
+    esac
+done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
@@ -79,7 +93,7 @@ else
         export FORCE_CUDA=1
         echo "building mmcv with CUDA ops"
     else
-        echo "building mmcv with CPU ops (first time ~13 min; cached afterwards)"
+        echo "building mmcv with CPU ops (first time: 7-23 min on 2 cores; cached afterwards)"
     fi
     # mmcv-lite or an mmcv without ops would shadow the build: remove it first.
     "${PY}" -m pip uninstall -y -q mmcv mmcv-lite >/dev/null 2>&1 || true
@@ -88,14 +102,14 @@ else
     "${PY}" -c "import mmcv.ops"
 fi
 
-step "5/7 mmdet, runtime, test and optional requirements"
+step "5/7 mmdet, runtime and test requirements"
 if ! satisfied "${MM[@]}" || ! satisfied $(reqs "${ROOT}/requirements/runtime.txt") \
-    || ! satisfied $(reqs "${ROOT}/requirements/tests.txt") \
-    || ! satisfied $(reqs "${ROOT}/requirements/optional.txt"); then
+    || ! satisfied $(reqs "${ROOT}/requirements/tests.txt"); then
     pip_install "${MM[@]}" -r "${ROOT}/requirements/runtime.txt" \
-        -r "${ROOT}/requirements/tests.txt" -r "${ROOT}/requirements/optional.txt"
+        -r "${ROOT}/requirements/tests.txt"
 fi
-# openmim's dependencies (openxlab) pin an old setuptools; put ours back.
+# Nothing here pins setuptools, but an environment with a full openmim
+# (openxlab) may have an old one; put ours back.
 satisfied "${BUILD[@]}" || pip_install "${BUILD[@]}"
 
 step "6/7 mmgem (editable)"
@@ -120,4 +134,17 @@ print(f'torch {torch.__version__}, mmcv {mmcv.__version__}, mmdet {mmdet.__versi
 print('cvxpy solvers:', ', '.join(sorted(cvxpy.installed_solvers())))
 EOF
 )
+
+if [[ "${WITH_MIM}" == 1 ]]; then
+    step "8/8 openmim (without opendatalab/openxlab)"
+    mapfile -t MIM < <(reqs "${ROOT}/requirements/mim.txt")
+    if satisfied "openmim>=0.3.9" "${MIM[@]}"; then
+        echo "openmim already installed"
+    else
+        pip_install "${MIM[@]}"
+        pip_install --no-deps "openmim>=0.3.9"
+    fi
+    (cd / && "${PY}" -c "import mim.commands.search, mim.commands.run, mim.commands.train")
+    satisfied "${BUILD[@]}" || pip_install "${BUILD[@]}"
+fi
 echo "==> [mmgem install] done"

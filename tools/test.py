@@ -6,7 +6,8 @@ The command line is exactly mmdet's ``tools/test.py`` (``config``,
 ``--cfg-options``, ``--launcher``); this wrapper imports :mod:`mmgem` first
 and then runs mmdet's own script::
 
-    python tools/test.py configs/gem/gem-dino_tiny_mini-uodb.py work_dirs/x/iter_300.pth
+    python tools/test.py configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
+        work_dirs/gem-dino-tiny_r18_mini-uodb/iter_400.pth --show-dir show
     bash tools/dist_test.sh CONFIG CHECKPOINT 8
 """
 import mmgem  # noqa: F401

@@ -7,8 +7,8 @@ The command line is exactly mmdet's ``tools/train.py`` (same arguments:
 (registering GEM's modules and the mmengine checkpoint fix) and then runs
 mmdet's own script, so behaviour stays identical to mmdet's::
 
-    python tools/train.py configs/gem/gem-dino_tiny_mini-uodb.py
-    bash tools/dist_train.sh configs/gem/gem-dino_r50_8xb2-36e_uodb.py 8
+    python tools/train.py configs/gem/gem-dino-tiny_r18_mini-uodb.py
+    bash tools/dist_train.sh configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py 8
 """
 import mmgem  # noqa: F401
 from mmgem.utils.mmdet_tools import run_mmdet_tool

@@ -9,7 +9,4 @@ _base_ = ['./dino-tiny_r18_mini-uodb.py', '../_base_/datasets/mini_uodb_v2.py']
 train_dataloader = {{_base_.mini_uodb_v2_train_dataloader}}
 val_dataloader = {{_base_.mini_uodb_v2_test_dataloader}}
 test_dataloader = {{_base_.mini_uodb_v2_test_dataloader}}
-
-num_classes = {{_base_.mini_uodb_v2_num_classes}}
-label_offsets = {{_base_.mini_uodb_v2_label_offsets}}
-model = dict(bbox_head=dict(num_classes=num_classes))
+model = {{_base_.mini_uodb_v2_model}}

@@ -18,10 +18,7 @@ model = dict(
     num_datasets=11,
     moe_layers=(0, 2, 4),
     label_offsets={{_base_.label_offsets}},
-    upcycle_from=None,
-    test_dataset_known=True,  # UODB protocol: the dataset of an image is known
-    domain_classifier=dict(type='DomainClassifier', hidden_dims=256),
-    domain_loss_weight=0.1)
+    upcycle_from=None)
 
 custom_hooks = [
     dict(

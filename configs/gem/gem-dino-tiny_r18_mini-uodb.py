@@ -13,12 +13,7 @@ model = dict(
     num_experts=4,
     num_datasets=6,
     moe_layers=(0, 2),
-    label_offsets={{_base_.label_offsets}},
-    test_dataset_known=True,
-    # predicts the domain of an image (reported as uodb/domain_acc); set
-    # test_dataset_known=False to route test images by it
-    domain_classifier=dict(type='DomainClassifier', hidden_dims=256),
-    domain_loss_weight=0.1)
+    label_offsets={{_base_.label_offsets}})
 
 custom_hooks = [
     dict(
@@ -27,5 +22,7 @@ custom_hooks = [
         beta=0.0,
         similarity=dict(sources=dict(labels=0.5, features=0.5), prior=None),
         num_probe_images=8,
-        solver='ECOS')
+        solver='ECOS'),
+    # dataset x expert routing heat maps at every validation (visualizer)
+    dict(type='MoERoutingVisualizationHook', score_thr=0.3)
 ]

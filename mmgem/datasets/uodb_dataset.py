@@ -1,7 +1,9 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """A multi-dataset wrapper that carries dataset ids and offset labels."""
 import copy
+import inspect
 import json
+import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -76,6 +78,10 @@ class UODBDataset(BaseDataset):
             ``BaseDataset``). Defaults to True.
         lazy_init (bool): Do not load annotations in ``__init__``.
         max_refetch (int): Retries for a sample the pipeline rejects.
+        max_load_retries (int): In training, how many samples in a row may
+            fail to load (missing or unreadable image) before the error is
+            raised; each is logged and replaced by another image of the
+            same dataset. Defaults to 10.
 
     Examples:
         >>> dataset = UODBDataset(
@@ -109,9 +115,15 @@ class UODBDataset(BaseDataset):
                  select: Optional[Sequence[str]] = None,
                  serialize_data: bool = True,
                  lazy_init: bool = False,
-                 max_refetch: int = 1000) -> None:
+                 max_refetch: int = 1000,
+                 max_load_retries: int = 10) -> None:
         if not datasets:
             raise ValueError('UODBDataset needs at least one dataset')
+        if max_load_retries < 0:
+            raise ValueError(f'UODBDataset: max_load_retries={max_load_retries} must be >= 0')
+        self.max_load_retries = int(max_load_retries)
+        #: Samples that failed to load and were replaced (in this process).
+        self.load_failures = 0
         if dataset_names is None:
             dataset_names = [f'dataset{i}' for i in range(len(datasets))]
         dataset_names = tuple(str(n) for n in dataset_names)
@@ -144,7 +156,13 @@ class UODBDataset(BaseDataset):
             if not isinstance(datasets[i], Mapping):
                 raise TypeError(f'UODBDataset: dataset_indices needs a config dict for '
                                 f'dataset {name!r}, got a built {type(datasets[i]).__name__}')
-            datasets[i] = dict(datasets[i], indices=value)
+            cfg = copy.deepcopy(dict(datasets[i]))
+            leaves = _leaf_configs(cfg)
+            if len(leaves) != 1:
+                raise ValueError(f'UODBDataset: dataset_indices of {name!r} needs one '
+                                 f'dataset inside its wrapper, it has {len(leaves)}')
+            leaves[0]['indices'] = value
+            datasets[i] = cfg
         defaults = dict(
             data_root=data_root,
             test_mode=test_mode,
@@ -174,8 +192,7 @@ class UODBDataset(BaseDataset):
             dataset_names=dataset_names,
             dataset_classes=copy.deepcopy(self._dataset_classes),
             label_offsets=tuple(int(v) for v in self._label_offsets),
-            ann_files=tuple(
-                getattr(ds, 'ann_file', '') for ds in self.datasets),
+            ann_files=tuple(_ann_file(ds) for ds in self.datasets),
             dataset_display_names=tuple(
                 titles.get(name, name) for name in dataset_names))
         super().__init__(
@@ -194,33 +211,52 @@ class UODBDataset(BaseDataset):
     @staticmethod
     def _build_dataset(cfg: Union[dict, BaseDataset], name: str,
                        defaults: dict) -> BaseDataset:
-        """Build one sub-dataset lazily, with the wrapper's defaults."""
-        if isinstance(cfg, BaseDataset):
-            if len(cfg.pipeline.transforms) > 0:
-                raise ValueError(
-                    f'UODBDataset: dataset {name!r} has its own pipeline; '
-                    'give the pipeline to UODBDataset instead')
-            return cfg
+        """Build one sub-dataset lazily, with the wrapper's defaults.
+
+        A sub-dataset may itself be a dataset wrapper (mmengine's
+        ``RepeatDataset``, ``ClassBalancedDataset``, ``ConcatDataset``, or
+        any config with a ``dataset`` / ``datasets`` entry): the defaults,
+        the empty pipeline and lazy loading go to the datasets inside it.
+        """
         if not isinstance(cfg, Mapping):
-            raise TypeError(
-                f'UODBDataset: dataset {name!r} must be a config dict or a '
-                f'BaseDataset, got {type(cfg)}')
+            leaves = _leaves(cfg)
+            if not leaves:
+                raise TypeError(
+                    f'UODBDataset: dataset {name!r} must be a config dict or a '
+                    f'BaseDataset (or a wrapper of one), got {type(cfg)}')
+            for leaf in leaves:
+                if len(leaf.pipeline.transforms) > 0:
+                    raise ValueError(
+                        f'UODBDataset: dataset {name!r} has its own pipeline; '
+                        'give the pipeline to UODBDataset instead')
+            return cfg
         cfg = copy.deepcopy(dict(cfg))
-        if cfg.get('pipeline'):
-            raise ValueError(
-                f'UODBDataset: dataset {name!r} has its own pipeline; give '
-                'the pipeline to UODBDataset instead')
-        for key, value in defaults.items():
-            if value is not None and cfg.get(key) is None:
-                cfg[key] = copy.deepcopy(value)
-        cfg['pipeline'] = []
-        cfg['lazy_init'] = True
-        # Serialized later by the wrapper: mmengine cannot serialize an empty
-        # data list, and an empty dataset must give a clear error instead.
-        serialize = cfg.get('serialize_data', True)
-        cfg['serialize_data'] = False
+        serialize = []
+        for leaf in _leaf_configs(cfg):
+            if leaf.get('pipeline'):
+                raise ValueError(
+                    f'UODBDataset: dataset {name!r} has its own pipeline; give '
+                    'the pipeline to UODBDataset instead')
+            for key, value in defaults.items():
+                if value is not None and leaf.get(key) is None:
+                    leaf[key] = copy.deepcopy(value)
+            leaf['pipeline'] = []
+            leaf['lazy_init'] = True
+            # Serialized later by the wrapper: mmengine cannot serialize an
+            # empty data list, and an empty dataset must give a clear error.
+            serialize.append(leaf.get('serialize_data', True))
+            leaf['serialize_data'] = False
+        for wrapper in _wrapper_configs(cfg):
+            if _accepts(wrapper.get('type'), 'lazy_init'):
+                wrapper['lazy_init'] = True
+            if defaults.get('test_mode') is not None and _accepts(wrapper.get('type'),
+                                                                  'test_mode'):
+                wrapper.setdefault('test_mode', defaults['test_mode'])
         dataset = DATASETS.build(cfg)
-        dataset._uodb_serialize = serialize
+        leaves = _leaves(dataset)
+        for leaf, flag in zip(leaves, serialize if len(serialize) == len(leaves) else
+                              [True] * len(leaves)):
+            leaf._uodb_serialize = flag
         return dataset
 
     # ------------------------------------------------------------------
@@ -304,7 +340,10 @@ class UODBDataset(BaseDataset):
     # ------------------------------------------------------------------
     def _check_categories(self, d: int) -> None:
         """Compare a COCO JSON's categories with the sub-dataset's classes."""
-        ds, name = self.datasets[d], self._dataset_names[d]
+        for leaf in _leaves(self.datasets[d]):
+            self._check_leaf_categories(leaf, self._dataset_names[d])
+
+    def _check_leaf_categories(self, ds: BaseDataset, name: str) -> None:
         ann_file = getattr(ds, 'ann_file', '')
         if not ann_file or not str(ann_file).endswith('.json'):
             return
@@ -314,7 +353,9 @@ class UODBDataset(BaseDataset):
                     backend_args=getattr(ds, 'backend_args',
                                          None)) as local_path:
                 with open(local_path, encoding='utf-8') as f:
-                    categories = json.load(f).get('categories', [])
+                    content = json.load(f)
+                    categories = content.get('categories', [])
+                    annotations = content.get('annotations', [])
         except FileNotFoundError:
             raise FileNotFoundError(
                 f'UODBDataset: annotation file of dataset {name!r} not '
@@ -335,6 +376,15 @@ class UODBDataset(BaseDataset):
             raise ValueError(
                 f'UODBDataset: category(ies) {extra} of {ann_file} are not '
                 f'in the class list of dataset {name!r} {tuple(classes)}')
+        declared = {c['id'] for c in categories}
+        for ann in annotations:
+            if ann.get('category_id') not in declared:
+                raise ValueError(
+                    f'UODBDataset: annotation {ann.get("id")} (image '
+                    f'{ann.get("image_id")}) of {ann_file} has category_id '
+                    f'{ann.get("category_id")!r}, which the file does not declare '
+                    f'(its categories are {sorted(declared)}); mmdet would drop '
+                    'it silently')
         if in_file != classes:
             raise ValueError(
                 f'UODBDataset: the categories of {ann_file} are in the order '
@@ -361,12 +411,13 @@ class UODBDataset(BaseDataset):
             if len(ds) == 0:
                 raise ValueError(
                     f'UODBDataset: dataset {name!r} '
-                    f'({getattr(ds, "ann_file", "")}) has no samples (after '
+                    f'({_ann_file(ds)}) has no samples (after '
                     'filtering)')
-            if getattr(ds, '_uodb_serialize', False):
-                ds.data_bytes, ds.data_address = ds._serialize_data()
-                ds.serialize_data = True
-                ds._uodb_serialize = False
+            for leaf in _leaves(ds):
+                if getattr(leaf, '_uodb_serialize', False):
+                    leaf.data_bytes, leaf.data_address = leaf._serialize_data()
+                    leaf.serialize_data = True
+                    leaf._uodb_serialize = False
             offset = int(self._label_offsets[d])
             num_classes = len(self._dataset_classes[name])
             for local in range(len(ds)):
@@ -431,8 +482,13 @@ class UODBDataset(BaseDataset):
     def __getitem__(self, idx: int) -> dict:
         """Get the ``idx``-th sample after the pipeline.
 
-        In training, a sample the pipeline rejects is replaced by a random
-        sample of the same dataset (mmengine would take one of any dataset).
+        In training, a sample the pipeline rejects (returns None) is
+        replaced by a random sample of the same dataset (mmengine would take
+        one of any dataset), up to ``max_refetch`` times; a sample whose
+        loading fails (a missing or unreadable image: the pipeline raises)
+        is logged with its file and replaced the same way, up to
+        ``max_load_retries`` times in a row, after which the last error is
+        raised. In testing both are errors naming the sample's image.
 
         Args:
             idx (int): Index into the wrapper.
@@ -447,17 +503,40 @@ class UODBDataset(BaseDataset):
                 logger='current')
             self.full_init()
         if self.test_mode:
-            data = self.prepare_data(idx)
+            try:
+                data = self.prepare_data(idx)
+            except Exception as err:
+                raise RuntimeError(
+                    f'UODBDataset: cannot load test sample {idx} '
+                    f'({self._describe(idx)}): {type(err).__name__}: {err}') from err
             if data is None:
                 raise RuntimeError(
                     f'UODBDataset: the test pipeline returned None for '
-                    f'sample {idx}')
+                    f'sample {idx} ({self._describe(idx)})')
             return data
         same = None
-        for _ in range(self.max_refetch + 1):
-            data = self.prepare_data(idx)
-            if data is not None:
-                return data
+        failures = 0
+        for _ in range(self.max_refetch + self.max_load_retries + 1):
+            try:
+                data = self.prepare_data(idx)
+            except Exception as err:
+                failures += 1
+                self.load_failures += 1
+                if failures > self.max_load_retries:
+                    raise RuntimeError(
+                        f'UODBDataset: {failures} samples of dataset '
+                        f'{self._dataset_names[self._sample_dataset_ids[idx]]!r} failed to '
+                        f'load in a row (max_load_retries={self.max_load_retries}); the last '
+                        f'was {self._describe(idx)}: {type(err).__name__}: {err}') from err
+                print_log(
+                    f'UODBDataset: cannot load sample {idx} ({self._describe(idx)}): '
+                    f'{type(err).__name__}: {err}; using another image of the same dataset',
+                    logger='current', level=logging.WARNING)
+                data = None
+            else:
+                failures = 0
+                if data is not None:
+                    return data
             if same is None:
                 same = np.flatnonzero(
                     self._sample_dataset_ids == self._sample_dataset_ids[idx])
@@ -466,6 +545,11 @@ class UODBDataset(BaseDataset):
             f'UODBDataset: no valid sample of dataset '
             f'{self._dataset_names[self._sample_dataset_ids[idx]]!r} after '
             f'{self.max_refetch} retries; check its images and pipeline')
+
+    def _describe(self, idx: int) -> str:
+        """Dataset name and image path of a sample, for messages."""
+        info = BaseDataset.get_data_info(self, idx)
+        return f'dataset {info.get("dataset_name")!r}, image {info.get("img_path")}'
 
     def __repr__(self) -> str:
         lines = [f'{self.__class__.__name__}(']
@@ -476,6 +560,64 @@ class UODBDataset(BaseDataset):
                 f'  {d}: {name}: {n} samples, '
                 f'{len(self._dataset_classes[name])} classes '
                 f'[{self._label_offsets[d]}, {self._label_offsets[d + 1]}) '
-                f'from {getattr(self.datasets[d], "ann_file", "")}')
+                f'from {_ann_file(self.datasets[d])}')
         lines.append(')')
         return '\n'.join(lines)
+
+
+def _wrapped_config(cfg: Mapping) -> List[dict]:
+    """The dataset configs directly inside a wrapper config (none for a
+    plain dataset)."""
+    inner = cfg.get('dataset')
+    if isinstance(inner, Mapping):
+        return [inner]
+    inner = cfg.get('datasets')
+    if isinstance(inner, (list, tuple)) and all(isinstance(c, Mapping) for c in inner):
+        return list(inner)
+    return []
+
+
+def _leaf_configs(cfg: dict) -> List[dict]:
+    """The plain dataset configs of a (possibly nested) wrapper config."""
+    inner = _wrapped_config(cfg)
+    if not inner:
+        return [cfg]
+    return [leaf for c in inner for leaf in _leaf_configs(c)]
+
+
+def _wrapper_configs(cfg: dict) -> List[dict]:
+    """The wrapper configs of a (possibly nested) wrapper config, outer
+    first."""
+    inner = _wrapped_config(cfg)
+    if not inner:
+        return []
+    return [cfg] + [w for c in inner for w in _wrapper_configs(c)]
+
+
+def _accepts(type_name: Any, arg: str) -> bool:
+    """Whether the registered dataset class ``type_name`` takes ``arg``."""
+    cls = DATASETS.get(type_name) if isinstance(type_name, str) else type_name
+    if cls is None:
+        return False
+    try:
+        return arg in inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _leaves(dataset: Any) -> List[BaseDataset]:
+    """The ``BaseDataset``\\ s inside a (possibly wrapped) dataset."""
+    if isinstance(dataset, BaseDataset):
+        return [dataset]
+    inner = getattr(dataset, 'datasets', None)
+    if isinstance(inner, (list, tuple)):
+        return [leaf for d in inner for leaf in _leaves(d)]
+    inner = getattr(dataset, 'dataset', None)
+    return _leaves(inner) if inner is not None else []
+
+
+def _ann_file(dataset: Any) -> str:
+    """The annotation file of a sub-dataset (of the one dataset inside a
+    wrapper; empty for several)."""
+    leaves = _leaves(dataset)
+    return str(getattr(leaves[0], 'ann_file', '')) if len(leaves) == 1 else ''

@@ -2,7 +2,7 @@
 """Facts about the 11 UODB datasets: names, class lists, DAMEX's splits.
 
 This module is pure Python (no torch, no mmdet) so that the converters in
-``tools/dataset_converters/`` and the base config
+``mmgem/datasets/converters/`` and the base config
 ``configs/_base_/datasets/uodb.py`` share one source of truth.
 
 The dataset order is the column order of DAMEX Table 1 (KITTI, VOC,
@@ -86,7 +86,7 @@ UODB_CLASSES: Dict[str, Tuple[str, ...]] = {
 #: The (train, test) image sets DAMEX used, as UODB's
 #: ``ImageSets/Main/<split>.txt`` names. VOC's trainval is 07+12 and its test
 #: is 07's; COCO's are 2014 valminusminival and minival (converted from
-#: COCO's own JSON, see ``tools/dataset_converters/uodb2coco.py``).
+#: COCO's official JSON, see ``mmgem/datasets/converters/coco.py``).
 UODB_SPLITS: Dict[str, Tuple[str, str]] = {
     'kitti': ('trainval', 'test'),
     'voc': ('trainval', 'test'),
@@ -101,18 +101,20 @@ UODB_SPLITS: Dict[str, Tuple[str, str]] = {
     'watercolor': ('train', 'test'),
 }
 
-#: Names in the XML files that UODB folds into one of the dataset's classes
-#: (KITTI's van, truck and tram count as car).
+#: Names in the annotation files that are folded into one of the dataset's
+#: classes: KITTI's van, truck and tram count as car (UODB; DAMEX's converter
+#: folds car, van and truck into its ``vehicle``), and KITTI's
+#: person_sitting as pedestrian (DAMEX's converter; the KITTI importer's
+#: ``person_sitting='ignore'`` drops them instead).
 UODB_NAME_MAPS: Dict[str, Dict[str, str]] = {
-    'kitti': {'van': 'car', 'truck': 'car', 'tram': 'car'},
+    'kitti': {'van': 'car', 'truck': 'car', 'tram': 'car', 'person_sitting': 'pedestrian'},
 }
 
-#: Names in the XML files that UODB does not train on; their boxes are
-#: dropped (and counted) by the converter instead of being an error. KITTI's
-#: ``dontcare`` regions, its ``misc`` objects and its ``person_sitting``
-#: (which UODB's loader does not map to a class either).
+#: Names in the annotation files that UODB does not train on; their boxes
+#: are dropped (and counted) by the converters instead of being an error:
+#: KITTI's ``dontcare`` regions and its ``misc`` objects.
 UODB_IGNORED_NAMES: Dict[str, Tuple[str, ...]] = {
-    'kitti': ('dontcare', 'misc', 'person_sitting'),
+    'kitti': ('dontcare', 'misc'),
 }
 
 __all__ = [

@@ -1,9 +1,21 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-from .hooks import ExpertParallelCheckpointHook, ExpertParallelExchangeHook, GEMPlannerHook
-from .optim import GlobalNormAmpOptimWrapper, GlobalNormOptimWrapper
+from .hooks import (
+                    ExpertParallelCheckpointHook,
+                    ExpertParallelExchangeHook,
+                    GEMPlannerHook,
+                    MoERoutingVisualizationHook,
+                    ResumeStateHook,
+)
+from .optim import (
+                    ExpertParallelOptimWrapperConstructor,
+                    GlobalNormAmpOptimWrapper,
+                    GlobalNormOptimWrapper,
+)
 from .wrappers import GEMDistributedDataParallel
 
 __all__ = [
     'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
-    'GlobalNormOptimWrapper', 'GlobalNormAmpOptimWrapper', 'GEMDistributedDataParallel'
+    'MoERoutingVisualizationHook', 'ResumeStateHook', 'GlobalNormOptimWrapper',
+    'GlobalNormAmpOptimWrapper', 'ExpertParallelOptimWrapperConstructor',
+    'GEMDistributedDataParallel'
 ]

@@ -10,6 +10,8 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
 from ..utils.fileio import atomic_write
+from .domain_confusion import domain_accuracy, format_domain_confusion
+from .functional import coco_box_ap, voc07_map
 from .uodb_table import format_uodb_table
 
 
@@ -36,14 +38,30 @@ class UODBMetric(BaseMetric):
     hands over as ``dataset_meta`` (:class:`UODBDataset` puts it there).
 
     AP is COCO's AP@[.5:.95] (DAMEX Table 1); AP50 is COCO's AP at IoU 0.5
-    (101-point interpolation, pycocotools), which can differ slightly from
-    the VOC 11-point AP50 of the UODB paper.
+    (101-point interpolation, pycocotools). Both use at most ``max_dets``
+    detections per image (100 by default, pycocotools' default, which DAMEX
+    evaluates with; mmdet's ``CocoMetric`` default is 1000). Beside them,
+    ``voc07_AP50`` is the VOC2007 11-point AP at IoU 0.5 with which UODB's
+    own code scores every dataset (:mod:`mmgem.evaluation.functional.
+    voc07_ap`; ``iscrowd`` boxes count as difficult). The table header
+    names the protocol.
 
-    Keys (with the default prefix ``uodb``): ``uodb/<name>/bbox_mAP``,
-    ``uodb/<name>/bbox_mAP_50`` for every dataset seen, ``uodb/bbox_mAP`` and
-    ``uodb/bbox_mAP_50`` (means over those datasets), and ``uodb/domain_acc``
-    when the data samples carry ``pred_dataset_id`` (the domain classifier's
-    guess when the dataset is not given).
+    Keys (with the default prefix ``uodb``), in this order: ``uodb/bbox_mAP``,
+    ``uodb/bbox_mAP_50`` and (with ``voc07``) ``uodb/voc07_AP50`` (means over
+    the datasets seen), then ``uodb/<name>_bbox_mAP``,
+    ``uodb/<name>_bbox_mAP_50`` and ``uodb/<name>_voc07_AP50`` for every
+    dataset seen. The mean comes first, so
+    ``CheckpointHook(save_best='auto')`` (which takes the first key) keeps the
+    best mean; each key has a single ``/``, so mmdet's ``analyze_logs.py
+    plot_curve --keys bbox_mAP`` (which keeps the part after the last ``/``)
+    plots the mean, and ``--keys <name>_bbox_mAP`` one dataset.
+
+    When the data samples carry ``pred_dataset_id`` (the domain classifier's
+    guess of each image's dataset), also ``uodb/domain_acc`` (all images)
+    and ``uodb/<name>_domain_acc`` (images of each dataset), in percent as
+    the ``domain_acc`` GEMDINO logs in training, and the domain confusion
+    matrix (true dataset x predicted dataset, image counts) is logged and
+    written below the AP table.
 
     At the end it logs a markdown table in the layout of DAMEX Table 1 (one
     column per dataset and a ``Mean`` column, AP in percent) and writes it
@@ -57,6 +75,13 @@ class UODBMetric(BaseMetric):
             ``'<method> AP50'``); empty gives ``AP`` and ``AP50``.
         table_file (str, optional): Where to write the table.
         classwise (bool): Also log per-class AP (``CocoMetric``'s option).
+        max_dets (int): Detections per image COCO AP and AP50 consider. 100
+            (default) is pycocotools' default, as DAMEX; other values are
+            read from the COCO evaluation at that many detections
+            (:func:`~.functional.coco_box_ap`; pycocotools' summary reports
+            AP at 100 only).
+        voc07 (bool): Also compute the VOC07 11-point AP50. Defaults to
+            True.
         backend_args (dict, optional): For reading the annotation files.
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix; defaults to ``'uodb'``.
@@ -67,6 +92,8 @@ class UODBMetric(BaseMetric):
                  method_name: str = '',
                  table_file: Optional[str] = None,
                  classwise: bool = False,
+                 max_dets: int = 100,
+                 voc07: bool = True,
                  backend_args: Optional[dict] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
@@ -74,6 +101,11 @@ class UODBMetric(BaseMetric):
         self.method_name = method_name
         self.table_file = table_file
         self.classwise = classwise
+        if int(max_dets) < 10:
+            raise ValueError(f'UODBMetric: max_dets={max_dets} must be >= 10 (pycocotools '
+                             'reports AR at 1, 10 and max_dets)')
+        self.max_dets = int(max_dets)
+        self.voc07 = voc07
         self.backend_args = backend_args
         self._coco_metrics: Dict[int, CocoMetric] = {}
         self.last_table: Optional[str] = None
@@ -129,11 +161,31 @@ class UODBMetric(BaseMetric):
                 ann_file=ann_file,
                 metric='bbox',
                 classwise=self.classwise,
+                proposal_nums=(1, 10, self.max_dets),
                 backend_args=self.backend_args)
             metric.dataset_meta = dict(
                 classes=tuple(self._meta('dataset_classes')[name]))
             self._coco_metrics[d] = metric
         return self._coco_metrics[d]
+
+    def _voc07_ap50(self, d: int, pairs: List[tuple]) -> float:
+        """VOC07 11-point AP50 of dataset ``d`` against its annotation
+        file (the ground truth ``CocoMetric`` loaded)."""
+        coco = self._coco_metric(d)._coco_api
+        classes = self._meta('dataset_classes')[self._meta('dataset_names')[d]]
+        label_of = {cid: i for i, cid in enumerate(coco.get_cat_ids(cat_names=classes))}
+        dets, gts = [], []
+        for _, result in pairs:
+            dets.append(result)
+            anns = coco.load_anns(coco.get_ann_ids(img_ids=[result['img_id']]))
+            boxes = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
+                               a['bbox'][1] + a['bbox'][3]] for a in anns],
+                             dtype=np.float64).reshape(-1, 4)
+            gts.append(dict(bboxes=boxes,
+                            labels=np.array([label_of[a['category_id']] for a in anns],
+                                            dtype=np.int64),
+                            ignore=np.array([bool(a.get('iscrowd', 0)) for a in anns])))
+        return round(voc07_map(dets, gts, len(classes))['mAP'], 3)
 
     def _table_path(self) -> Optional[str]:
         if self.table_file:
@@ -152,24 +204,25 @@ class UODBMetric(BaseMetric):
             results (list): What :meth:`process` collected (all ranks).
 
         Returns:
-            dict[str, float]: Per-dataset and mean AP / AP50 (fractions,
-            rounded to 3 decimals as ``CocoMetric`` does), and ``domain_acc``
-            when predicted dataset ids were given.
+            dict[str, float]: Mean, then per-dataset AP / AP50 (fractions,
+            rounded to 3 decimals as ``CocoMetric`` does), and, when predicted
+            dataset ids were given, ``domain_acc`` and
+            ``<name>_domain_acc`` (percent).
         """
         logger = MMLogger.get_current_instance()
         names = list(self._meta('dataset_names'))
         titles = list(self.dataset_meta.get('dataset_display_names', names))
         by_dataset: Dict[int, List[tuple]] = {}
-        correct, guessed = 0, 0
+        domain_pairs: List[tuple] = []
         for d, gt, result, pred_d in results:
             by_dataset.setdefault(d, []).append((gt, result))
             if pred_d is not None:
-                guessed += 1
-                correct += int(pred_d == d)
+                domain_pairs.append((d, pred_d))
 
-        eval_results: Dict[str, float] = {}
+        per_dataset: Dict[str, float] = {}
         ap: List[Optional[float]] = [None] * len(names)
         ap50: List[Optional[float]] = [None] * len(names)
+        voc: List[Optional[float]] = [None] * len(names)
         for d, name in enumerate(names):
             if d not in by_dataset:
                 logger.warning(f'UODBMetric: no sample of dataset {name!r} '
@@ -180,26 +233,51 @@ class UODBMetric(BaseMetric):
             res = self._coco_metric(d).compute_metrics(by_dataset[d])
             if 'bbox_mAP' not in res:  # pycocotools: no prediction at all
                 res = dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
-            ap[d], ap50[d] = res['bbox_mAP'], res['bbox_mAP_50']
-            eval_results[f'{name}/bbox_mAP'] = ap[d]
-            eval_results[f'{name}/bbox_mAP_50'] = ap50[d]
+            if self.max_dets != 100:  # pycocotools reports AP at 100 only
+                coco = self._coco_metric(d)
+                res['bbox_mAP'], res['bbox_mAP_50'] = coco_box_ap(
+                    coco._coco_api, [r for _, r in by_dataset[d]], coco.cat_ids, self.max_dets)
+            # -1 (pycocotools: no non-crowd ground truth) is left out of the mean
+            ap[d], ap50[d] = (v if v >= 0 else None
+                              for v in (res['bbox_mAP'], res['bbox_mAP_50']))
+            per_dataset[f'{name}_bbox_mAP'] = res['bbox_mAP']
+            per_dataset[f'{name}_bbox_mAP_50'] = res['bbox_mAP_50']
+            if self.voc07:
+                per_dataset[f'{name}_voc07_AP50'] = self._voc07_ap50(d, by_dataset[d])
+                voc[d] = per_dataset[f'{name}_voc07_AP50']
+                voc[d] = voc[d] if voc[d] >= 0 else None
+        # the mean first: save_best='auto' takes the first key
+        eval_results: Dict[str, float] = {}
         seen = [v for v in ap if v is not None]
         if seen:
             eval_results['bbox_mAP'] = float(np.mean(seen))
             eval_results['bbox_mAP_50'] = float(
                 np.mean([v for v in ap50 if v is not None]))
-        if guessed:
-            eval_results['domain_acc'] = correct / guessed
+            if self.voc07 and any(v is not None for v in voc):
+                eval_results['voc07_AP50'] = float(np.mean([v for v in voc if v is not None]))
+        eval_results.update(per_dataset)
+        domain_table = None
+        if domain_pairs:
+            truth, guess = np.asarray(domain_pairs, dtype=np.int64).T
+            eval_results.update(domain_accuracy(names, truth, guess))
+            domain_table = format_domain_confusion(titles, truth, guess)
+            logger.info('UODB domain classification (rows: true dataset, '
+                        'columns: predicted; images):\n' + domain_table)
 
         method = self.method_name.strip()
+        rows = {f'{method} AP'.strip(): ap, f'{method} AP50'.strip(): ap50}
+        if self.voc07:
+            rows[f'{method} VOC07 AP50'.strip()] = voc
+        protocol = (f'AP, AP50: COCO box AP@[.5:.95] and @.5, maxDets={self.max_dets}'
+                    + ('; VOC07 AP50: 11-point AP@.5' if self.voc07 else ''))
         table = format_uodb_table(
-            titles, {
-                f'{method} AP'.strip(): ap,
-                f'{method} AP50'.strip(): ap50
-            },
-            first_header='Method' if method else 'Metric')
-        self.last_table = table
+            titles, rows,
+            first_header=f'{"Method" if method else "Metric"} ({protocol})')
         logger.info('UODB per-dataset results (COCO box AP, %):\n' + table)
+        if domain_table is not None:
+            table = (f'{table}\nDomain classification (rows: true dataset, '
+                     f'columns: predicted; images):\n\n{domain_table}')
+        self.last_table = table
         path = self._table_path()
         if path is not None:
             atomic_write(path, table)

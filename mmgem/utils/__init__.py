@@ -5,6 +5,6 @@ Only :mod:`.fileio` is imported here (standard library only, so the planner
 can use it without torch); import :mod:`mmgem.utils.compat` and
 :mod:`mmgem.utils.mmdet_tools` by their full names.
 """
-from .fileio import atomic_write
+from .fileio import StagingDir, atomic_write, current_umask, dir_mode, file_mode
 
-__all__ = ['atomic_write']
+__all__ = ['atomic_write', 'StagingDir', 'current_umask', 'file_mode', 'dir_mode']

@@ -8,16 +8,22 @@ the ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_*`` variables MMEngine's
 ``init_dist('pytorch')`` reads), calls ``fn(rank, world_size, out_dir,
 *args)`` in each, and returns what every rank returned (saved with
 ``torch.save``), in rank order. An exception in any process fails the test
-with that process's traceback.
+with that process's traceback. A collective that waits longer than
+``COLLECTIVE_TIMEOUT_S`` (a hang, e.g. ranks sending different dtypes into
+one exchange) raises instead of blocking the test suite.
 """
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, List
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+#: Seconds a gloo collective may wait before it fails (gloo's default: 30 min).
+COLLECTIVE_TIMEOUT_S = 120
 
 
 def free_port() -> int:
@@ -43,7 +49,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str,
             'gloo',
             init_method=f'tcp://127.0.0.1:{port}',
             rank=rank,
-            world_size=world_size)
+            world_size=world_size,
+            timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     try:
         result = fn(rank, world_size, out_dir, *args)
         torch.save(result, os.path.join(out_dir, f'result_rank{rank}.pth'))

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 from dist_utils import run_distributed
+from torch import nn
 
-from mmgem.models.layers import MoEFFN
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN, convert_to_expert_parallel
 from mmgem.planner.hashing import image_bucket, route_bucket
@@ -47,13 +48,14 @@ def _images(rank, local_only):
 def _run(layer, rank, x, ids, buckets, upstream):
     torch.manual_seed(100 + rank)  # same gate noise for both layers
     x = x.clone().requires_grad_()
-    out = layer(x, dataset_ids=ids, image_buckets=buckets)
+    out = layer(x, routing=BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets))
     loss = (out * upstream).sum()
-    for value in layer.aux_losses.values():
-        loss = loss + value
+    aux = layer.aux_loss()
+    if aux is not None:
+        loss = loss + 0.1 * aux
     loss.backward()
     grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
-    return out.detach(), x.grad, grads, dict(layer.aux_losses)
+    return out.detach(), x.grad, grads, {} if aux is None else dict(aux=aux.detach())
 
 
 CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False)]
@@ -61,9 +63,7 @@ CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False)]
 
 def _case(rank, routing, local_only):
     torch.manual_seed(0)
-    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, num_datasets=3,
-                  routing=routing)
-    full.install_plan(torch.from_numpy(QUOTA))
+    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, routing=routing)
     ep = copy.deepcopy(full)
     assert convert_to_expert_parallel(ep) == ['']
     assert isinstance(ep, ExpertParallelMoEFFN) and ep.w1.size(0) == 2
@@ -80,13 +80,92 @@ def _case(rank, routing, local_only):
     exchange_stats().reset()
     got = _run(ep, rank, x, ids, buckets, upstream)
     stats = exchange_stats().snapshot()
-    experts = full._image_experts(x, ids, buckets)
+    experts = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets).image_experts
     return dict(ref=ref, got=got, stats=stats, experts=experts,
                 stats_ep=ep.routing_stats, stats_ref=full.routing_stats)
 
 
+def _amp_images(rank):
+    """Rank 0's images all go to expert 2 (rank 1 leaves its expert 3 idle),
+    rank 1's to experts 0 and 1 (both of rank 0's experts busy)."""
+    wanted = {0: {2: 4}, 1: {0: 2, 1: 2}}[rank]
+    ids, buckets, i = [], [], 0
+    while any(wanted.values()):
+        d = i % 3
+        b = image_bucket(f'set{d}', f'amp-{rank}-{i}')
+        i += 1
+        expert = route_bucket(QUOTA[d], b)
+        if wanted.get(expert, 0) > 0:
+            wanted[expert] -= 1
+            ids.append(d)
+            buckets.append(b)
+    return torch.tensor(ids), torch.tensor(buckets)
+
+
+def _amp_case(rank):
+    """The layer under CPU bf16 autocast against the fp32 full layer."""
+    torch.manual_seed(0)
+    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS)
+    ep = copy.deepcopy(full)
+    convert_to_expert_parallel(ep)
+    gen = torch.Generator().manual_seed(20 + rank)
+    x = torch.randn(4, 6, DIM, generator=gen)
+    upstream = torch.randn(x.shape, generator=gen)
+    ids, buckets = _amp_images(rank)
+    ref = _run(full, rank, x, ids, buckets, upstream)
+    exchange_stats().reset()
+    xin = x.clone().requires_grad_()
+    routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = ep(xin, routing=routing)
+    (out.float() * upstream).sum().backward()
+    got = (out.detach(), xin.grad,
+           {n: p.grad.clone() for n, p in ep.named_parameters()})
+    return dict(ref=ref, got=got, dtype=out.dtype,
+                stats=exchange_stats().snapshot(),
+                experts=routing.image_experts)
+
+
+def _stack_case(rank):
+    """Three MoE layers of one forward share its BatchRouting: the split
+    sizes are gathered once per forward (on the host), not per layer."""
+    import mmgem.models.layers.expert_parallel as ep_module
+    torch.manual_seed(0)
+    full = nn.ModuleList(MoEFFN(DIM, HIDDEN, num_experts=EXPERTS)
+                         for _ in range(3))
+    ep = copy.deepcopy(full)
+    convert_to_expert_parallel(ep)
+    gathers = []
+    real = ep_module.gather_count_matrix
+
+    def counting(counts, group=None):
+        gathers.append(counts.device.type)
+        return real(counts, group)
+
+    ep_module.gather_count_matrix = counting
+    try:
+        outs = {}
+        for name, layers in (('full', full), ('ep', ep)):
+            x = torch.randn(*BATCH[rank], DIM,
+                            generator=torch.Generator().manual_seed(rank))
+            for forward in range(2):
+                ids, buckets = _images(rank, local_only=False)
+                routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids,
+                                                 buckets)
+                y = x
+                for layer in layers:
+                    y = layer(y, routing=routing)
+                outs[name, forward] = y.detach()
+                gathers.append('|')
+    finally:
+        ep_module.gather_count_matrix = real
+    return dict(outs=outs, gathers=gathers)
+
+
 def _layer_worker(rank, world_size, out_dir):
     results = {case: _case(rank, *case) for case in CASES}
+    results['amp'] = _amp_case(rank)
+    results['stack'] = _stack_case(rank)
     results['errors'] = _errors(rank)
     return results
 
@@ -143,6 +222,46 @@ def test_expert_parallel_equals_full_layer(layer_results, routing,
             assert moved == 0 and res['stats']['exchanges'] == 0
         else:
             assert moved > 0 and res['stats']['exchanges'] == 4
+
+
+def test_expert_parallel_under_bf16_autocast(layer_results):
+    """Tokens move both ways and one rank has an idle local expert: the
+    exchange still runs in one dtype (bf16, 2 bytes per number) and the
+    result equals the fp32 layer within bf16 precision."""
+    results = [res['amp'] for res in layer_results]
+    tol = dict(rtol=2e-2, atol=2e-2)
+    summed = {n: results[0]['ref'][2][n] + results[1]['ref'][2][n]
+              for n in PARAMS}
+    for rank, res in enumerate(results):
+        ref_out, ref_xgrad, _, _ = res['ref']
+        out, xgrad, grads = res['got']
+        assert res['dtype'] == torch.float32  # back in the input's dtype
+        torch.testing.assert_close(out, ref_out, **tol)
+        torch.testing.assert_close(xgrad, ref_xgrad, **tol)
+        for n in PARAMS:
+            torch.testing.assert_close(grads[n], summed[n][2 * rank:2 * rank + 2],
+                                       **tol)
+        # every token leaves its rank, there and back, forward and backward
+        other = 1 - rank
+        tokens_out = int((res['experts'] // 2 != rank).sum()) * 6
+        tokens_in = int((results[other]['experts'] // 2 != other).sum()) * 6
+        assert tokens_out == tokens_in == 24
+        assert res['stats']['sent_bytes'] == 2 * (tokens_out + tokens_in) * DIM * 2
+    # rank 1's expert 3 got nothing, rank 0's experts both got tokens
+    assert sorted(set(results[0]['experts'].tolist())) == [2]
+    assert sorted(set(results[1]['experts'].tolist())) == [0, 1]
+
+
+def test_gem_split_sizes_are_gathered_once_per_forward(layer_results):
+    for res in layer_results:
+        stack = res['stack']
+        # the full layers gather nothing; the 3 expert-parallel layers of a
+        # forward gather once, on the host
+        assert stack['gathers'] == ['|', '|', 'cpu', '|', 'cpu', '|']
+        for forward in range(2):
+            torch.testing.assert_close(stack['outs']['ep', forward],
+                                       stack['outs']['full', forward],
+                                       rtol=1e-5, atol=1e-5)
 
 
 def _errors(rank):

@@ -8,17 +8,30 @@ and not), runs an expert-parallel MoE FFN on it (forward + backward) and
 counts the bytes the exchange sent. The prediction is computed from the plan
 alone (``route_bucket`` of every drawn image, the rank that holds its
 expert, tokens x channels x 4 bytes, there and back, forward and backward).
+
+The default split (``strict=False``) uses every image of the epoch once;
+``strict=True`` moves nothing and warns, when the plan is set, with the
+distortion it measures (checked here against the epochs the ranks really
+drew). With train-mode BatchNorm and a rank that gets only single-dataset
+batches, ``ExpertParallelExchangeHook`` warns and names SyncBN / frozen BN.
 """
+import logging
+from collections import Counter
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 from dist_utils import run_distributed
 from mmdet.registry import DATASETS
 from mmengine.config import Config
+from mmengine.logging import MMLogger
+from torch import nn
 
 from mmgem.datasets.samplers.locality_sampler import ExpertLocalitySampler
 from mmgem.datasets.samplers.uodb_sampler import UODBSampler
-from mmgem.models.layers import MoEFFN
+from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExchangeHook
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
 from mmgem.planner import build_similarity, image_bucket, make_plan, route_bucket
@@ -67,12 +80,77 @@ def _routing(dataset, indices):
     return torch.tensor(ids), torch.tensor(buckets)
 
 
+class _Capture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _warnings(fn):
+    """Warnings MMEngine's current logger gets while ``fn`` runs."""
+    logger = MMLogger.get_current_instance()
+    capture = _Capture()
+    logger.addHandler(capture)
+    try:
+        fn()
+    finally:
+        logger.removeHandler(capture)
+    return capture.messages
+
+
+class _PlannedModel(nn.Sequential):
+    """An expert-parallel MoE layer and a norm layer, holding a plan."""
+
+    def __init__(self, quota, norm, frozen=False):
+        layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS)
+        convert_to_expert_parallel(layer)
+        super().__init__(layer, norm)
+        self.quota, self.frozen = quota, frozen
+
+    def has_plan(self):
+        return True
+
+    def installed_plan_quota(self):
+        return self.quota
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen:  # norm_eval=True: BN stays in eval mode
+            self[1].eval()
+        return self
+
+
+def _batchnorm_warnings(dataset):
+    """Rank 1's experts (2-3) serve only `medical` under this quota."""
+    lengths = dataset.dataset_lengths
+    quota = np.zeros((6, EXPERTS), dtype=np.int64)
+    for d in range(5):
+        quota[d, d % 2] = lengths[d]
+    quota[5, 2] = lengths[5]
+    sampler = ExpertLocalitySampler(dataset, seed=3, strict=True)
+    sampler.set_plan(quota)
+    loader = SimpleNamespace(batch_sampler=SimpleNamespace(batch_size=BATCH,
+                                                           sampler=sampler))
+    out = {}
+    for name, norm in (('bn', nn.BatchNorm2d(4)), ('frozen', nn.BatchNorm2d(4)),
+                       ('sync', nn.SyncBatchNorm(4))):
+        model = _PlannedModel(quota, norm, frozen=name == 'frozen')
+        runner = SimpleNamespace(model=model, hooks=[],
+                                 train_dataloader=loader)
+        hook = ExpertParallelExchangeHook()
+        out[name] = _warnings(lambda: hook.before_train(runner))
+        assert model.training == nn.Module().training  # modes restored
+    out['shares'] = sampler.distortion(BATCH)['single_dataset_batch_share']
+    return out
+
+
 def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
     dataset = _dataset(repo_root, data_root)
     torch.manual_seed(0)
-    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS,
-                   num_datasets=len(dataset.dataset_names))
-    layer.install_plan(torch.from_numpy(quota))
+    layer = MoEFFN(DIM, 2 * DIM, num_experts=EXPERTS)
     convert_to_expert_parallel(layer)
     results = {}
     for kind in SAMPLERS:
@@ -82,9 +160,18 @@ def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
         ids, buckets = _routing(dataset, batch)
         x = torch.randn(BATCH, TOKENS, DIM, requires_grad=True)
         exchange_stats().reset()
-        layer(x, dataset_ids=ids, image_buckets=buckets).sum().backward()
+        routing = BatchRouting.from_plan(torch.from_numpy(quota), ids, buckets)
+        layer(x, routing=routing).sum().backward()
         results[kind] = dict(epoch=epoch, stats=exchange_stats().snapshot(),
                              expected=sampler.expected_images_per_dataset())
+    strict = ExpertLocalitySampler(dataset, seed=3, strict=True)
+    results['strict_warnings'] = _warnings(lambda: strict.set_plan(quota))
+    results['distortion'] = strict.distortion(BATCH)
+    balanced = ExpertLocalitySampler(dataset, seed=3)
+    results['default_strict'] = balanced.strict
+    results['balanced_warnings'] = _warnings(lambda: balanced.set_plan(quota))
+    results['balanced_distortion'] = balanced.distortion()
+    results['batchnorm'] = _batchnorm_warnings(dataset)
     return results
 
 
@@ -149,6 +236,60 @@ def test_balanced_locality_uses_every_image_once(setup):
         for kind in SAMPLERS:
             np.testing.assert_array_equal(res[kind]['expected'],
                                           res['default']['expected'])
+
+
+def test_strict_locality_warns_with_the_measured_distortion(setup):
+    dataset, _, _, results = setup
+    ids = np.asarray(dataset.sample_dataset_ids)
+    planned = Counter(results[0]['default']['epoch'] +
+                      results[1]['default']['epoch'])
+    drawn = Counter(results[0]['strict']['epoch'] +
+                    results[1]['strict']['epoch'])
+    total = sum(planned.values())
+    assert sum(drawn.values()) == total
+    dropped = sum((planned - drawn).values()) / total
+    repeated = sum((drawn - planned).values()) / total
+    names = dataset.dataset_names
+
+    def shares(counter):
+        per = np.zeros(len(names))
+        for idx, n in counter.items():
+            per[ids[idx]] += n
+        return per / total
+
+    diff = np.abs(shares(drawn) - shares(planned))
+    assert dropped > 0.05  # the strict split does distort this plan
+    for res in results:
+        d = res['distortion']
+        assert d['dropped_share'] == pytest.approx(dropped)
+        assert d['repeated_share'] == pytest.approx(repeated)
+        np.testing.assert_allclose(d['planned_shares'], shares(planned))
+        np.testing.assert_allclose(d['drawn_shares'], shares(drawn))
+        assert d['max_share_diff'] == pytest.approx(diff.max())
+        assert d['max_share_diff_dataset'] == names[int(diff.argmax())]
+        message = [m for m in res['strict_warnings'] if 'strict=True' in m]
+        assert len(message) == 1
+        assert f'drops {100 * dropped:.1f}% of its images' in message[0]
+        assert f'repeats {100 * repeated:.1f}%' in message[0]
+        worst = names[int(diff.argmax())]
+        assert (f'{worst} {100 * shares(planned)[int(diff.argmax())]:.1f}% -> '
+                f'{100 * shares(drawn)[int(diff.argmax())]:.1f}%') in message[0]
+        # the default split keeps the plan's data mix and does not warn
+        assert res['default_strict'] is False
+        assert res['balanced_warnings'] == []
+        b = res['balanced_distortion']
+        assert b['dropped_share'] == b['repeated_share'] == b['max_share_diff'] == 0
+
+
+def test_batchnorm_warning_for_single_dataset_ranks(setup):
+    for res in setup[3]:
+        bn = res['batchnorm']
+        assert bn['shares'][1] == 1.0 and bn['shares'][0] < 0.5
+        message = [m for m in bn['bn'] if 'BatchNorm' in m]
+        assert len(message) == 1
+        assert 'ranks [1] get single-dataset batches' in message[0]
+        assert 'SyncBN' in message[0] and 'norm_eval=True' in message[0]
+        assert not [m for m in bn['frozen'] + bn['sync'] if 'BatchNorm' in m]
 
 
 def test_locality_sampler_errors(setup):

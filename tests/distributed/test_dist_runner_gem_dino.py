@@ -7,9 +7,10 @@
 2. Two processes load that checkpoint in expert-parallel mode (each keeps
    its 2 of the 4 experts): head outputs on the same batches must match the
    single process (1 rank -> 2 ranks). They train 2 iterations with the
-   locality sampler (the exchange must move 0 bytes) and save a checkpoint
-   through ExpertParallelCheckpointHook; shared parameters must be identical
-   on both ranks.
+   strict locality sampler (the exchange must move 0 bytes) and save a
+   checkpoint through ExpertParallelCheckpointHook; shared parameters must
+   be identical on both ranks. The experts' AdamW moments in the checkpoint
+   must equal those the ranks held right before the save.
 3. One process loads the 2-rank checkpoint into the data-parallel model: it
    holds all experts (with their optimizer moments) and its head outputs
    equal the 2-rank model's on rank 0, whose BN statistics the checkpoint
@@ -26,49 +27,21 @@ import torch
 import torch.distributed as dist
 from dist_utils import run_distributed
 from mmdet.registry import DATASETS, MODELS
-from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner, load_checkpoint
+from runner_utils import import_mmgem, tiny_ep_config
 
 from mmgem.engine.hooks.expert_parallel_checkpoint_hook import ExpertParallelCheckpointHook
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs/gem/gem-dino-tiny_r18_mini-uodb_ep.py')
 # one image of each domain per batch (the test split lists 8 per domain)
 BATCHES = {0: [0, 8, 16, 24], 1: [32, 40, 4, 12]}
 EXPERT_KEYS = ('w1', 'b1', 'w2', 'b2')
 
 
-def _import_mmgem():
-    import mmgem  # noqa: F401
-
-    # the distributed modules register themselves on import, whatever the
-    # subpackages' __init__ wiring
-    import mmgem.datasets.samplers.locality_sampler  # noqa: F401
-    import mmgem.engine.hooks.expert_parallel_checkpoint_hook  # noqa: F401
-    import mmgem.engine.hooks.expert_parallel_exchange_hook  # noqa: F401
-    import mmgem.engine.optim  # noqa: F401
-    import mmgem.engine.wrappers  # noqa: F401
-
-
 def _config(data_root, work_dir, max_iters, **extra):
-    _import_mmgem()
-    cfg = Config.fromfile(CONFIG)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = str(data_root) + '/'
-    cfg.work_dir = str(work_dir)
-    cfg.train_cfg.max_iters = max_iters
-    cfg.train_cfg.val_interval = 10**6
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.param_scheduler = []
-    cfg.default_hooks.checkpoint.interval = max_iters
-    cfg.default_hooks.logger.interval = 1
-    # labels only: the feature probe is not what is tested here
-    cfg.custom_hooks[0].similarity = dict(sources=dict(labels=1.0))
-    cfg.merge_from_dict(extra)
-    return cfg
+    return tiny_ep_config(data_root, work_dir, max_iters, **extra)
 
 
 _BATCH_CACHE = {}
@@ -118,6 +91,29 @@ class _RecordOutputs(Hook):
         self.outputs = _head_outputs(runner.model.module, self.cfg, self.rank)
 
 
+class _RecordMoments(Hook):
+    """Every expert shard's optimizer state right before the last save
+    (CheckpointHook saves in after_train_iter with priority VERY_LOW)."""
+
+    priority = 'NORMAL'
+
+    def __init__(self):
+        self.moments = None
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.iter + 1 != runner.max_iters:
+            return
+        optim = runner.optim_wrapper.optimizer
+        self.moments = {
+            f'{name}.{pname}': {k: v.clone() for k, v in optim.state[p].items()
+                                if k in ('exp_avg', 'exp_avg_sq')}
+            for name, m in runner.model.module.named_modules()
+            if hasattr(m, 'expert_parameters')
+            for pname, p in m.expert_parameters()
+        }
+
+
 class _RecordExperts(Hook):
     """Experts each MoE layer used in every training iteration."""
 
@@ -160,16 +156,20 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
     # load_from: the 1-rank checkpoint with all 4 experts
     cfg = _config(data_root, osp.join(out_dir, 'two'), max_iters=2,
                   launcher='pytorch', load_from=ckpt)
+    # strict: every image on its expert's rank, nothing exchanged
+    cfg.train_dataloader.sampler.strict = True
     runner = Runner.from_cfg(cfg)
     record = _RecordOutputs(cfg, rank)
+    moments = _RecordMoments()
     runner.register_hook(record)
+    runner.register_hook(moments)
     model = runner.model.module
     runner.train()
     loaded = record.outputs
     exchange = runner.message_hub.get_scalar('train/exchange_MB').data[0]
     optim = runner.optim_wrapper.optimizer
     w1 = model.decoder.layers[0].ffn.w1
-    # resume path: the hook keeps this rank's slice of the gathered moments
+    # resume path: the hook slices this rank's part of the gathered moments
     dist.barrier()  # rank 0 has written iter_2.pth
     saved = torch.load(osp.join(cfg.work_dir, 'iter_2.pth'),
                        map_location='cpu', weights_only=False)
@@ -179,7 +179,6 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
     index = next(i for i, p in enumerate(
         p for g in optim.param_groups for p in g['params']) if p is w1)
     resumed = saved['optimizer']['state'][index]['exp_avg']
-    runner.optim_wrapper.load_state_dict(saved['optimizer'])
     return dict(
         loaded=loaded,
         # both batches on both ranks (each call is collective); rank 0's
@@ -187,7 +186,7 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
         trained={b: _head_outputs(model, cfg, b)
                  for b in BATCHES},
         state={k: v.detach().clone() for k, v in model.state_dict().items()},
-        exp_avg_w1=optim.state[w1]['exp_avg'].clone(),
+        moments=moments.moments,
         resumed_exp_avg_w1=resumed,
         exchange_MB=list(exchange),
         data_parallel=dp,
@@ -198,7 +197,7 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
 @pytest.fixture(scope='module')
 def runs(mini_uodb_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp('runner')
-    _import_mmgem()
+    import_mmgem()
     init_default_scope('mmdet')
     # 1. one process, one iteration
     cfg1 = _config(mini_uodb_root, tmp / 'one', max_iters=1)
@@ -269,15 +268,30 @@ def test_two_rank_checkpoint_loads_into_one_rank(runs):
         for rank, res in enumerate(results):
             torch.testing.assert_close(state[key][2 * rank:2 * rank + 2],
                                        res['state'][key], rtol=0, atol=0)
-    # AdamW's moments of the experts are gathered too, and sliced on resume
+    # AdamW's moments of the experts are gathered too: every expert entry of
+    # the checkpoint equals what the ranks held right before the save ...
+    optim_state = runs['checkpoint']['optimizer']['state']
+    key_of = {}
+    for key in state:
+        if key.rsplit('.', 1)[-1] in EXPERT_KEYS and '.ffn.' in key:
+            key_of[key] = [i for i, s in optim_state.items()
+                           if s['exp_avg'].shape == state[key].shape]
+    checked = 0
+    for key in results[0]['moments']:
+        for moment in ('exp_avg', 'exp_avg_sq'):
+            expected = torch.cat([res['moments'][key][moment]
+                                  for res in results])
+            assert not torch.equal(expected, torch.zeros_like(expected))
+            matches = [i for i in key_of[key]
+                       if torch.equal(optim_state[i][moment], expected)]
+            assert len(matches) == 1, (key, moment)
+            checked += 1
+    assert checked == 16  # 2 layers x 4 tensors x 2 moments
+    # ... and the hook gives each rank back exactly its own slice on resume
     for res in results:
-        assert torch.equal(res['resumed_exp_avg_w1'], res['exp_avg_w1'])
-    moments = [
-        s['exp_avg'] for s in runs['checkpoint']['optimizer']['state'].values()
-        if s['exp_avg'].shape == state['decoder.layers.0.ffn.w1'].shape
-    ]
-    expected = torch.cat([res['exp_avg_w1'] for res in results])
-    assert any(torch.equal(m, expected) for m in moments)
+        torch.testing.assert_close(
+            res['resumed_exp_avg_w1'],
+            res['moments']['decoder.layers.0.ffn.w1']['exp_avg'], rtol=0, atol=0)
     # BN running statistics are per rank in MMEngine (broadcast_buffers=
     # False) and rank 0 saves its own: compare with rank 0's outputs
     for batch in BATCHES:

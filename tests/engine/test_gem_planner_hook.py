@@ -27,8 +27,10 @@ class FirstIterProbe(Hook):
     def __init__(self) -> None:
         self.plan_hash_at_first_iter = None
         self.losses = []
+        self.iters = []
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self.iters.append(runner.iter)
         if self.plan_hash_at_first_iter is None:
             model = runner.model
             self.plan_hash_at_first_iter = (
@@ -99,8 +101,8 @@ def test_hook_installs_the_planners_plan_before_first_iteration(trained):
                        capacity_factor=1.25, beta=0.0, solver='ECOS')
     assert direct.hash == plan.hash
     np.testing.assert_array_equal(runner.model.installed_plan_quota(), direct.quota)
-    for layer in runner.model.moe_ffns():
-        np.testing.assert_array_equal(layer.plan_quota.cpu().numpy(), direct.quota)
+    np.testing.assert_array_equal(runner.model.plan_quota.cpu().numpy(), direct.quota)
+    assert runner.model.installed_dataset_names() == tuple(names)
     np.testing.assert_array_equal(runner.model.label_offsets.cpu().numpy(),
                                   np.asarray(dataset.label_offsets))
 
@@ -126,7 +128,8 @@ def test_resume_restores_the_plan_without_replanning(trained, monkeypatch):
     cfg = make_cfg(Path(runner.cfg.train_dataloader.dataset.data_root), work_dir, max_iters=3)
     resumed = build_runner(cfg, probe, resume=True)
     resumed.train()
-    assert resumed.iter == 3
+    # it continued at iteration 2 (a fresh run would train 0, 1 and 2)
+    assert probe.iters == [2] and resumed.iter == 3
     assert probe.plan_hash_at_first_iter == plan.hash
     assert planner_hook(resumed).plan == plan
 

@@ -87,7 +87,7 @@ def _reference(dataset, preds):
     ref = {}
     for d, name in enumerate(dataset.dataset_names):
         metric = CocoMetric(ann_file=dataset.metainfo['ann_files'][d],
-                            metric='bbox')
+                            metric='bbox', proposal_nums=(1, 10, 100))  # DAMEX's maxDets
         metric.dataset_meta = dict(classes=dataset.dataset_classes[name])
         metric.process({}, [
             dict(img_id=info['img_id'],
@@ -114,9 +114,9 @@ def test_metric_equals_coco_metric_per_dataset(test_dataset, tmp_path):
     ref = _reference(test_dataset, preds)
     aps, ap50s = [], []
     for name in test_dataset.dataset_names:
-        assert results[f'uodb/{name}/bbox_mAP'] == \
+        assert results[f'uodb/{name}_bbox_mAP'] == \
             ref[name]['coco/bbox_mAP']
-        assert results[f'uodb/{name}/bbox_mAP_50'] == \
+        assert results[f'uodb/{name}_bbox_mAP_50'] == \
             ref[name]['coco/bbox_mAP_50']
         aps.append(ref[name]['coco/bbox_mAP'])
         ap50s.append(ref[name]['coco/bbox_mAP_50'])
@@ -125,13 +125,19 @@ def test_metric_equals_coco_metric_per_dataset(test_dataset, tmp_path):
     assert results['uodb/bbox_mAP'] == pytest.approx(np.mean(aps))
     assert results['uodb/bbox_mAP_50'] == pytest.approx(np.mean(ap50s))
     assert 'uodb/domain_acc' not in results
+    # the mean first (save_best='auto' takes the first key), one '/' per key
+    # (mmdet's analyze_logs keeps what follows the last '/')
+    assert list(results)[:2] == ['uodb/bbox_mAP', 'uodb/bbox_mAP_50']
+    assert all(key.count('/') == 1 for key in results)
+    assert len({key.split('/')[-1] for key in results}) == len(results)
 
     table = (tmp_path / 'table.md').read_text()
     assert table == metric.last_table
-    header, rule, ap_row, ap50_row = table.strip().split('\n')
+    header, rule, ap_row, ap50_row, voc07_row = table.strip().split('\n')
     titles = list(test_dataset.metainfo['dataset_display_names'])
-    assert [c.strip() for c in header.strip('|').split('|')] == \
-        ['Metric', *titles, 'Mean']
+    assert [c.strip() for c in header.strip('|').split('|')] == [
+        'Metric (AP, AP50: COCO box AP@[.5:.95] and @.5, maxDets=100; VOC07 AP50: '
+        '11-point AP@.5)', *titles, 'Mean']
     cells = [c.strip() for c in ap_row.strip('|').split('|')]
     assert cells[0] == 'AP'
     assert cells[1:] == [f'{100 * v:.1f}' for v in aps] + \
@@ -158,8 +164,9 @@ def test_foreign_labels_are_dropped_not_counted(test_dataset):
             labels=torch.zeros(len(gt_box), dtype=torch.int64))
         metric.process({}, [sample])
     results = metric.evaluate(len(preds))
-    assert results == {'uodb/medical/bbox_mAP': 0.0,
-                       'uodb/medical/bbox_mAP_50': 0.0,
+    assert results == {'uodb/medical_bbox_mAP': 0.0,
+                       'uodb/medical_bbox_mAP_50': 0.0,
+                       'uodb/medical_voc07_AP50': 0.0, 'uodb/voc07_AP50': 0.0,
                        'uodb/bbox_mAP': 0.0, 'uodb/bbox_mAP_50': 0.0}
 
 
@@ -175,7 +182,7 @@ def test_domain_accuracy_and_work_dir_table(test_dataset, tmp_path):
     rng = np.random.default_rng(3)
     preds = _predictions(test_dataset)
     k = len(test_dataset.dataset_names)
-    guesses = [info['dataset_id'] if i % 4 else (info['dataset_id'] + 1) % k
+    guesses = [(info['dataset_id'] + (1 if i % 4 == 0 else 2 if i % 7 == 0 else 0)) % k
                for i, (info, _) in enumerate(preds)]
     metric.process({}, [
         _uodb_sample(test_dataset, info, local, rng, guess)
@@ -183,12 +190,33 @@ def test_domain_accuracy_and_work_dir_table(test_dataset, tmp_path):
     ])
     results = metric.evaluate(len(preds))
     truth = [info['dataset_id'] for info, _ in preds]
+    # percent, as GEMDINO's training-time domain_acc
     assert results['uodb/domain_acc'] == pytest.approx(
-        np.mean(np.array(guesses) == np.array(truth)))
+        100 * np.mean(np.array(guesses) == np.array(truth)), abs=0.005)
+    counts = {}  # (true, predicted) -> images, counted here by hand
+    for t, g in zip(truth, guesses):
+        counts[t, g] = counts.get((t, g), 0) + 1
+    names = test_dataset.dataset_names
+    for d, name in enumerate(names):
+        n_d = sum(v for (t, _), v in counts.items() if t == d)
+        assert results[f'uodb/{name}_domain_acc'] == pytest.approx(
+            100 * counts.get((d, d), 0) / n_d, abs=0.005)
+    accs = [results[f'uodb/{name}_domain_acc'] for name in names]
+    assert len(set(accs)) > 1 and max(accs) < 100  # a non-trivial comparison
+    domain_keys = [key for key in results if 'domain_acc' in key]
+    assert list(results)[-len(domain_keys):] == domain_keys  # after the APs
     table = (work_dir / 'uodb_table.md').read_text()
-    assert table.startswith('| Method | Natural |')
+    assert table == metric.last_table
+    assert table.startswith('| Method (AP, AP50: COCO box AP@[.5:.95] and @.5, maxDets=100; '
+                            'VOC07 AP50: 11-point AP@.5) | Natural |')
     assert re.search(r'^\| GEM AP \| ', table, re.M)
     assert re.search(r'^\| GEM AP50 \| ', table, re.M)
+    titles = test_dataset.metainfo['dataset_display_names']
+    for d, title in enumerate(titles):
+        row = re.search(rf'^\| {title} \| ([^\n]*)$', table, re.M).group(1)
+        cells = [c.strip() for c in row.strip(' |').split('|')]
+        assert cells[:k] == [str(counts.get((d, g), 0)) for g in range(k)], row
+        assert int(cells[k]) == sum(counts.get((d, g), 0) for g in range(k))
     MMLogger.get_instance('uodb_metric_test_done')  # no log file is current
 
 
@@ -206,9 +234,10 @@ def test_missing_dataset_id_and_unseen_datasets(test_dataset):
     metric.process({}, [sample])
     results = metric.evaluate(1)
     name = info['dataset_name']
-    assert set(results) == {f'uodb/{name}/bbox_mAP',
-                            f'uodb/{name}/bbox_mAP_50', 'uodb/bbox_mAP',
-                            'uodb/bbox_mAP_50'}
+    assert set(results) == {f'uodb/{name}_bbox_mAP',
+                            f'uodb/{name}_bbox_mAP_50', 'uodb/bbox_mAP',
+                            'uodb/bbox_mAP_50', f'uodb/{name}_voc07_AP50',
+                            'uodb/voc07_AP50'}
     assert '| - |' in metric.last_table
 
 

@@ -30,6 +30,7 @@ def _dino_cfg():
 def _gem_cfg(**kwargs):
     cfg = _dino_cfg()
     cfg.type = 'GEMDINO'
+    cfg.bbox_head.type = 'DatasetAwareDINOHead'
     cfg.moe_layers = (0, 2)
     cfg.update(kwargs)
     return cfg
@@ -88,7 +89,8 @@ def gem4():
             num_datasets=2,
             label_offsets=OFFSETS,
             domain_classifier=dict(hidden_dims=64)))
-    model.install_plan(np.array([[5, 0, 0, 0], [0, 0, 7, 0]]), None, 'p4')
+    model.install_plan(np.array([[5, 0, 0, 0], [0, 0, 7, 0]]), None, 'p4',
+                       dataset_names=['set0', 'set1'])
     return model
 
 
@@ -103,7 +105,9 @@ def test_one_expert_gem_equals_dino(dino):
     dino_losses = dino.loss(inputs, copy.deepcopy(samples))
     torch.manual_seed(7)
     gem_losses = gem.loss(inputs, copy.deepcopy(samples))
-    assert set(gem_losses) == set(dino_losses)
+    # GEM-DINO adds logged-only routing scalars, no loss
+    assert {k for k in gem_losses if not k.startswith('moe_')} == set(dino_losses)
+    assert not any('loss' in k for k in gem_losses if k.startswith('moe_'))
     for key, value in dino_losses.items():
         torch.testing.assert_close(gem_losses[key], value, rtol=1e-5,
                                    atol=1e-5, msg=key)
@@ -234,14 +238,17 @@ def test_router_losses_reach_the_loss_dict(routing, key):
             num_experts=4,
             num_datasets=2,
             routing=routing,
+            balance_tokens='all',
             label_offsets=OFFSETS))
     model.install_plan(np.array([[3, 1, 0, 0], [0, 0, 2, 2]]), None, 'r')
     model.train()
     inputs, samples = _batch(model, [0, 1], training=True)
     losses = model.loss(inputs, samples)
-    per_layer = [ffn.aux_losses[key] for ffn in model.moe_ffns()]
+    per_layer = [ffn.aux_loss() for ffn in model.moe_ffns()]
     assert len(per_layer) == 2
-    torch.testing.assert_close(losses[key], per_layer[0] + per_layer[1])
+    # DAMEX averages the auxiliary losses over the MoE layers
+    torch.testing.assert_close(losses[key],
+                               0.1 * (per_layer[0] + per_layer[1]) / 2)
     assert float(losses[key]) > 0
     assert 0 <= float(losses['moe_drop_rate']) < 1
     sum(v for k, v in losses.items() if 'loss' in k).backward()
@@ -296,6 +303,12 @@ def test_experts_are_initialised_per_slice(gem4):
         peak = float(ffn.w1.data[e].abs().max())
         assert 0.99 * bound < peak <= bound
     assert not torch.equal(ffn.w1.data[0], ffn.w1.data[1])
+    # biases as a dense FFN's after DINO's init (nn.Linear's, 1/sqrt(fan_in)),
+    # not xavier over the (M, out) bias tensor, whose bound is larger
+    for bias, fan_in in ((ffn.b1, 256), (ffn.b2, 512)):
+        assert math.sqrt(6 / sum(bias.shape)) > 1.2 / math.sqrt(fan_in)
+        peak = float(bias.data.abs().max())
+        assert 0.95 / math.sqrt(fan_in) < peak <= 1 / math.sqrt(fan_in)
 
 
 def test_upcycle_from_dense_checkpoint(dino, tmp_path):

@@ -88,7 +88,7 @@ def test_table_saves_resumes_and_renders(table, runs, tmp_path, mini_uodb_root, 
     cells = store.all()
     for cell in cells.values():
         assert cell['iters'] == 1 and cell['seed'] == 0
-        assert {f'uodb/{n}/bbox_mAP' for n in cell['names']} <= set(cell['metrics'])
+        assert {f'uodb/{n}_bbox_mAP' for n in cell['names']} <= set(cell['metrics'])
         assert cell['fingerprint'] and cell['train_s'] > 0 and cell['lengths'][0] == 48
     assert cells['gem_s0']['plan']['dataset_names'] == cells['gem_s0']['names']
     assert np.asarray(cells['gem_s0']['utilisation']).shape == (6, 4)
@@ -180,8 +180,8 @@ def test_parallel_jobs_run_as_subprocesses(runs, tmp_path, mini_uodb_root):
 
 
 def _fake_cell(names, aps, seed, **extra):
-    metrics = {f'uodb/{n}/bbox_mAP': v for n, v in zip(names, aps)}
-    metrics.update({f'uodb/{n}/bbox_mAP_50': v + 0.1 for n, v in zip(names, aps)})
+    metrics = {f'uodb/{n}_bbox_mAP': v for n, v in zip(names, aps)}
+    metrics.update({f'uodb/{n}_bbox_mAP_50': v + 0.1 for n, v in zip(names, aps)})
     cell = dict(fingerprint='f', names=list(names), display=list(names), seed=seed, iters=7,
                 train_fingerprint=f't{seed}{aps[0]}', train_s=60.0, test_s=6.0, iter_s=1.0,
                 iter_median_s=0.8, lengths=[10] * len(names), train_names=list(names),

@@ -1,6 +1,9 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""Tests of tools/dataset_converters/uodb2coco.py."""
+"""Tests of the UODB-layout converter (mmgem.datasets.converters.convert_uodb)
+and of its CLI tools/dataset_converters/uodb2coco.py."""
 import json
+import os
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -15,7 +18,13 @@ from mmgem.datasets import MINI_UODB_CLASSES, UODB_CLASSES
 
 
 @pytest.fixture(scope='module')
-def conv(load_tool):
+def conv():
+    from mmgem.datasets import converters
+    return converters
+
+
+@pytest.fixture(scope='module')
+def cli(load_tool):
     return load_tool('tools/dataset_converters/uodb2coco.py')
 
 
@@ -218,19 +227,155 @@ def test_bad_inputs_name_the_file_or_class(conv, tmp_path):
     assert not (ddir / 'annotations').exists()  # nothing half-written
 
 
-def test_output_is_atomic_and_deterministic(conv, tmp_path, capsys):
+def test_output_is_atomic_and_deterministic(cli, tmp_path, capsys):
     xml = _xml(64, 48, [('face', (3, 4, 20, 30), 0)], filename='x.png')
     ddir = _voc_dataset(tmp_path, 'widerface', 'val', {'x': xml})
     Image.new('RGB', (64, 48)).save(ddir / 'JPEGImages' / 'x.png')
-    assert conv.main([str(tmp_path), '--datasets', 'widerface',
+    assert cli.main([str(tmp_path), '--datasets', 'widerface',
                       '--splits', 'val']) == 0
     assert '| widerface | val | 1 | 1 |' in capsys.readouterr().out
     out = ddir / 'annotations' / 'val.json'
     first = out.read_bytes()
     assert json.loads(first)['images'][0]['file_name'] == 'x.png'
-    assert conv.main([str(tmp_path), '--datasets', 'widerface',
+    assert cli.main([str(tmp_path), '--datasets', 'widerface',
                       '--splits', 'val']) == 0
     assert out.read_bytes() == first
     assert sorted(p.name for p in out.parent.iterdir()) == ['val.json']
-    assert conv.main([str(tmp_path / 'nowhere'), '--datasets', 'voc']) == 1
+    assert cli.main([str(tmp_path / 'nowhere'), '--datasets', 'voc']) == 1
     assert 'split file not found' in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------
+# --from native: the 11 datasets' own formats
+# --------------------------------------------------------------------------
+FULL_GEM_CONFIG = 'configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py'
+
+
+@pytest.fixture(scope='module')
+def native_fixtures(load_tool):
+    return load_tool('tests/datasets/native_fixtures.py')
+
+
+def _scale_pipeline(pipeline, factor: int):
+    """The config's pipeline with every size divided by ``factor`` (the
+    tiny-model override keeps the transforms, not the R-50 resolution)."""
+    def scale(value):
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
+            return tuple(max(v // factor, 8) for v in value)
+        if isinstance(value, (list, tuple)):
+            return [scale(v) for v in value]
+        if isinstance(value, dict):
+            return {k: scale(v) if k in ('scale', 'scales', 'crop_size', 'transforms')
+                    else v for k, v in value.items()}
+        return value
+    return [scale(t) for t in pipeline]
+
+
+def _tiny_override(repo_root: Path, data_root: Path, path: Path) -> Path:
+    """A config that inherits the full-UODB GEM config and swaps in the tiny
+    DINO (configs/_base_/models/dino_tiny.py) with the GEM settings of the
+    full config, smaller images, 2 iterations, validation after them."""
+    from mmengine.config import Config
+    full = Config.fromfile(str(repo_root / FULL_GEM_CONFIG))
+    model = Config.fromfile(str(repo_root / 'configs/_base_/models/dino_tiny.py')).model
+    model = model.to_dict()
+    gem = {k: full.model[k] for k in ('type', 'routing', 'num_experts', 'num_datasets',
+                                      'label_offsets', 'dataset_aware', 'test_dataset_known',
+                                      'restrict_test_labels', 'domain_classifier',
+                                      'domain_loss_weight')}
+    model.update(gem, moe_layers=(0, 2))  # the tiny decoder has 3 layers
+    model['bbox_head'].update(type=full.model.bbox_head.type, num_classes=full.num_classes)
+    train_pipeline = _scale_pipeline(full.train_dataloader.dataset.pipeline, 8)
+    test_pipeline = _scale_pipeline(full.test_dataloader.dataset.pipeline, 8)
+    loaders = {
+        'train_dataloader': dict(batch_size=2, num_workers=0, persistent_workers=False,
+                                 dataset=dict(data_root=f'{data_root}/',
+                                              pipeline=train_pipeline)),
+        'val_dataloader': dict(num_workers=0, persistent_workers=False,
+                               dataset=dict(data_root=f'{data_root}/',
+                                            pipeline=test_pipeline)),
+    }
+    text = '\n'.join([
+        f'_base_ = [{str(repo_root / FULL_GEM_CONFIG)!r}]',
+        f'model = dict(_delete_=True, **{model!r})',
+        f'train_dataloader = {loaders["train_dataloader"]!r}',
+        f'val_dataloader = {loaders["val_dataloader"]!r}',
+        'test_dataloader = val_dataloader',
+        "train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2, "
+        'val_interval=2)',
+        'param_scheduler = []',
+        "default_hooks = dict(checkpoint=dict(by_epoch=False, interval=100), "
+        'logger=dict(interval=1))',
+        'log_processor = dict(by_epoch=False)',
+        "env_cfg = dict(dist_cfg=dict(backend='gloo'))",
+    ]) + '\n'
+    path.write_text(text)
+    return path
+
+
+def test_native_tree_converts_and_trains_the_full_uodb_gem_config(
+        cli, native_fixtures, repo_root, tmp_path, capsys):
+    """Done criterion of the native importers: a tree holding all 11 native
+    fixtures converts with --from native, and tools/train.py on the full-UODB
+    GEM config (tiny-model override) builds its loaders, plans, trains 2
+    iterations on CPU and evaluates every dataset."""
+    import subprocess
+    import sys
+    src = native_fixtures.write_native_uodb(tmp_path / 'downloads')
+    out = tmp_path / 'uodb'
+    assert cli.main([str(src), '--from', 'native', '--out', str(out), '--check']) == 0
+    printed = capsys.readouterr().out
+    assert '| deeplesion | trainval | 2 | 3 |' in printed
+    assert 'counts against published figures' in printed
+    assert '| voc | test | 1 | 4952 | -4951 |' in printed
+    from mmgem.datasets import UODB_DATASETS, UODB_SPLITS
+    for name in UODB_DATASETS:
+        for split in UODB_SPLITS[name]:
+            assert (out / name / 'annotations' / f'{split}.json').is_file(), (name, split)
+    cfg = _tiny_override(repo_root, out, tmp_path / 'gem_tiny_uodb.py')
+    work_dir = tmp_path / 'work'
+    env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS='1')
+    env = {k: v for k, v in env.items() if not k.startswith('PYTEST')}
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / 'tools' / 'train.py'), str(cfg), '--work-dir',
+         str(work_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-5000:]
+    assert 'Iter(train) [2/2]' in log
+    plan = json.loads((work_dir / 'gem_plan.json').read_text())
+    assert plan['dataset_names'] == list(UODB_DATASETS)
+    table = (work_dir / 'uodb_table.md').read_text()
+    header = table.splitlines()[0]
+    for title in ('KITTI', 'VOC', 'WiderFace', 'LISA', 'Kitchen', 'COCO', 'DOTA',
+                  'DeepLesion', 'Comic', 'Clipart', 'Watercolor', 'Mean'):
+        assert f'| {title} |' in header
+    assert '| VOC07 AP50 |' in table
+    # Comic's test image holds only a difficult box: pycocotools' -1 is shown
+    # as '-' and left out of the mean, not averaged in as -100
+    assert '-100.0' not in table
+    comic = header.split(' | ').index('Comic')
+    ap_table = table.split('Domain classification')[0]  # the domain table follows
+    ap_rows = [row for row in ap_table.splitlines()[2:] if row.startswith('|')]
+    assert ap_rows and all(row.split(' | ')[comic] == '-' for row in ap_rows)
+
+
+def test_cli_native_failure_prints_what_converted_and_writes_nothing(
+        cli, native_fixtures, tmp_path, capsys):
+    src = tmp_path / 'downloads'
+    native_fixtures.write_voc(src)
+    native_fixtures.write_widerface(src)
+    (src / 'widerface' / 'WIDER_train' / 'images' / '1--Handshaking' / '1_b.jpg').unlink()
+    out = tmp_path / 'uodb'
+    args = [str(src), '--from', 'native', '--out', str(out), '--datasets', 'voc', 'widerface']
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert re.search(r'error: .*wider_face_train_bbx_gt\.txt:6: image not found: .*1_b\.jpg',
+                     err)
+    assert 'these splits had converted before the error; nothing was written' in err
+    assert '| voc | trainval | 2 | 3 |' in err and '| voc | test | 1 | 1 |' in err
+    assert os.listdir(out) == []
+    assert cli.main(args + ['--skip-bad']) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r'\| widerface \| train \| 1 \| 2 \|.*\| missing image:1 \|', printed)
+    assert '[skipped]' in printed and '1_b.jpg' in printed
+    assert sorted(os.listdir(out)) == ['voc', 'widerface']

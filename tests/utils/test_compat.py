@@ -1,11 +1,15 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""The mmengine 0.10.7 + torch >= 2.6 checkpoint fix, inside a real Runner."""
+"""The fixes of mmgem/utils/compat.py, inside real Runners."""
+import logging
+import os
 import pickle
+import stat
 
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import CheckpointLoader, load_from_local
@@ -13,7 +17,12 @@ from mmengine.utils import digit_version
 from torch.utils.data import Dataset
 
 import mmgem  # noqa: F401  (applies the fix)
-from mmgem.utils.compat import load_local_checkpoint, patch_mmengine_checkpoint_loading
+from mmgem.utils import compat, fileio
+from mmgem.utils.compat import (
+    checkpoint_problem,
+    load_local_checkpoint,
+    patch_mmengine_checkpoint_loading,
+)
 
 NEW_TORCH = digit_version(torch.__version__) >= digit_version('2.6.0')
 
@@ -56,7 +65,7 @@ class IterRecorder(Hook):
         self.iters.append(runner.iter)
 
 
-def _runner(work_dir, max_iters, recorder, resume=False):
+def _runner(work_dir, max_iters, recorder, resume=False, load_from=None):
     return Runner(
         model=ToyRegressor(),
         work_dir=str(work_dir),
@@ -72,6 +81,7 @@ def _runner(work_dir, max_iters, recorder, resume=False):
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[recorder],
         resume=resume,
+        load_from=load_from,
         randomness=dict(seed=0),
         default_scope='mmdet')
 
@@ -114,3 +124,107 @@ def test_missing_local_checkpoint_names_the_file(tmp_path):
     missing = tmp_path / 'nope.pth'
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         CheckpointLoader.load_checkpoint(str(missing))
+
+
+# ----------------------------------------------------------------------
+# atomic checkpoints, keeping the previous one, auto-resume fallback
+# ----------------------------------------------------------------------
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_checkpoints_are_written_atomically_with_the_umask_mode(tmp_path,
+                                                                monkeypatch):
+    runner = _runner(tmp_path, max_iters=2, recorder=IterRecorder())
+    runner.train()
+    ckpt = tmp_path / 'iter_2.pth'
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(ckpt.stat().st_mode) == 0o666 & ~umask
+    before = ckpt.read_bytes()
+
+    # a save that dies before its rename leaves the old file untouched
+    def fail(src, dst):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(fileio.os, 'replace', fail)
+    with pytest.raises(OSError, match='disk full'):
+        runner.save_checkpoint(str(tmp_path), 'iter_2.pth')
+    monkeypatch.undo()
+    assert ckpt.read_bytes() == before
+    assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
+
+
+def test_old_checkpoint_is_removed_only_after_the_new_one_is_saved(
+        tmp_path, monkeypatch):
+    recorder = IterRecorder()
+    runner = _runner(tmp_path, max_iters=4, recorder=recorder)
+    hook = next(h for h in runner.hooks if isinstance(h, CheckpointHook))
+    hook.max_keep_ckpts = 1
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith('iter_4.pth'):
+            raise OSError('killed while saving')
+        return real(src, dst)
+
+    monkeypatch.setattr(fileio.os, 'replace', replace)
+    with pytest.raises(OSError, match='killed while saving'):
+        runner.train()
+    # iter_2.pth is still there: auto-resume has something to resume from
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith('.pth')) == [
+        'iter_2.pth']
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
+
+
+def test_auto_resume_skips_a_truncated_last_checkpoint(tmp_path):
+    runner = _runner(tmp_path, max_iters=4, recorder=IterRecorder())
+    runner.train()
+    _truncate(tmp_path / 'iter_4.pth')  # a kill during a non-atomic write
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_4.pth')
+    assert 'truncated' in checkpoint_problem(str(tmp_path / 'iter_4.pth'))
+    assert checkpoint_problem(str(tmp_path / 'iter_2.pth')) is None
+
+    recorder = IterRecorder()
+    resumed = _runner(tmp_path, max_iters=5, recorder=recorder, resume=True)
+    logger = MMLogger.get_current_instance()
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        resumed.train()
+    finally:
+        logger.removeHandler(handler)
+    # it resumed at iteration 2 from iter_2.pth, and said why
+    assert recorder.iters == [2, 3, 4]
+    assert any(f'last checkpoint {tmp_path / "iter_4.pth"} is not usable (the '
+               'file is truncated' in m and 'iter_2.pth instead' in m
+               for m in messages), messages
+
+
+def test_auto_resume_without_a_complete_checkpoint_starts_from_scratch(
+        tmp_path):
+    (tmp_path / 'iter_2.pth').write_bytes(b'PK\x03\x04 cut short')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_2.pth'))
+    assert compat.find_latest_checkpoint(str(tmp_path)) is None
+    (tmp_path / 'last_checkpoint').write_text('')  # killed while writing it
+    assert compat.find_latest_checkpoint(str(tmp_path)) is None
+
+
+def test_a_bad_resume_file_is_named_in_the_error(tmp_path):
+    runner = _runner(tmp_path, max_iters=2, recorder=IterRecorder())
+    runner.train()
+    bad = tmp_path / 'iter_2.pth'
+    _truncate(bad)
+    resumed = _runner(tmp_path, max_iters=3, recorder=IterRecorder(),
+                      resume=True, load_from=str(bad))
+    with pytest.raises(RuntimeError,
+                       match=f'cannot load the checkpoint {bad}: the file is '
+                       'truncated'):
+        resumed.train()
+    garbage = tmp_path / 'garbage.pth'
+    garbage.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(RuntimeError, match=f'cannot load the checkpoint {garbage}'):
+        CheckpointLoader.load_checkpoint(str(garbage))

@@ -1,5 +1,6 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""Bytes the expert-parallel exchange moves, per sampler, against the plan.
+"""Bytes the expert-parallel exchange moves, and what each sampler does to
+the planned data mix, per sampler, against the plan.
 
 Runs ``--world-size`` real processes (torch.distributed, gloo on CPU or
 NCCL on GPUs) with GEM-DINO's MoE decoder shapes: ``--layers``
@@ -14,15 +15,25 @@ similarity, capacity factor 1.25).
 Side by side, in one run and on the same plan, every rank draws its
 batches from
 
-* ``UODBSampler`` (the default: the epoch split between ranks by stride),
-* ``ExpertLocalitySampler(strict=True)`` (every image on its expert's rank),
-* ``ExpertLocalitySampler(strict=False)`` (every image once per epoch, only
-  the surplus of over-full ranks moves),
+* ``UODBSampler`` (mmgem's default sampler: the epoch split between ranks by
+  stride),
+* ``ExpertLocalitySampler()`` (its default, ``strict=False``: every image
+  once per epoch, only the surplus of over-full ranks moves),
+* ``ExpertLocalitySampler(strict=True)`` (every image on its expert's rank,
+  surplus dropped, deficits filled by repeats),
 
 runs forward + backward through the layers and reads the exchange's byte
 counter. The plan's prediction is computed independently, from
 ``route_bucket`` of every drawn image: each token whose expert lives on
-another rank goes there and back in forward and again in backward.
+another rank goes there and back in forward and again in backward; it is
+given for the measured iterations and as the mean over the whole epoch.
+
+For the data mix, every rank's whole epoch is compared with the planned
+epoch (``UODBSampler``'s: every image of the epoch's draw once, with its
+round-up padding): the share of planned draws that no rank makes (dropped),
+the share of draws beyond the planned ones (repeated), the largest
+difference of a dataset's share of the epoch from its planned share (in
+percentage points), and the ranks that draw from a single dataset.
 
 Usage::
 
@@ -48,7 +59,7 @@ import torch.multiprocessing as mp
 from mmgem.utils import atomic_write
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-KINDS = ('UODBSampler', 'locality strict', 'locality balanced')
+KINDS = ('UODBSampler', 'locality (default)', 'locality strict')
 
 
 class SyntheticUODB:
@@ -126,7 +137,7 @@ def _worker(rank, args, port, out_dir):
     dist.init_process_group(args.backend,
                             init_method=f'tcp://127.0.0.1:{port}',
                             rank=rank, world_size=args.world_size)
-    from mmgem.models.layers import MoEFFN
+    from mmgem.models.layers import BatchRouting, MoEFFN
     from mmgem.models.layers.ep_exchange_stats import exchange_stats
     from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
     from mmgem.planner.hashing import image_bucket
@@ -136,11 +147,8 @@ def _worker(rank, args, port, out_dir):
     dataset, plan = make_dataset_and_plan(args)
     torch.manual_seed(0)
     layers = torch.nn.ModuleList(
-        MoEFFN(args.embed_dims, args.hidden, num_experts=args.experts,
-               num_datasets=dataset.num_datasets)
+        MoEFFN(args.embed_dims, args.hidden, num_experts=args.experts)
         for _ in range(args.layers))
-    for layer in layers:
-        layer.install_plan(torch.from_numpy(plan.quota))
     convert_to_expert_parallel(layers)
     layers.to(device)
     indices = {
@@ -148,7 +156,7 @@ def _worker(rank, args, port, out_dir):
         for kind in KINDS
     }
     results: Dict[str, dict] = {
-        kind: dict(batches=[], sent=[], times=[])
+        kind: dict(batches=[], sent=[], times=[], epoch=indices[kind])
         for kind in KINDS
     }
     # kinds interleaved, so that drifts of the machine hit them alike
@@ -167,9 +175,11 @@ def _worker(rank, args, port, out_dir):
             dist.barrier()
             exchange_stats().reset()
             start = time.perf_counter()
+            routing = BatchRouting.from_plan(
+                torch.from_numpy(plan.quota), ids, buckets)
             y = x
             for layer in layers:
-                y = layer(y, dataset_ids=ids, image_buckets=buckets)
+                y = layer(y, routing=routing)
             y.sum().backward()
             if device.type == 'cuda':
                 torch.cuda.synchronize()
@@ -182,56 +192,95 @@ def _worker(rank, args, port, out_dir):
     dist.destroy_process_group()
 
 
-def predicted_bytes(args, plan, dataset, batches_per_rank) -> List[float]:
-    """Bytes each rank sends per iteration, from the plan alone."""
+def owner_ranks(args, plan, dataset) -> np.ndarray:
+    """The rank holding the planned expert of every image, from the plan."""
     from mmgem.planner.hashing import image_bucket, route_bucket
     per_rank = args.experts // args.world_size
-
-    def owner(i):
+    owners = np.empty(len(dataset), dtype=np.int64)
+    for i in range(len(dataset)):
         d = int(dataset.sample_dataset_ids[i])
         bucket = image_bucket(dataset.dataset_names[d],
                               dataset.get_data_info(i)['img_id'])
-        return route_bucket(plan.quota[d], bucket) // per_rank
+        owners[i] = route_bucket(plan.quota[d], bucket) // per_rank
+    return owners
 
+
+def predicted_bytes(args, owners, batches_per_rank) -> List[float]:
+    """Bytes each rank sends per iteration, from the plan alone."""
     row = args.tokens * args.embed_dims * 4
     out = []
-    for it in range(args.iters):
-        owners = [[owner(i) for i in batches[it]]
-                  for batches in batches_per_rank]
+    for it in range(min(len(b) for b in batches_per_rank)):
+        owners_it = [[owners[i] for i in batches[it]]
+                     for batches in batches_per_rank]
         for rank in range(args.world_size):
-            leaving = sum(o != rank for o in owners[rank])
+            leaving = sum(o != rank for o in owners_it[rank])
             # tokens of other ranks' images that this rank's experts serve
-            served = sum(o == rank for r, os_ in enumerate(owners)
+            served = sum(o == rank for r, os_ in enumerate(owners_it)
                          if r != rank for o in os_)
             out.append(2 * args.layers * (leaving + served) * row)
     return out
 
 
+def epoch_batches(args, epoch: List[int]) -> List[List[int]]:
+    """A rank's epoch cut into its batches."""
+    return [epoch[i:i + args.batch]
+            for i in range(0, len(epoch) - args.batch + 1, args.batch)]
+
+
+def data_mix(dataset, planned: np.ndarray, lists: List[np.ndarray]) -> dict:
+    """How the ranks' epochs differ from the planned epoch."""
+    drawn = np.concatenate(lists)
+    size = len(dataset)
+    planned_counts = np.bincount(planned, minlength=size)
+    drawn_counts = np.bincount(drawn, minlength=size)
+    ids = dataset.sample_dataset_ids
+    k = dataset.num_datasets
+    planned_shares = np.bincount(ids[planned], minlength=k) / len(planned)
+    drawn_shares = np.bincount(ids[drawn], minlength=k) / len(drawn)
+    diff = drawn_shares - planned_shares
+    worst = int(np.argmax(np.abs(diff)))
+    return dict(
+        dropped=np.clip(planned_counts - drawn_counts, 0, None).sum()
+        / len(planned),
+        repeated=np.clip(drawn_counts - planned_counts, 0, None).sum()
+        / len(drawn),
+        max_diff=float(abs(diff[worst])),
+        worst=(dataset.dataset_names[worst], float(planned_shares[worst]),
+               float(drawn_shares[worst])),
+        single=[r for r, items in enumerate(lists)
+                if len(np.unique(ids[items])) == 1])
+
+
 def to_markdown(args, rows) -> str:
     lines = [
-        f'# Expert-parallel exchange: bytes per iteration ({args.backend}, '
-        f'{args.world_size} ranks)', '',
+        f'# Expert-parallel exchange: bytes per iteration and data mix '
+        f'({args.backend}, {args.world_size} ranks)', '',
         f'{args.layers} MoE layers x {args.experts} experts '
         f'({args.experts // args.world_size} per rank), {args.batch} images '
         f'per rank x {args.tokens} tokens x {args.embed_dims} channels '
-        f'(fp32), UODB sizes x {args.scale}, GEM plan with label similarity '
-        f'and capacity factor 1.25; {args.iters} iterations after one '
-        f'warm-up, forward + backward, samplers interleaved (the time '
-        f'includes waiting for the slowest rank). Host: {platform.processor() or "?"} '
-        f'{platform.machine()}, torch {torch.__version__}.', '',
-        '| sampler | measured MB/iter/rank | predicted by the plan | '
-        'measured / predicted | ms/iter | time vs UODBSampler |',
-        '|---|---|---|---|---|---|'
+        f'(fp32, hidden {args.hidden}), UODB sizes x {args.scale}, GEM plan '
+        f'with label similarity and capacity factor 1.25; {args.iters} '
+        f'iterations after one warm-up, forward + backward, samplers '
+        f'interleaved (the time includes waiting for the slowest rank). '
+        f'Data mix: every rank\'s whole epoch 0 against the planned epoch. '
+        f'Host: {platform.processor() or "?"} {platform.machine()}, torch '
+        f'{torch.__version__}.', '',
+        '| sampler | measured MB/iter/rank | predicted (same iters) | '
+        'predicted, epoch mean | dropped | repeated | largest share '
+        'difference | single-dataset ranks | ms/iter |',
+        '|---|---|---|---|---|---|---|---|---|'
     ]
-    base = rows[0]['ms']
     for r in rows:
-        ratio = (f"{r['measured'] / r['predicted']:.3f}"
-                 if r['predicted'] else ('1 (both 0)' if not r['measured']
-                                         else 'inf'))
+        name, planned, drawn = r['mix']['worst']
+        diff = (f"{100 * r['mix']['max_diff']:.1f} pts ({name} "
+                f"{100 * planned:.1f}% -> {100 * drawn:.1f}%)"
+                if r['mix']['max_diff'] > 0 else '0')
         lines.append(
             f"| {r['kind']} | {r['measured'] / 2**20:.2f} | "
-            f"{r['predicted'] / 2**20:.2f} | {ratio} | {r['ms']:.1f} | "
-            f"{r['ms'] / base:.2f} |")
+            f"{r['predicted'] / 2**20:.2f} | {r['epoch'] / 2**20:.2f} | "
+            f"{100 * r['mix']['dropped']:.1f}% | "
+            f"{100 * r['mix']['repeated']:.1f}% | {diff} | "
+            f"{r['mix']['single'] or 'none'} | {r['ms']:.1f} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -245,14 +294,23 @@ def main() -> None:
         mp.spawn(_worker, args=(args, port, tmp), nprocs=args.world_size)
         results = [torch.load(osp.join(tmp, f'rank{r}.pth'))
                    for r in range(args.world_size)]
+    owners = owner_ranks(args, plan, dataset)
+    planned = np.concatenate(
+        [np.asarray(res['UODBSampler']['epoch']) for res in results])
     rows = []
     for kind in KINDS:
         measured = [s for res in results for s in res[kind]['sent']]
         predicted = predicted_bytes(
-            args, plan, dataset, [res[kind]['batches'] for res in results])
+            args, owners, [res[kind]['batches'] for res in results])
+        epoch = predicted_bytes(
+            args, owners,
+            [epoch_batches(args, res[kind]['epoch']) for res in results])
         times = [t for res in results for t in res[kind]['times']]
+        lists = [np.asarray(res[kind]['epoch']) for res in results]
         rows.append(dict(kind=kind, measured=float(np.mean(measured)),
                          predicted=float(np.mean(predicted)),
+                         epoch=float(np.mean(epoch)),
+                         mix=data_mix(dataset, planned, lists),
                          ms=1e3 * float(np.median(times))))
     text = to_markdown(args, rows)
     print(text)

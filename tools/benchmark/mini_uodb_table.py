@@ -94,7 +94,7 @@ def load_cells(store: CellStore, methods: Sequence[str],
 
 def ap(cell: dict, names: Sequence[str], metric: str = 'bbox_mAP') -> float:
     """float: Mean over ``names`` of the cell's per-dataset ``metric``."""
-    return float(np.mean([cell['metrics'][f'uodb/{n}/{metric}'] for n in names]))
+    return float(np.mean([cell['metrics'][f'uodb/{n}_{metric}'] for n in names]))
 
 
 def _table(cells, names, titles, metric) -> List[str]:
@@ -202,7 +202,7 @@ def render(args: argparse.Namespace) -> str:
                 if 'uodb/domain_acc' in c['metrics']]
         if accs:
             lines += [f'Domain classifier accuracy, {runs.METHODS[g][0]} test run: '
-                      f'{format_interval(t_interval(accs))} %'.replace(' %', '%'), '']
+                      f'{format_interval(t_interval(accs), scale=1.0)} %'.replace(' %', '%'), '']
     lines += ['**Time per cell** (mean over seeds): ' + ', '.join(
         f'{runs.METHODS[m][0]} {np.mean([c["train_s"] for c in b.values()]) / 60:.1f} min '
         f'training ({np.mean([c["iter_s"] for c in b.values()]):.2f} s/iter) + '

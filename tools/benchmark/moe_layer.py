@@ -38,7 +38,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from mmgem.models.layers import MoEFFN
+from mmgem.models.layers import BatchRouting, MoEFFN
 from mmgem.planner.hashing import image_bucket
 from mmgem.utils import atomic_write
 from mmgem.utils.benchmark import add_timing_args, device_name, setup_timing, synchronize
@@ -81,11 +81,9 @@ def build_stacks(args, device) -> Dict[str, nn.ModuleList]:
                 args.embed_dims,
                 args.hidden,
                 num_experts=args.experts,
-                num_datasets=len(PLAN),
                 routing=routing,
                 capacity_factor=args.capacity_factor)
             layer.upcycle_from_ffn(ffn)
-            layer.install_plan(torch.tensor(PLAN)[:, :args.experts])
             if layer.router is not None:
                 nn.init.zeros_(layer.router.gate.weight)
             layers.append(layer)
@@ -141,9 +139,9 @@ def main() -> None:
         buckets = torch.tensor(
             [image_bucket(f'dataset{int(d)}', i)
              for i, d in enumerate(dataset_ids)])
-        routing = dict(
-            dataset_ids=dataset_ids.to(device),
-            image_buckets=buckets.to(device))
+        # the detector looks the plan up once per forward, on the host
+        routing = dict(routing=BatchRouting.from_plan(
+            torch.tensor(PLAN)[:, :args.experts], dataset_ids, buckets))
         steps = {
             'dense': make_step(stacks['dense'], x, {}),
             'gem': make_step(stacks['gem'], x, routing),

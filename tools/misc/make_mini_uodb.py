@@ -38,7 +38,6 @@ byte-identical files. Box convention: the XML holds ``xmin = x0 + 1``,
 convention (subtract 1) gives back exactly the drawn box.
 """
 import argparse
-import importlib.util
 import io
 import json
 import math
@@ -571,17 +570,8 @@ def draw_image(domain: str, seed: int, split_index: int,
 
 
 def _load_converter():
-    path = osp.join(
-        osp.dirname(osp.abspath(__file__)), '..', 'dataset_converters',
-        'uodb2coco.py')
-    name = 'mmgem_tool_uodb2coco'
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    from mmgem.datasets import converters
+    return converters
 
 
 #: What each version draws: domains, classes, splits, sizes, the drawing

@@ -2,12 +2,14 @@
 # UODB: the 11 datasets of the Universal Object Detection Benchmark, each
 # with its own label set, trained together and evaluated one by one.
 #
-# Layout (rebuild UODB from the original datasets, then convert):
-#   data/uodb/<name>/Annotations/*.xml, JPEGImages/, ImageSets/Main/*.txt
+# Layout: data/uodb/<name>/annotations/<split>.json and <name>/JPEGImages/,
+# written from the 11 datasets' own downloads by
+#   python tools/dataset_converters/uodb2coco.py data/uodb_src --from native \
+#       --out data/uodb --check
+# (see the README's Data section: what to download, how each dataset is
+# split), or from UODB's VOC-style layout (<name>/Annotations/*.xml,
+# JPEGImages/, ImageSets/Main/*.txt) by
 #   python tools/dataset_converters/uodb2coco.py data/uodb
-# writes data/uodb/<name>/annotations/<split>.json for DAMEX's splits
-# (COCO may instead come from COCO's own instances_<split>2014.json, see the
-# converter's docstring).
 #
 # Splits are DAMEX's: clipart, comic, watercolor, kitchen, lisa train/test;
 # deeplesion, kitti trainval/test; voc 07+12 trainval / 07 test; dota,

@@ -6,7 +6,8 @@ and the stable hash of the image, :mod:`mmgem.planner.hashing`), so a sampler
 can place each image on the rank that holds its expert in expert-parallel
 training; the exchange then moves no token at all.
 """
-from typing import Iterator, List, Optional, Sequence, Sized
+import logging
+from typing import Dict, List, Optional, Sequence, Sized
 
 import numpy as np
 from mmdet.registry import DATA_SAMPLERS
@@ -31,18 +32,29 @@ class ExpertLocalitySampler(UODBSampler):
     dealt round-robin to the ``W / E`` ranks holding those experts.
 
     Every rank must still yield ``num_samples`` images per epoch (the same
-    number of iterations everywhere). When the plan's per-rank loads are not
-    equal (capacity slack, or the hash's spread around the quota):
+    number of iterations everywhere), but the plan's per-rank loads are not
+    equal (capacity slack, datasets that do not split evenly, the hash's
+    spread around the quota). Two ways to even them out:
 
-    - ``strict=True`` (default): each rank keeps only its own images,
-      dropping the surplus of this epoch (a different random surplus every
-      epoch) or repeating its own images to fill up. No image is ever
-      exchanged; the datasets of a rank are drawn in the proportions of the
-      plan's quota for its experts, and a rank with more (fewer) planned
-      images than ``num_samples`` draws them a little less (more) often.
-    - ``strict=False``: every image of the epoch is used exactly once, as
-      with :class:`UODBSampler`; the surplus of over-full ranks fills the
-      under-full ones and only those images travel through the exchange.
+    - ``strict=False`` (the default): every image of the epoch is used
+      exactly once, as with :class:`UODBSampler`, so the data mix is exactly
+      the planned one. Each rank keeps its own images up to ``num_samples``;
+      only the surplus of the over-full ranks is dealt to the under-full
+      ones and travels through the exchange (spread over the epoch: with
+      ``shuffle`` every rank's list is shuffled).
+    - ``strict=True``: no image ever leaves the rank of its expert; each rank
+      drops the surplus of this epoch (a different random surplus every
+      epoch) or repeats its own images to fill up. The exchange moves
+      nothing, but the data mix changes: the images of the datasets on
+      over-full ranks are seen less often, those on under-full ranks more
+      often. When the plan is set, the sampler logs a warning with the
+      measured distortion of the epoch (:meth:`distortion`: dropped and
+      repeated share, per-dataset shares against the plan).
+
+    Either way a rank whose experts serve a single dataset gets
+    single-dataset batches; with train-mode BatchNorm that rank normalises
+    one domain only (:class:`~mmgem.engine.hooks.ExpertParallelExchangeHook`
+    warns and names SyncBN or frozen BN).
 
     The plan comes from :meth:`set_plan`, which
     :class:`~mmgem.engine.hooks.ExpertParallelExchangeHook` calls in
@@ -59,7 +71,7 @@ class ExpertLocalitySampler(UODBSampler):
         expert_parallel_size (int, optional): Ranks per expert-parallel
             group ``E``; None uses the world size. :meth:`set_plan` may
             override it.
-        strict (bool): See above. Defaults to True.
+        strict (bool): See above. Defaults to False.
         plan_file (str, optional): A plan JSON to use from the start.
         **kwargs: Other arguments of :class:`UODBSampler` (``mode``,
             ``ratios``, ``temperature``, ``shuffle``, ``seed``, ``round_up``,
@@ -69,7 +81,7 @@ class ExpertLocalitySampler(UODBSampler):
     def __init__(self,
                  dataset: Sized,
                  expert_parallel_size: Optional[int] = None,
-                 strict: bool = True,
+                 strict: bool = False,
                  plan_file: Optional[str] = None,
                  **kwargs) -> None:
         if kwargs.get('round_up') is False:
@@ -141,6 +153,9 @@ class ExpertLocalitySampler(UODBSampler):
             f'{loads.tolist()} (each rank draws {self.num_samples}'
             f' x {self.world_size // self.expert_parallel_size} per group)',
             logger='current')
+        if self.strict:
+            print_log(self.distortion_message(), logger='current',
+                      level=logging.WARNING)
 
     def image_experts(self) -> np.ndarray:
         """The planned expert of every sample of the dataset.
@@ -219,9 +234,7 @@ class ExpertLocalitySampler(UODBSampler):
                     items = np.concatenate([items, extra])
                 lists.append(items[:n])
             return lists
-        total = n * self.world_size
-        if total > len(indices):  # round_up padding, as UODBSampler
-            indices = np.tile(indices, -(-total // len(indices)))[:total]
+        indices = self._padded(indices)
         # Keep each rank's own images up to n; the surplus of the over-full
         # ranks fills the others, in rank order.
         own = self._own_lists(indices)
@@ -232,11 +245,26 @@ class ExpertLocalitySampler(UODBSampler):
             need = n - len(items)
             lists.append(np.concatenate([items, surplus[pos:pos + need]]))
             pos += need
+        if self.shuffle:
+            # spread the moved images over the epoch
+            rng = np.random.default_rng([self.seed, self.epoch, 2])
+            lists = [rng.permutation(items) for items in lists]
         return lists
 
-    def __iter__(self) -> Iterator[int]:
-        lists = self._rank_lists()
-        return iter(lists[self.rank].astype(np.int64).tolist())
+    def _padded(self, indices: np.ndarray) -> np.ndarray:
+        """The epoch's list with :class:`UODBSampler`'s round-up padding."""
+        total = self.num_samples * self.world_size
+        if total > len(indices):
+            indices = np.tile(indices, -(-total // len(indices)))[:total]
+        return indices
+
+    def rank_indices(self) -> np.ndarray:
+        """This rank's indices of the current epoch, in order.
+
+        Returns:
+            np.ndarray: int64 dataset indices.
+        """
+        return self._rank_lists()[self.rank].astype(np.int64)
 
     def expected_moved_fraction(self) -> float:
         """Share of this epoch's draws whose expert is on another rank.
@@ -250,6 +278,91 @@ class ExpertLocalitySampler(UODBSampler):
             int((self.owner_ep_rank(items) != r % ep_size).sum())
             for r, items in enumerate(lists))
         return moved / float(sum(len(items) for items in lists))
+
+    # ------------------------------------------------------------------
+    # what the split does to the data mix
+    # ------------------------------------------------------------------
+    def distortion(self, batch_size: Optional[int] = None) -> Dict:
+        """Measure how this epoch's split differs from the planned epoch.
+
+        The planned epoch is :class:`UODBSampler`'s (every image of the
+        epoch's draw once, with its round-up padding); the split is the
+        concatenation of every rank's list.
+
+        Args:
+            batch_size (int, optional): Also report, per rank, the share of
+                its batches (consecutive ``batch_size`` draws) that hold a
+                single dataset.
+
+        Returns:
+            dict: ``dropped_share`` (draws of the planned epoch no rank
+            makes), ``repeated_share`` (draws beyond the planned ones),
+            ``planned_shares`` and ``drawn_shares`` (per dataset),
+            ``max_share_diff`` (largest absolute per-dataset difference) and
+            ``max_share_diff_dataset``, ``rank_datasets`` (datasets each rank
+            draws) and, with ``batch_size``, ``single_dataset_batch_share``
+            per rank.
+        """
+        planned = self._padded(self._global_indices())
+        lists = self._rank_lists()
+        drawn = np.concatenate(lists)
+        size = len(self._ids)
+        planned_counts = np.bincount(planned, minlength=size)
+        drawn_counts = np.bincount(drawn, minlength=size)
+        missing = np.clip(planned_counts - drawn_counts, 0, None).sum()
+        extra = np.clip(drawn_counts - planned_counts, 0, None).sum()
+        k = len(self.uodb.dataset_names)
+        planned_shares = np.bincount(self._ids[planned], minlength=k) / len(planned)
+        drawn_shares = np.bincount(self._ids[drawn], minlength=k) / len(drawn)
+        diff = np.abs(drawn_shares - planned_shares)
+        worst = int(np.argmax(diff))
+        names = self.uodb.dataset_names
+        result = dict(
+            dropped_share=float(missing / len(planned)),
+            repeated_share=float(extra / len(drawn)),
+            planned_shares=planned_shares,
+            drawn_shares=drawn_shares,
+            max_share_diff=float(diff[worst]),
+            max_share_diff_dataset=names[worst],
+            rank_datasets=[
+                [names[d] for d in np.unique(self._ids[items])]
+                for items in lists
+            ])
+        if batch_size is not None:
+            shares = []
+            for items in lists:
+                ids = self._ids[items]
+                batches = [ids[i:i + batch_size]
+                           for i in range(0, len(ids), batch_size)]
+                single = sum(len(np.unique(b)) == 1 for b in batches)
+                shares.append(single / max(1, len(batches)))
+            result['single_dataset_batch_share'] = shares
+        return result
+
+    def distortion_message(self) -> str:
+        """A warning text with :meth:`distortion`'s figures.
+
+        Returns:
+            str: The message.
+        """
+        d = self.distortion()
+        names = self.uodb.dataset_names
+        changes = ', '.join(
+            f'{n} {100 * p:.1f}% -> {100 * q:.1f}%'
+            for n, p, q in zip(names, d['planned_shares'], d['drawn_shares'])
+            if abs(p - q) >= 0.0005)
+        single = [r for r, ds in enumerate(d['rank_datasets']) if len(ds) == 1]
+        text = (
+            f'ExpertLocalitySampler(strict=True) changes the planned data mix: '
+            f'this epoch drops {100 * d["dropped_share"]:.1f}% of its images '
+            f'and repeats {100 * d["repeated_share"]:.1f}%; per-dataset '
+            f'shares (planned -> drawn): {changes or "unchanged"}; largest '
+            f'difference {100 * d["max_share_diff"]:.1f} points '
+            f'({d["max_share_diff_dataset"]}).')
+        if single:
+            text += (f' Ranks {single} draw from a single dataset.')
+        return text + (' strict=False (the default) keeps every image once '
+                       'per epoch and moves only the surplus.')
 
 
 def default_sampler_moved_fraction(owners: np.ndarray, world_size: int,

@@ -6,7 +6,7 @@ import numpy as np
 from mmdet.registry import DATA_SAMPLERS
 from torch.utils.data import BatchSampler, Sampler
 
-from .expected_images import expected_images_per_dataset, find_uodb_dataset
+from .expected_images import expected_images_per_dataset, uodb_index_map
 
 
 @DATA_SAMPLERS.register_module()
@@ -23,7 +23,9 @@ class SingleDatasetBatchSampler(BatchSampler):
 
     Args:
         sampler (Sampler): The index sampler, e.g. :class:`UODBSampler` or
-            mmengine's ``DefaultSampler``, over a :class:`UODBDataset`.
+            mmengine's ``DefaultSampler``, over a :class:`UODBDataset` (or a
+            ``RepeatDataset`` / ``ClassBalancedDataset`` of one: indices
+            are grouped by the dataset of the sample they read).
         batch_size (int): Images per batch.
         drop_last (bool): Drop the partly filled batches at the end of the
             epoch. Defaults to False.
@@ -46,15 +48,18 @@ class SingleDatasetBatchSampler(BatchSampler):
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.aspect_ratio_grouping = aspect_ratio_grouping
-        self.uodb = find_uodb_dataset(sampler.dataset)
+        self.uodb, index, _ = uodb_index_map(sampler.dataset)
         self._ids = np.asarray(self.uodb.sample_dataset_ids)
+        if index is not None:
+            self._ids = self._ids[index]
         self._portrait = None
         if aspect_ratio_grouping:
-            self._portrait = np.array([
+            portrait = np.array([
                 info['width'] < info['height'] for info in (
                     self.uodb.get_data_info(i)
                     for i in range(len(self.uodb)))
             ])
+            self._portrait = portrait if index is None else portrait[index]
 
     def _bucket(self, idx: int) -> int:
         key = int(self._ids[idx]) * 2
@@ -106,4 +111,4 @@ class SingleDatasetBatchSampler(BatchSampler):
         Returns:
             np.ndarray: float64 array of length K.
         """
-        return expected_images_per_dataset(self.sampler, self.uodb)
+        return expected_images_per_dataset(self.sampler, self.sampler.dataset)

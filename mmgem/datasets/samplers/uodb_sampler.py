@@ -1,6 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """A distributed sampler that draws UODB's datasets in chosen proportions."""
 import math
+from collections import Counter
 from typing import Iterator, List, Optional, Sequence, Sized
 
 import numpy as np
@@ -8,7 +9,7 @@ from mmdet.registry import DATA_SAMPLERS
 from mmengine.dist import get_dist_info, sync_random_seed
 from torch.utils.data import Sampler
 
-from .expected_images import find_uodb_dataset
+from .expected_images import uodb_index_map
 
 MODES = ('proportional', 'ratio', 'temperature')
 
@@ -56,6 +57,21 @@ class UODBSampler(Sampler):
     every rank (seeded with ``seed + epoch``), padded to a multiple of the
     world size (``round_up``) and split between ranks by stride.
 
+    Over a dataset wrapper (mmengine's ``RepeatDataset`` or
+    ``ClassBalancedDataset`` around the :class:`UODBDataset`) the sampler
+    works in the wrapper's index space: ``n_d`` counts the wrapper's indices
+    of dataset ``d`` (so ``'proportional'`` draws every index of the wrapper
+    once, with its repeats), and every drawn index is one of the wrapper's.
+    A wrapper whose index map is unknown is refused, naming it. A subclass
+    that reads the UODBDataset by index itself must map its indices through
+    :attr:`uodb_indices` and declare ``WRAPPER_SAFE = True`` in its own body;
+    otherwise it refuses wrapped datasets.
+
+    Resume: :meth:`state_dict` / :meth:`load_state_dict` hold the seed and
+    the epoch, and :meth:`skip_batches` starts the current epoch where a
+    checkpoint left it (used by :class:`~mmgem.engine.hooks.ResumeStateHook`),
+    without loading the skipped images.
+
     Args:
         dataset (Sized): A :class:`UODBDataset` (or a wrapper of one).
         mode (str): ``'proportional'``, ``'ratio'`` or ``'temperature'``.
@@ -73,6 +89,9 @@ class UODBSampler(Sampler):
             length.
     """
 
+    #: This class maps wrapper indices itself (see the class docstring).
+    WRAPPER_SAFE = True
+
     def __init__(self,
                  dataset: Sized,
                  mode: str = 'proportional',
@@ -89,14 +108,23 @@ class UODBSampler(Sampler):
         self.rank = rank
         self.world_size = world_size
         self.dataset = dataset
-        self.uodb = find_uodb_dataset(dataset)
+        self.uodb, self.uodb_indices, wrappers = uodb_index_map(dataset)
+        if self.uodb_indices is not None and not vars(type(self)).get('WRAPPER_SAFE', False):
+            raise TypeError(
+                f'{type(self).__name__} reads the UODBDataset by its own indices, but the '
+                f'dataset is wrapped in {" > ".join(wrappers)}; it does not support dataset '
+                'wrappers (use UODBSampler, or wrap the sub-datasets inside UODBDataset)')
         self.mode = mode
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else seed
         self.round_up = round_up
         self.epoch = 0
+        self._resume: Optional[dict] = None
+        self.pulled = 0
 
         self._ids = np.asarray(self.uodb.sample_dataset_ids)
+        if self.uodb_indices is not None:
+            self._ids = self._ids[self.uodb_indices]
         lengths = np.bincount(
             self._ids, minlength=self.uodb.num_datasets).astype(np.int64)
         self._lengths = lengths
@@ -175,13 +203,35 @@ class UODBSampler(Sampler):
             indices = rng.permutation(indices)
         return indices
 
-    def __iter__(self) -> Iterator[int]:
+    def rank_indices(self) -> np.ndarray:
+        """This rank's indices of the current epoch, in order.
+
+        Returns:
+            np.ndarray: int64 dataset indices.
+        """
         indices = self._global_indices()
         if self.round_up and self.total_size > len(indices):
             reps = -(-self.total_size // len(indices))
             indices = np.tile(indices, reps)[:self.total_size]
-        return iter(indices[self.rank:self.total_size:self.world_size]
-                    .tolist())
+        return indices[self.rank:self.total_size:self.world_size]
+
+    def _epoch_indices(self) -> np.ndarray:
+        """:meth:`rank_indices`, started where :meth:`skip_batches` says."""
+        indices = self.rank_indices()
+        resume = self._resume
+        if resume is not None and resume['epoch'] == self.epoch:
+            indices = np.concatenate([
+                np.asarray(resume['leftovers'], dtype=np.int64),
+                indices[resume['start']:]
+            ])
+        return indices
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self._epoch_indices()
+        self.pulled = 0
+        for idx in indices.tolist():
+            self.pulled += 1
+            yield idx
 
     def __len__(self) -> int:
         return self.num_samples
@@ -192,7 +242,78 @@ class UODBSampler(Sampler):
         Args:
             epoch (int): Epoch number.
         """
+        if self._resume is not None and self._resume['epoch'] != epoch:
+            self._resume = None
         self.epoch = epoch
+
+    # ------------------------------------------------------------------
+    # resume
+    # ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """What makes the sampler's epochs reproducible.
+
+        Returns:
+            dict: ``seed``, ``epoch``, ``world_size`` and the class name.
+        """
+        return dict(type=type(self).__name__, seed=int(self.seed),
+                    epoch=int(self.epoch), world_size=self.world_size)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take the seed and the epoch of :meth:`state_dict`.
+
+        Args:
+            state (dict): A :meth:`state_dict`.
+        """
+        self.seed = int(state['seed'])
+        self.set_epoch(int(state['epoch']))
+
+    def skip_batches(self, batch_sampler, num_batches: int) -> int:
+        """Start the current epoch after its first ``num_batches`` batches.
+
+        The batches of the epoch are drawn (indices only, no image is
+        loaded) through ``batch_sampler``, which must wrap this sampler; the
+        epoch then yields the indices that the batch sampler had taken but
+        not yet put into a batch (e.g. the partly filled buckets of mmdet's
+        ``AspectRatioBatchSampler``) followed by the indices it had not
+        taken, so the same batch sampler produces exactly the batches that
+        would have followed. mmdet's ``AspectRatioBatchSampler`` keeps its
+        buckets between epochs; they are emptied here.
+
+        Args:
+            batch_sampler: The batch sampler over this sampler (a torch
+                ``BatchSampler``, mmdet's ``AspectRatioBatchSampler`` or
+                :class:`SingleDatasetBatchSampler`).
+            num_batches (int): Batches of the current epoch already trained.
+
+        Returns:
+            int: The number of batches this epoch has in all. When that is
+            not more than ``num_batches`` (the epoch was trained to its end)
+            nothing is skipped.
+        """
+        self._resume = None
+        total, taken, emitted = 0, 0, Counter()
+        batches = iter(batch_sampler)
+        try:
+            for batch in batches:
+                if total < num_batches:
+                    emitted.update(int(i) for i in batch)
+                    taken = self.pulled
+                total += 1
+        finally:
+            batches.close()
+            buckets = getattr(batch_sampler, '_aspect_ratio_buckets', None)
+            if buckets is not None:
+                batch_sampler._aspect_ratio_buckets = [[] for _ in buckets]
+        if num_batches <= 0 or num_batches >= total:
+            return total
+        leftovers = []
+        for idx in self.rank_indices()[:taken].tolist():
+            if emitted[idx] > 0:
+                emitted[idx] -= 1
+            else:
+                leftovers.append(idx)
+        self._resume = dict(epoch=self.epoch, start=taken, leftovers=leftovers)
+        return total
 
     def expected_images_per_dataset(self) -> np.ndarray:
         """Images of each dataset per epoch, summed over all ranks.

@@ -2,5 +2,10 @@
 from .expert_parallel_checkpoint_hook import ExpertParallelCheckpointHook
 from .expert_parallel_exchange_hook import ExpertParallelExchangeHook
 from .gem_planner_hook import GEMPlannerHook
+from .moe_routing_hook import MoERoutingVisualizationHook
+from .resume_state_hook import ResumeStateHook
 
-__all__ = ['GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook']
+__all__ = [
+    'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
+    'MoERoutingVisualizationHook', 'ResumeStateHook'
+]

@@ -4,13 +4,16 @@
 MMEngine saves checkpoints on rank 0 only (``Runner.save_checkpoint`` is
 ``master_only``), where no collective can run, and rank 0 holds only its own
 experts. :class:`ExpertParallelCheckpointHook` is a
-:class:`~mmengine.hooks.CheckpointHook` that, at every save (``interval``,
-last, best), first gathers the expert shards of every
-:class:`~mmgem.models.layers.ExpertParallelMoEFFN` from all ranks of the
-expert-parallel group (a collective that every rank runs, right before
-MMEngine's save), together with their optimizer state (e.g. AdamW's
-moments); then, in ``before_save_checkpoint`` on rank 0, it writes the full
+:class:`~mmengine.hooks.CheckpointHook` that, right before every checkpoint
+the runner saves (``interval``, last, best; see
+:mod:`mmgem.engine.hooks.save_collectives`), gathers the expert shards of
+every :class:`~mmgem.models.layers.ExpertParallelMoEFFN` from all ranks of
+the expert-parallel group, together with their optimizer state (e.g. AdamW's
+moments) when the checkpoint holds the optimizer; then, in
+``before_save_checkpoint`` on rank 0, it writes the full
 ``(num_experts, ...)`` tensors into the checkpoint in place of the shards.
+Nothing is gathered when nothing is saved (e.g. a validation that does not
+improve ``save_best``, or no ``save_best`` at all).
 
 So a checkpoint of expert-parallel training is the checkpoint a single
 process (or data-parallel training) would write: it loads with any world
@@ -36,6 +39,10 @@ from mmengine.optim import OptimWrapper
 from torch import Tensor, nn
 
 from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN
+
+from .save_collectives import add_save_collective, save_payload
+
+PAYLOAD_KEY = 'experts'
 
 
 def expert_parallel_layers(model: nn.Module
@@ -81,20 +88,29 @@ class ExpertParallelCheckpointHook(CheckpointHook):
         *args, **kwargs: Those of :class:`~mmengine.hooks.CheckpointHook`.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._gathered: Optional[dict] = None
+    def before_run(self, runner) -> None:
+        """Gather the experts before every checkpoint the runner saves.
+
+        Args:
+            runner (Runner): The runner.
+        """
+        add_save_collective(
+            runner, PAYLOAD_KEY,
+            lambda r, save_optimizer: self.gather_experts(r, save_optimizer))
 
     # ------------------------------------------------------------------
     # saving
     # ------------------------------------------------------------------
-    def gather_experts(self, runner) -> Optional[dict]:
+    def gather_experts(self, runner, with_optimizer: bool = True
+                       ) -> Optional[dict]:
         """Gather every expert shard (and its optimizer state) on all ranks.
 
         A collective: every rank must call it.
 
         Args:
             runner (Runner): The runner.
+            with_optimizer (bool): Also gather the experts' optimizer state.
+                Defaults to True.
 
         Returns:
             dict, optional: ``state_dict`` (key -> full tensor) and
@@ -107,7 +123,7 @@ class ExpertParallelCheckpointHook(CheckpointHook):
         state_dict: Dict[str, Tensor] = {}
         optim_state: Dict[int, Dict[str, Tensor]] = {}
         optim_wrapper = runner.optim_wrapper
-        with_optim = isinstance(optim_wrapper, OptimWrapper)
+        with_optim = with_optimizer and isinstance(optim_wrapper, OptimWrapper)
         indices = _param_indices(optim_wrapper) if with_optim else {}
         # Every rank must gather the same entries in the same order.
         local_keys = []
@@ -139,20 +155,6 @@ class ExpertParallelCheckpointHook(CheckpointHook):
                     }
         return dict(state_dict=state_dict, optimizer=optim_state)
 
-    def _save_checkpoint_with_step(self, runner, step, meta) -> None:
-        self._gathered = self.gather_experts(runner)
-        try:
-            super()._save_checkpoint_with_step(runner, step, meta)
-        finally:
-            self._gathered = None
-
-    def _save_best_checkpoint(self, runner, metrics) -> None:
-        self._gathered = self.gather_experts(runner)
-        try:
-            super()._save_best_checkpoint(runner, metrics)
-        finally:
-            self._gathered = None
-
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         """Put the gathered full experts into the checkpoint (rank 0).
 
@@ -160,21 +162,23 @@ class ExpertParallelCheckpointHook(CheckpointHook):
             runner (Runner): The runner.
             checkpoint (dict): The checkpoint about to be written.
         """
-        if self._gathered is None:
+        gathered = save_payload(runner, PAYLOAD_KEY)
+        if gathered is None:
             if expert_parallel_layers(runner.model) and is_distributed():
                 raise RuntimeError(
                     'a checkpoint of expert-parallel training is being saved '
                     'without gathering the experts (Runner.save_checkpoint '
-                    'called outside ExpertParallelCheckpointHook); call '
-                    'hook.gather_experts(runner) on every rank first')
+                    'called on rank 0 only, or before this hook\'s before_run);'
+                    ' call runner.save_checkpoint on every rank, as '
+                    'MMEngine\'s hooks do')
             return
-        for key, value in self._gathered['state_dict'].items():
+        for key, value in gathered['state_dict'].items():
             if key not in checkpoint['state_dict']:
                 raise KeyError(f'expert tensor {key} is not in the state dict')
             checkpoint['state_dict'][key] = value
         optim_state = checkpoint.get('optimizer', {}).get('state')
         if optim_state is not None:
-            for index, entries in self._gathered['optimizer'].items():
+            for index, entries in gathered['optimizer'].items():
                 optim_state[index].update(entries)
 
     # ------------------------------------------------------------------

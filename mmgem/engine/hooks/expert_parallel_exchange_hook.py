@@ -1,11 +1,15 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Hands the GEM plan to the locality sampler and logs the exchange."""
-from typing import Optional
+import logging
+from typing import List, Optional
 
 from mmdet.registry import HOOKS
 from mmengine.dist import is_distributed
 from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN
@@ -27,6 +31,39 @@ def _find_plan_sampler(dataloader) -> Optional[object]:
     return sampler if callable(getattr(sampler, 'set_plan', None)) else None
 
 
+def train_mode_batchnorms(model: nn.Module) -> List[str]:
+    """BatchNorm layers that use batch statistics when the model trains.
+
+    The model is put in training mode (its own ``train()``, which e.g. keeps
+    ``norm_eval`` layers in eval mode) and back to the modes it had.
+    SyncBatchNorm (statistics over all ranks) is not listed.
+
+    Args:
+        model (nn.Module): The model.
+
+    Returns:
+        list[str]: Names of the layers.
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    try:
+        return [
+            name for name, m in model.named_modules()
+            if isinstance(m, _BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+            and 'Sync' not in type(m).__name__ and m.training
+        ]
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _batch_size(dataloader) -> int:
+    batch_sampler = getattr(dataloader, 'batch_sampler', None)
+    size = getattr(batch_sampler, 'batch_size', None) or getattr(
+        dataloader, 'batch_size', None)
+    return int(size or 1)
+
+
 @HOOKS.register_module()
 class ExpertParallelExchangeHook(Hook):
     """Connect expert-parallel training to the sampler and the logs.
@@ -36,7 +73,11 @@ class ExpertParallelExchangeHook(Hook):
       quota and expert-parallel size to the training sampler if it has
       ``set_plan`` (:class:`~mmgem.datasets.samplers.ExpertLocalitySampler`);
       in distributed expert-parallel training, refuses a plain
-      ``CheckpointHook``, which would save rank 0's experts only.
+      ``CheckpointHook``, which would save rank 0's experts only; warns when
+      the sampler gives some rank mostly single-dataset batches while the
+      model has BatchNorm layers that normalise with batch statistics in
+      training (every such rank then normalises one domain; use SyncBN or
+      frozen BN).
     - ``after_train_iter``: logs ``exchange_MB``, the megabytes this rank
       sent to other ranks through the expert exchange in the iteration
       (forward and backward; 0 in data-parallel mode and with the locality
@@ -45,13 +86,19 @@ class ExpertParallelExchangeHook(Hook):
     Args:
         check_checkpoint_hook (bool): Refuse a plain ``CheckpointHook`` in
             expert-parallel training. Defaults to True.
+        single_dataset_batch_share (float): Warn about BatchNorm when some
+            rank's share of single-dataset batches reaches this. Defaults to
+            0.5.
     """
 
     priority = 'NORMAL'
 
-    def __init__(self, check_checkpoint_hook: bool = True) -> None:
+    def __init__(self, check_checkpoint_hook: bool = True,
+                 single_dataset_batch_share: float = 0.5) -> None:
         self.check_checkpoint_hook = check_checkpoint_hook
+        self.single_dataset_batch_share = single_dataset_batch_share
         self.last_sent_bytes = 0
+        self.batchnorm_warning: Optional[str] = None
 
     def before_train(self, runner) -> None:
         """Give the plan to the sampler; check the checkpoint hook."""
@@ -71,13 +118,40 @@ class ExpertParallelExchangeHook(Hook):
                     "default_hooks.checkpoint.type='ExpertParallelCheckpointHook'")
         sampler = _find_plan_sampler(runner.train_dataloader)
         if sampler is not None:
-            if not layers or not layers[0].has_plan():
+            if not layers or not model.has_plan():
                 raise RuntimeError(
                     'the training sampler needs the GEM plan but the model '
                     'has none installed; add GEMPlannerHook to custom_hooks')
-            sampler.set_plan(layers[0].plan_quota.cpu().numpy(),
+            sampler.set_plan(model.installed_plan_quota(),
                              expert_parallel_size=ep_size)
+            self._check_batchnorm(runner, model, sampler)
         exchange_stats().reset()
+
+    def _check_batchnorm(self, runner, model: nn.Module, sampler) -> None:
+        """Warn when ranks normalise single-dataset batches in train mode."""
+        if not callable(getattr(sampler, 'distortion', None)):
+            return
+        norms = train_mode_batchnorms(model)
+        if not norms:
+            return
+        batch_size = _batch_size(runner.train_dataloader)
+        shares = sampler.distortion(batch_size)['single_dataset_batch_share']
+        ranks = [r for r, share in enumerate(shares)
+                 if share >= self.single_dataset_batch_share]
+        if not ranks:
+            return
+        self.batchnorm_warning = (
+            f'{type(sampler).__name__}: ranks {ranks} get single-dataset '
+            'batches ('
+            + ', '.join(f'rank {r}: {100 * shares[r]:.0f}%' for r in ranks)
+            + f' of batches of {batch_size}) and the model has '
+            f'{len(norms)} BatchNorm layers that normalise with batch '
+            f'statistics in training (e.g. {norms[0]}), so each of these '
+            'ranks normalises one domain only. Use SyncBN (sync_bn=\'torch\''
+            ' in the config, or norm_cfg=dict(type=\'SyncBN\')) or frozen BN '
+            '(norm_eval=True).')
+        print_log(self.batchnorm_warning, logger='current',
+                  level=logging.WARNING)
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:

@@ -15,6 +15,7 @@ from mmengine.runner import Runner
 
 from mmgem.datasets import expected_images_per_dataset, find_uodb_dataset
 from mmgem.planner import GEMPlan, build_similarity, make_plan
+from mmgem.visualization import add_plan_to_visualizer
 
 CKPT_KEY = 'gem_plan'
 
@@ -42,8 +43,10 @@ class GEMPlannerHook(Hook):
     4. installs the plan's quota table and the dataset label offsets as
        buffers in every MoE layer (``model.install_plan``), so checkpoints
        carry the plan;
-    5. writes ``gem_plan.json`` and ``gem_plan.png`` to the work dir and logs
-       the plan table.
+    5. writes ``gem_plan.json`` and ``gem_plan.png`` to the work dir, logs
+       the plan table, and sends the heat map and the table (as images
+       ``gem_plan`` and ``gem_plan_table``) to the runner's Visualizer, so
+       every vis backend (local files, TensorBoard, W&B) gets them.
 
     When the model already holds a plan (restored by ``resume`` or
     ``load_from``), the hook re-uses it instead of planning again. A
@@ -168,7 +171,8 @@ class GEMPlannerHook(Hook):
         plan = self._broadcast(plan)
         self._check_fits_model(plan, model, source='planner')
         self._check_fits_datasets(plan, names, source='planner')
-        model.install_plan(plan.quota, np.asarray(dataset.label_offsets), plan.hash)
+        model.install_plan(plan.quota, np.asarray(dataset.label_offsets), plan.hash,
+                          dataset_names=plan.dataset_names)
         self.plan = plan
         runner.logger.info(f'GEMPlannerHook: installed GEM plan {plan.hash[:12]}\n{plan}')
         self._write_outputs(runner, plan)
@@ -293,5 +297,7 @@ class GEMPlannerHook(Hook):
             return
         os.makedirs(runner.work_dir, exist_ok=True)
         plan.save(osp.join(runner.work_dir, 'gem_plan.json'))
-        plan.plot(osp.join(runner.work_dir, 'gem_plan.png'))
+        heatmap = plan.plot(osp.join(runner.work_dir, 'gem_plan.png'))
+        # through MMEngine's Visualizer, so TensorBoard / W&B backends get it
+        add_plan_to_visualizer(runner.visualizer, plan, heatmap, step=runner.iter)
 

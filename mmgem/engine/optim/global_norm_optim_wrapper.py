@@ -18,15 +18,22 @@ expert shards (data parallel, one process) they are MMEngine's wrappers.
 
 For mixed precision, :class:`GlobalNormAmpOptimWrapper` also makes the
 loss scaler's overflow check global: if any rank's gradients hold inf/nan,
-every rank skips the step, so the ranks stay in step.
+every rank skips the step, so the ranks stay in step. On a machine without
+an accelerator it runs CPU autocast with ``dtype='bfloat16'`` (bf16 needs no
+loss scaling), which MMEngine's ``AmpOptimWrapper`` refuses; this is how the
+CPU tests and ``tools/gpu_smoke.sh --cpu`` run the ``--amp`` code path.
 """
 import math
+import warnings
+from contextlib import contextmanager
 from typing import List
 
 import torch
 import torch.distributed as dist
 from mmdet.registry import OPTIM_WRAPPERS
+from mmengine.device import is_cuda_available, is_mlu_available, is_musa_available, is_npu_available
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.optim.optimizer import amp_optimizer_wrapper
 from torch import Tensor
 
 from mmgem.models.layers.expert_parallel import EP_SIZE_ATTR, is_expert_shard
@@ -42,6 +49,26 @@ def _norm_pow(grads: List[Tensor], norm_type: float) -> Tensor:
     if math.isinf(norm_type):
         return norms.max()
     return norms.pow(norm_type).sum()
+
+
+def has_accelerator() -> bool:
+    """bool: Whether MMEngine's AmpOptimWrapper has a device to run on."""
+    return (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available())
+
+
+@contextmanager
+def _accelerator_check_skipped():
+    """Let ``AmpOptimWrapper.__init__`` run on a CPU-only machine."""
+    original = amp_optimizer_wrapper.is_cuda_available
+    amp_optimizer_wrapper.is_cuda_available = lambda: True
+    try:
+        with warnings.catch_warnings():
+            # the CUDA GradScaler it builds (replaced right after) warns
+            warnings.simplefilter('ignore')
+            yield
+    finally:
+        amp_optimizer_wrapper.is_cuda_available = original
 
 
 class GlobalNormClipMixin:
@@ -101,9 +128,32 @@ class GlobalNormAmpOptimWrapper(GlobalNormClipMixin, AmpOptimWrapper):
     """:class:`~mmengine.optim.AmpOptimWrapper` with the global clip norm
     and a global overflow check.
 
+    Without an accelerator (CPU only), ``dtype='bfloat16'`` gives CPU
+    autocast in bf16 with loss scaling off; other dtypes are refused there.
+
     Args:
-        *args, **kwargs: Those of :class:`~mmengine.optim.AmpOptimWrapper`.
+        loss_scale (str | float | dict): As in ``AmpOptimWrapper``; ignored
+            on CPU (bf16 is not scaled).
+        dtype (str | torch.dtype, optional): Autocast dtype, as in
+            ``AmpOptimWrapper`` (None: float16 on GPUs).
+        **kwargs: Other arguments of :class:`~mmengine.optim.AmpOptimWrapper`.
     """
+
+    def __init__(self, loss_scale='dynamic', dtype=None, **kwargs) -> None:
+        if has_accelerator():
+            super().__init__(loss_scale=loss_scale, dtype=dtype, **kwargs)
+            return
+        if dtype not in ('bfloat16', torch.bfloat16):
+            raise ValueError(
+                'GlobalNormAmpOptimWrapper: mixed precision on a machine '
+                f'without GPU needs dtype=\'bfloat16\' (CPU autocast), got '
+                f'dtype={dtype!r}; e.g. tools/train.py CONFIG --amp '
+                '--cfg-options optim_wrapper.dtype=bfloat16')
+        with _accelerator_check_skipped():
+            super().__init__(loss_scale=loss_scale, dtype=dtype, **kwargs)
+        # bf16 has float32's range: no loss scaling (a disabled scaler
+        # passes every call through)
+        self.loss_scaler = torch.amp.GradScaler('cpu', enabled=False)
 
     def step(self, **kwargs) -> None:
         """Unscale, agree on overflow across ranks, clip, step, update.
@@ -114,8 +164,9 @@ class GlobalNormAmpOptimWrapper(GlobalNormClipMixin, AmpOptimWrapper):
         distributed = dist.is_available() and dist.is_initialized()
         if self.clip_grad_kwargs or distributed:
             self.loss_scaler.unscale_(self.optimizer)
-        if distributed:
-            # GradScaler's per-optimizer record of the unscale_ above.
+        if distributed and self.loss_scaler.is_enabled():
+            # GradScaler's per-optimizer record of the unscale_ above (a
+            # disabled scaler, bf16 on CPU, checks nothing and skips nothing)
             state = self.loss_scaler._per_optimizer_states[id(self.optimizer)]
             for found_inf in state['found_inf_per_device'].values():
                 dist.all_reduce(found_inf, op=dist.ReduceOp.MAX)

@@ -31,8 +31,13 @@ rank's experts, and
   rank 0 and experts within replica groups, because MMEngine initialises
   weights after wrapping the model.
 
-Use :class:`~mmgem.engine.optim.GlobalNormOptimWrapper` for gradient
-clipping in expert-parallel mode (the norm must include every expert once).
+In expert-parallel mode the optimizer wrapper must compute the clipping
+norm and the mixed-precision overflow check over all ranks
+(:class:`~mmgem.engine.optim.GlobalNormOptimWrapper`,
+:class:`~mmgem.engine.optim.GlobalNormAmpOptimWrapper`; the
+``ExpertParallelOptimWrapperConstructor`` picks them, also for ``--amp``); a
+wrapper that would clip by each rank's own norm, or let each rank skip
+overflowing steps on its own, is refused at the first step.
 
 On CPU (gloo) ``device_ids`` is dropped, which MMEngine otherwise always
 passes and DDP refuses for CPU modules. The wrapper is registered in
@@ -44,10 +49,11 @@ from typing import Dict, List, Optional, Tuple, Union
 import torch
 import torch.distributed as dist
 from mmengine.model import MMDistributedDataParallel
-from mmengine.optim import OptimWrapper
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
+from mmgem.engine.optim.global_norm_optim_wrapper import GlobalNormClipMixin
 from mmgem.models.layers.ep_topology import ExpertParallelTopology, get_ep_topology
 from mmgem.models.layers.expert_parallel import (
     EP_SIZE_ATTR,
@@ -119,6 +125,7 @@ class GEMDistributedDataParallel(MMDistributedDataParallel):
             self.topology = get_ep_topology(sizes.pop())
             self._broadcast_expert_replicas()
         self._states_synced = False
+        self._optim_wrapper_checked = False
 
     # ------------------------------------------------------------------
     # weights
@@ -170,6 +177,8 @@ class GEMDistributedDataParallel(MMDistributedDataParallel):
         """
         if not self._states_synced:
             self.sync_states()
+        if not self._optim_wrapper_checked:
+            self.check_optim_wrapper(optim_wrapper)
         with optim_wrapper.optim_context(self):
             data = self.module.data_preprocessor(data, training=True)
             losses = self._run_forward(data, mode='loss')
@@ -180,6 +189,42 @@ class GEMDistributedDataParallel(MMDistributedDataParallel):
             optim_wrapper.step()
             optim_wrapper.zero_grad()
         return log_vars
+
+    def check_optim_wrapper(self, optim_wrapper: OptimWrapper) -> None:
+        """Refuse a wrapper that would let expert-parallel ranks diverge.
+
+        With expert shards, MMEngine's ``clip_grad`` clips every rank by the
+        norm of its own experts and a mixed-precision loss scaler skips
+        steps on the ranks whose own gradients overflow; either way the
+        shared weights drift apart silently.
+
+        Args:
+            optim_wrapper (OptimWrapper): The optimizer wrapper of training.
+
+        Raises:
+            TypeError: For such a wrapper in expert-parallel training; the
+                message names the global-norm wrappers.
+        """
+        self._optim_wrapper_checked = True
+        if not self.expert_shards or isinstance(optim_wrapper,
+                                                GlobalNormClipMixin):
+            return
+        name = type(optim_wrapper).__name__
+        if isinstance(optim_wrapper, AmpOptimWrapper):
+            why = ('checks for inf/nan gradients (and clips) per rank, so '
+                   'ranks would skip different steps')
+            fix = 'GlobalNormAmpOptimWrapper'
+        elif getattr(optim_wrapper, 'clip_grad_kwargs', None):
+            why = 'clips every rank by the norm of its own experts'
+            fix = 'GlobalNormOptimWrapper'
+        else:
+            return
+        raise TypeError(
+            f'expert-parallel training with {name}: it {why} and the shared '
+            f"weights drift apart. Use optim_wrapper.type='{fix}', or "
+            "optim_wrapper.constructor='ExpertParallelOptimWrapperConstructor'"
+            ', which turns OptimWrapper and AmpOptimWrapper (e.g. from '
+            'tools/train.py --amp) into the global-norm wrappers.')
 
     @torch.no_grad()
     def reduce_expert_grads(self) -> None:

@@ -15,11 +15,22 @@ from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
+from mmgem.planner import GEMPlan
+
+from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
+from ..layers.batch_routing import BatchRouting
+from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
 from ..layers.moe_ffn import ROUTING_MODES, MoEFFN
+from ..layers.plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
+from ..utils.label_space import label_range_mask, label_ranges_of
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
 PLAN_HASH_BYTES = 64
+#: Bytes of one dataset name in the ``plan_dataset_names`` buffer.
+PLAN_NAME_BYTES = 64
+AUX_LOSS_REDUCTIONS = ('mean', 'sum')
+BALANCE_TOKENS = ('foreground', 'all')
 _FFN_KEY = re.compile(r'^decoder\.layers\.(\d+)\.ffn\.(layers\..+)$')
 
 
@@ -38,20 +49,46 @@ class GEMDINO(DINO):
     - ``'moe'``: learned noisy top-1 router with the importance + load loss
       (``loss_moe_aux``).
 
-    The plan lives in buffers of fixed shape (``plan_quota`` of every MoE
-    layer, ``num_datasets x num_experts``; ``label_offsets``; ``plan_hash``),
-    so checkpoints carry it and ``load_state_dict`` restores it.
-    :class:`GEMPlannerHook` computes it and calls :meth:`install_plan`.
+    The plan lives in buffers of fixed shape of the detector
+    (``plan_quota``, ``num_datasets x num_experts``; ``plan_dataset_names``;
+    ``plan_hash``; ``label_offsets``), so checkpoints carry it and
+    ``load_state_dict`` restores it. :class:`GEMPlannerHook` computes it and
+    calls :meth:`install_plan`. Routing is computed once per forward: after
+    the encoder, the detector looks the batch up in the plan on the host
+    (the table is read from the device only when it changes) and hands the
+    resulting :class:`~mmgem.models.layers.BatchRouting` to every MoE layer.
+
+    Auxiliary router losses (``'moe'``, ``'damex'``) are taken after the
+    head's loss, as DAMEX's code does: the balancing loss of ``'moe'`` over
+    the foreground tokens (matching queries that the last decoder layer's
+    Hungarian assignment matched to a box; denoising queries excluded), the
+    cross-entropy of ``'damex'`` over all tokens; both are averaged over the
+    MoE layers (``aux_loss_reduction``) and weighted by ``aux_loss_weight``.
+    Logged with the losses: ``moe_load_e<k>`` (share of the kept tokens that
+    expert ``k`` processed, mean over the MoE layers), ``moe_drop_rate`` and,
+    for ``'damex'``, ``moe_router_acc`` (percent of tokens the router sent to
+    their planned expert).
 
     The label space is the concatenation of the datasets' label sets:
     dataset ``d`` owns labels ``[label_offsets[d], label_offsets[d + 1])``.
+    With ``dataset_aware`` (default), training keeps every image in its own
+    dataset's label range: the classification losses of the encoder output,
+    of every decoder layer and of the denoising queries ignore the other
+    datasets' classes (:class:`DatasetAwareDINOHead`), denoising label noise
+    is drawn from the image's range (:class:`DatasetAwareCdnQueryGenerator`),
+    and the two-stage top-k selection ranks proposals by the image's
+    classes only. The Hungarian matching cost already reads only the
+    ground-truth classes' logits.
+
     At test time the dataset of an image is either read from its metainfo
     (``test_dataset_known=True``, UODB's per-dataset protocol) or predicted
-    by the domain classifier (``test_dataset_known=False``); the image is
-    routed through the plan with that dataset and, with
-    ``restrict_test_labels``, its class scores outside the dataset's range
-    are set to ``-inf`` before the head's post-processing (and any box left
-    with such a label is dropped).
+    by the domain classifier (``test_dataset_known=False``, DAMEX's
+    protocol). With ``restrict_test_labels`` that dataset's label range
+    selects the two-stage top-k, and class scores outside it are set to
+    ``-inf`` before the head's post-processing (any box left with such a
+    label is dropped); without it predictions use all classes. The same
+    rule holds for every routing mode and for the dense model
+    (``moe_layers=()``), so all rows of a comparison are tested alike.
 
     Args:
         num_experts (int): Experts per MoE layer. Defaults to 8.
@@ -61,15 +98,27 @@ class GEMDINO(DINO):
             Defaults to ``(0, 2, 4)``.
         routing (str): ``'gem'``, ``'damex'`` or ``'moe'``. Defaults to
             ``'gem'``.
-        aux_loss_weight (float): Weight of the routers' auxiliary losses
-            (summed over MoE layers). Defaults to 0.1.
+        aux_loss_weight (float): Weight of the routers' auxiliary losses.
+            Defaults to 0.1.
+        aux_loss_reduction (str): How the per-layer auxiliary losses are
+            combined: ``'mean'`` (DAMEX) or ``'sum'``. Defaults to
+            ``'mean'``.
+        balance_tokens (str): Tokens of the ``'moe'`` balancing loss:
+            ``'foreground'`` (DAMEX: matched matching queries; needs a head
+            that exposes ``last_matched_query_mask``) or ``'all'``.
+            Defaults to ``'foreground'``.
         capacity_factor (float): Expert capacity factor of the token-routed
             modes. Defaults to 1.25.
         eval_capacity_factor (float, optional): Capacity factor of the
             token-routed modes at test time; None uses ``capacity_factor``.
             Defaults to None.
         gate_noise (float, optional): Router noise scale (see
-            :class:`MoEFFN`); None uses the mode's default. Defaults to None.
+            :class:`MoEFFN`); None keeps the MoE FFN's default (1.0, DAMEX's
+            value). Defaults to None.
+        moe_cfg (dict, optional): Further config of the MoE FFNs (e.g.
+            ``type`` to swap the implementation, ``capacity_priority``,
+            ``balance_loss``), built through the registry. Defaults to
+            None.
         upcycle_from (str, optional): Path (or URL) of a dense DINO
             checkpoint with the same architecture. At :meth:`init_weights`
             all its weights are loaded and the dense FFN of every MoE layer
@@ -79,22 +128,39 @@ class GEMDINO(DINO):
             afterwards. Defaults to None.
         domain_classifier (dict, optional): Config of a
             :class:`DomainClassifier` (``num_datasets`` and ``embed_dims``
-            are filled in) on mean-pooled encoder memory; trained jointly
-            with loss ``loss_domain``. Needed for
-            ``test_dataset_known=False`` with ``routing='gem'``. Defaults to
-            None.
+            are filled in) on mean-pooled encoder memory, trained with loss
+            ``loss_domain`` against the true dataset. It predicts the dataset
+            of a test image (``pred_dataset_id`` of the predictions), which
+            ``test_dataset_known=False`` needs. With its ``detach_input``
+            (the mmgem configs, every row) its gradient stops at the encoder
+            memory, so it is no extra training signal for the detector.
+            Defaults to None.
         domain_loss_weight (float): Weight of ``loss_domain``. Defaults to
             0.1.
+        dataset_aware (bool): Train each image in its dataset's label range
+            (see above); needs a :class:`DatasetAwareDINOHead` when
+            ``num_datasets > 1``. False trains as mmdet's DINO over all
+            classes. Defaults to True.
         test_dataset_known (bool): Whether the dataset of a test image is
             read from its metainfo (True) or predicted (False). Defaults to
             True.
-        restrict_test_labels (bool): Whether test predictions are restricted
-            to the (known or predicted) dataset's label range. Defaults to
-            True.
+        restrict_test_labels (bool): Whether test predictions (and the
+            two-stage top-k) are restricted to the known or predicted
+            dataset's label range. Defaults to True.
         label_offsets (Sequence[int], optional): ``num_datasets + 1``
             cumulative label offsets (``UODBDataset.label_offsets``). None
             gives ``[0, num_classes]`` for one dataset and "unset" (zeros,
             to be installed by the hook) otherwise. Defaults to None.
+        plan_file (str, optional): A plan JSON (``work_dir/gem_plan.json``
+            of a training run, or ``tools/analysis_tools/gem_plan.py``'s
+            output) installed when the model is built (:meth:`install_plan_file`),
+            so a model built without a training run routes: mmdet's
+            ``get_flops.py``, ``DetInferencer`` without weights, ``test.py``
+            on a config without ``GEMPlannerHook``. A checkpoint loaded later
+            replaces it with its own plan buffers. For training, give the
+            file to ``GEMPlannerHook(plan_file=...)`` instead (the hook
+            refuses a model that already holds a plan it did not install).
+            Defaults to None.
         *args, **kwargs: Those of mmdet's ``DINO``.
     """
 
@@ -105,30 +171,49 @@ class GEMDINO(DINO):
                  moe_layers: Sequence[int] = (0, 2, 4),
                  routing: str = 'gem',
                  aux_loss_weight: float = 0.1,
+                 aux_loss_reduction: str = 'mean',
+                 balance_tokens: str = 'foreground',
                  capacity_factor: float = 1.25,
                  eval_capacity_factor: Optional[float] = None,
                  gate_noise: Optional[float] = None,
+                 moe_cfg: OptConfigType = None,
                  upcycle_from: Optional[str] = None,
                  domain_classifier: OptConfigType = None,
                  domain_loss_weight: float = 0.1,
+                 dataset_aware: bool = True,
                  test_dataset_known: bool = True,
                  restrict_test_labels: bool = True,
                  label_offsets: Optional[Sequence[int]] = None,
+                 plan_file: Optional[str] = None,
                  **kwargs) -> None:
         if routing not in ROUTING_MODES:
             raise ValueError(f'routing must be one of {ROUTING_MODES}, got '
                              f'{routing!r}')
+        if aux_loss_reduction not in AUX_LOSS_REDUCTIONS:
+            raise ValueError(f'aux_loss_reduction must be one of '
+                             f'{AUX_LOSS_REDUCTIONS}, got {aux_loss_reduction!r}')
+        if balance_tokens not in BALANCE_TOKENS:
+            raise ValueError(f'balance_tokens must be one of {BALANCE_TOKENS}, '
+                             f'got {balance_tokens!r}')
         self.num_experts = num_experts
         self.num_datasets = num_datasets
         self.moe_layers = tuple(int(i) for i in moe_layers)
         self.routing = routing
         self.aux_loss_weight = aux_loss_weight
-        self.capacity_factor = capacity_factor
-        self.eval_capacity_factor = eval_capacity_factor
-        self.gate_noise = gate_noise
+        self.aux_loss_reduction = aux_loss_reduction
+        self.balance_tokens = balance_tokens
+        self._moe_cfg = dict(
+            num_experts=num_experts,
+            routing=routing,
+            capacity_factor=capacity_factor,
+            eval_capacity_factor=eval_capacity_factor)
+        if gate_noise is not None:
+            self._moe_cfg['gate_noise'] = gate_noise
+        self._moe_cfg.update(moe_cfg or {})
         super().__init__(*args, **kwargs)
         self.upcycle_from = upcycle_from
         self.domain_loss_weight = domain_loss_weight
+        self.dataset_aware = dataset_aware
         self.test_dataset_known = test_dataset_known
         self.restrict_test_labels = restrict_test_labels
         if domain_classifier is not None:
@@ -144,6 +229,22 @@ class GEMDINO(DINO):
                 'test_dataset_known=False with routing="gem" needs a '
                 'domain_classifier to predict the dataset that routes each '
                 'test image')
+        if (not test_dataset_known and restrict_test_labels
+                and num_datasets > 1 and self.domain_classifier is None):
+            raise ValueError(
+                'test_dataset_known=False with restrict_test_labels=True '
+                'needs a domain_classifier to predict the dataset whose '
+                'labels each test image is restricted to (or set '
+                'restrict_test_labels=False)')
+        if (dataset_aware and num_datasets > 1
+                and not isinstance(self.bbox_head, DatasetAwareDINOHead)):
+            raise ValueError(
+                f'dataset_aware=True with num_datasets={num_datasets} needs '
+                "bbox_head=dict(type='DatasetAwareDINOHead', ...) (it masks "
+                'the other datasets\' classes in the losses), got '
+                f'{type(self.bbox_head).__name__}; or set dataset_aware=False')
+        self.dn_query_generator = self._dataset_aware_dn_generator(
+            kwargs.get('dn_cfg'))
         num_classes = self.bbox_head.num_classes
         self.register_buffer(
             'label_offsets',
@@ -154,6 +255,21 @@ class GEMDINO(DINO):
             self.set_label_offsets([0, num_classes])
         self.register_buffer(
             'plan_hash', torch.zeros(PLAN_HASH_BYTES, dtype=torch.uint8))
+        self.register_buffer(
+            'plan_quota',
+            torch.zeros(num_datasets, num_experts, dtype=torch.long))
+        self.register_buffer(
+            'plan_dataset_names',
+            torch.zeros(num_datasets, PLAN_NAME_BYTES, dtype=torch.uint8))
+        self._host_plan_key: Optional[tuple] = None
+        self._host_plan: Optional[Tuple[Tensor, Tuple[str, ...]]] = None
+        #: Set by :class:`~mmgem.engine.hooks.MoERoutingVisualizationHook`:
+        #: keep the routing of every test forward in :attr:`routing_record`.
+        self.record_routing = False
+        self.routing_record: Optional[Dict] = None
+        self.plan_file = plan_file
+        if plan_file is not None:
+            self.install_plan_file(plan_file)
 
     def _init_layers(self) -> None:
         """Initialize layers except for backbone, neck and bbox_head.
@@ -163,16 +279,8 @@ class GEMDINO(DINO):
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
         self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
-        moe_cfg = dict(
-            num_experts=self.num_experts,
-            num_datasets=self.num_datasets,
-            routing=self.routing,
-            capacity_factor=self.capacity_factor,
-            eval_capacity_factor=self.eval_capacity_factor,
-            gate_noise=self.gate_noise,
-            aux_loss_weight=self.aux_loss_weight)
         self.decoder = GEMDinoTransformerDecoder(
-            **self.decoder, moe_layers=self.moe_layers, moe_cfg=moe_cfg)
+            **self.decoder, moe_layers=self.moe_layers, moe_cfg=self._moe_cfg)
         self.embed_dims = self.encoder.embed_dims
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
         num_feats = self.positional_encoding.num_feats
@@ -231,8 +339,9 @@ class GEMDINO(DINO):
     def install_plan(self,
                      quota: np.ndarray,
                      label_offsets: Optional[np.ndarray] = None,
-                     plan_hash: str = '') -> None:
-        """Install a GEM plan into every MoE layer.
+                     plan_hash: str = '',
+                     dataset_names: Optional[Sequence[str]] = None) -> None:
+        """Install a GEM plan into the detector's plan buffers.
 
         Args:
             quota (np.ndarray): ``(num_datasets, num_experts)`` integer quota
@@ -241,6 +350,11 @@ class GEMDINO(DINO):
                 offsets; None keeps the current ones.
             plan_hash (str): The plan's hash (at most 64 ASCII characters),
                 returned by :meth:`installed_plan_hash`.
+            dataset_names (Sequence[str], optional): The plan's dataset names
+                (at most 64 UTF-8 bytes each), in the order of the quota
+                rows. They key the image hash when the dataset of a test
+                image is predicted (``test_dataset_known=False``); None keeps
+                the current ones.
         """
         quota = np.asarray(quota)
         if quota.shape != (self.num_datasets, self.num_experts):
@@ -251,23 +365,63 @@ class GEMDINO(DINO):
         if not np.issubdtype(quota.dtype, np.integer):
             if not np.array_equal(quota, np.round(quota)):
                 raise ValueError(f'plan quota must be integers, got {quota}')
+        if np.any(quota < 0):
+            raise ValueError(f'plan quota has negative entries: {quota}')
         encoded = plan_hash.encode('ascii')
         if len(encoded) > PLAN_HASH_BYTES:
             raise ValueError(f'plan hash {plan_hash!r} is longer than '
                              f'{PLAN_HASH_BYTES} characters')
+        names = None
+        if dataset_names is not None:
+            names = self._encode_names(dataset_names)
         if label_offsets is not None:
             self.set_label_offsets(label_offsets)
-        quota_t = torch.from_numpy(quota.astype(np.int64))
-        for ffn in self.moe_ffns():
-            ffn.install_plan(quota_t)
+        self.plan_quota.copy_(torch.from_numpy(quota.astype(np.int64)))
         padded = encoded.ljust(PLAN_HASH_BYTES, b'\0')
         self.plan_hash.copy_(
             torch.tensor(list(padded), dtype=torch.uint8))
+        if names is not None:
+            self.plan_dataset_names.copy_(names)
+
+    def _encode_names(self, dataset_names: Sequence[str]) -> Tensor:
+        """``(num_datasets, PLAN_NAME_BYTES)`` uint8 table of the names."""
+        names = [str(name) for name in dataset_names]
+        if len(names) != self.num_datasets:
+            raise ValueError(
+                f'{len(names)} plan dataset names {names} for a model of '
+                f'num_datasets={self.num_datasets}')
+        rows = []
+        for name in names:
+            raw = name.encode('utf-8')
+            if not raw or len(raw) > PLAN_NAME_BYTES or b'\0' in raw:
+                raise ValueError(
+                    f'plan dataset name {name!r} must be 1 to '
+                    f'{PLAN_NAME_BYTES} UTF-8 bytes without NUL')
+            rows.append(list(raw.ljust(PLAN_NAME_BYTES, b'\0')))
+        return torch.tensor(rows, dtype=torch.uint8)
+
+    def install_plan_file(self, plan_file: str) -> GEMPlan:
+        """Install the plan of a plan JSON (:meth:`GEMPlan.save`'s format).
+
+        Args:
+            plan_file (str): Path of the JSON.
+
+        Returns:
+            GEMPlan: The installed plan.
+        """
+        plan = GEMPlan.load(plan_file)
+        want = (self.num_datasets, self.num_experts)
+        if tuple(plan.quota.shape) != want:
+            raise ValueError(
+                f'GEMDINO: plan_file {plan_file} holds a plan for {plan.quota.shape[0]} '
+                f'datasets {list(plan.dataset_names)} x {plan.quota.shape[1]} experts, but '
+                f'the model has num_datasets={want[0]} and num_experts={want[1]}')
+        self.install_plan(plan.quota, plan_hash=plan.hash, dataset_names=plan.dataset_names)
+        return plan
 
     def has_plan(self) -> bool:
-        """bool: Whether every MoE layer holds a (non-zero) plan."""
-        ffns = self.moe_ffns()
-        return bool(ffns) and all(ffn.has_plan() for ffn in ffns)
+        """bool: Whether the model has MoE layers and a (non-zero) plan."""
+        return bool(self.moe_ffns()) and plan_is_installed(self.plan_quota)
 
     def installed_plan_hash(self) -> str:
         """str: Hash of the installed plan, ``''`` when none was given."""
@@ -275,7 +429,35 @@ class GEMDINO(DINO):
 
     def installed_plan_quota(self) -> np.ndarray:
         """np.ndarray: The installed ``(num_datasets, num_experts)`` quota."""
-        return self.moe_ffns()[0].plan_quota.cpu().numpy().copy()
+        return self.host_plan()[0].numpy().copy()
+
+    def installed_dataset_names(self) -> Tuple[str, ...]:
+        """tuple[str]: The installed plan's dataset names (``()`` if none)."""
+        return self.host_plan()[1]
+
+    def host_plan(self) -> Tuple[Tensor, Tuple[str, ...]]:
+        """The plan's quota table and dataset names, on the host.
+
+        The copy is remade only when a plan buffer changed (in-place writes
+        such as :meth:`install_plan` or ``load_state_dict`` bump the
+        tensors' version counters; ``.to(device)`` makes new tensors), so a
+        forward reads nothing from the device.
+
+        Returns:
+            tuple[Tensor, tuple[str]]: The ``(K, M)`` int64 CPU quota table
+            and the dataset names (``()`` when none are installed).
+        """
+        key = tuple((buf.data_ptr(), buf._version, buf.device)
+                    for buf in (self.plan_quota, self.plan_dataset_names))
+        if key != self._host_plan_key:
+            quota = self.plan_quota.detach().cpu().clone()
+            raw = self.plan_dataset_names.detach().cpu().numpy()
+            names = tuple(
+                bytes(row.tolist()).rstrip(b'\0').decode('utf-8')
+                for row in raw)
+            self._host_plan = (quota, names if all(names) else ())
+            self._host_plan_key = key
+        return self._host_plan
 
     # ------------------------------------------------------------------
     # upcycling
@@ -310,14 +492,13 @@ class GEMDINO(DINO):
                 scratch = MoEFFN(
                     moe.embed_dims,
                     moe.feedforward_channels,
-                    num_experts=moe.num_experts,
-                    num_datasets=1)
+                    num_experts=moe.num_experts)
                 scratch.upcycle_from_ffn(ffn_state)
             for name in ('w1', 'b1', 'w2', 'b2'):
                 converted[prefix + name] = getattr(scratch, name).data
         own = self.state_dict()
-        gem_only = ('plan_quota', 'router.', 'label_offsets', 'plan_hash',
-                    'domain_classifier.')
+        gem_only = ('plan_quota', 'plan_dataset_names', 'router.',
+                    'label_offsets', 'plan_hash', 'domain_classifier.')
         for key, value in own.items():
             if key not in converted and any(
                     part in key for part in gem_only):
@@ -363,37 +544,65 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     def _routing(self, memory: Tensor, memory_mask: Optional[Tensor],
                  batch_data_samples: OptSampleList) -> Dict:
-        """Dataset ids, image buckets and domain logits of the batch.
+        """The batch's routing, computed once for every MoE layer.
 
-        Ids and buckets read from the metainfo stay on the CPU: the MoE
-        layers group images on the host, so no device sync is needed.
+        The dataset of every image is read from its metainfo in training and
+        with ``test_dataset_known=True``; otherwise it is the domain
+        classifier's prediction, and nothing about the image's true dataset
+        (id, name, path) is read. ``'gem'`` (and ``'damex'`` in training, for
+        its targets) then looks each image up in the plan: its bucket hashes
+        the plan's name of the routing dataset with the image's ``img_id``
+        (with the true dataset known, a plan without names falls back to the
+        metainfo's ``dataset_name``, and a missing ``img_id`` to the
+        ``img_path``; with the dataset predicted, a missing ``img_id`` gives
+        bucket 0, the dataset's first shard).
+
+        Returns:
+            dict: ``batch`` (:class:`BatchRouting`, every tensor on the
+            host), ``domain_logits`` (or None) and ``known_dataset_ids``
+            (true ids from the metainfo, or None when they are not read).
         """
         domain_logits = None
         if self.domain_classifier is not None:
             domain_logits = self.domain_classifier(memory, memory_mask)
+        known = self.training or self.test_dataset_known
         known_ids = None
-        if batch_data_samples is not None and (
-                self.training or self.test_dataset_known):
+        if batch_data_samples is not None and known:
             known_ids = dataset_ids_from_samples(batch_data_samples,
                                                  self.num_datasets)
-        if self.training or self.test_dataset_known:
+        if known:
             dataset_ids = known_ids
         elif domain_logits is not None:
-            dataset_ids = domain_logits.argmax(dim=1)
+            # the one device -> host transfer of a dataset-unknown forward
+            dataset_ids = domain_logits.argmax(dim=1).cpu()
         else:
             dataset_ids = None
         needs_plan_route = self.routing == 'gem' or (self.routing == 'damex'
                                                      and self.training)
-        image_buckets = None
-        if needs_plan_route:
+        image_experts = None
+        if needs_plan_route and self.moe_ffns():
             if batch_data_samples is None or dataset_ids is None:
                 raise ValueError(
                     f'GEMDINO(routing={self.routing!r}) needs the batch data '
                     'samples (dataset_id, dataset_name, img_id) to route')
-            image_buckets = image_buckets_from_samples(batch_data_samples)
+            quota, names = self.host_plan()
+            if not plan_is_installed(quota):
+                raise RuntimeError(NO_PLAN_MESSAGE)
+            if not names and not known:
+                raise RuntimeError(
+                    'the installed GEM plan has no dataset names, which '
+                    'routing a test image by its predicted dataset needs: '
+                    'install the plan with dataset_names (GEMPlannerHook '
+                    'does) or test with test_dataset_known=True')
+            buckets = image_buckets_from_samples(
+                batch_data_samples,
+                dataset_names=[names[d] for d in dataset_ids.tolist()]
+                if names else None,
+                read_metainfo_dataset=known)
+            image_experts = route_images(quota, dataset_ids, buckets)
         return dict(
-            dataset_ids=dataset_ids,
-            image_buckets=image_buckets,
+            batch=BatchRouting(
+                image_experts=image_experts, dataset_ids=dataset_ids),
             known_dataset_ids=known_ids,
             domain_logits=domain_logits)
 
@@ -403,10 +612,10 @@ class GEMDINO(DINO):
                             ) -> Dict:
         """DINO's transformer forward, with routing to the MoE layers.
 
-        The per-image routing information is computed after the encoder
-        (the domain classifier reads its memory) and passed through
-        ``forward_decoder``'s kwargs to the MoE decoder layers. The returned
-        dict carries it under ``'routing'``, which :meth:`loss`,
+        The routing is computed once, after the encoder (the domain
+        classifier reads its memory), and passed through
+        ``forward_decoder``'s kwargs to every MoE decoder layer. The
+        returned dict carries it under ``'routing'``, which :meth:`loss`,
         :meth:`predict` and :meth:`_forward` remove before calling the
         head.
 
@@ -424,12 +633,12 @@ class GEMDINO(DINO):
                                 encoder_outputs_dict['memory_mask'],
                                 batch_data_samples)
         tmp_dec_in, head_inputs_dict = self.pre_decoder(
-            **encoder_outputs_dict, batch_data_samples=batch_data_samples)
+            **encoder_outputs_dict,
+            batch_data_samples=batch_data_samples,
+            domain_logits=routing['domain_logits'])
         decoder_inputs_dict.update(tmp_dec_in)
         decoder_outputs_dict = self.forward_decoder(
-            **decoder_inputs_dict,
-            dataset_ids=routing['dataset_ids'],
-            image_buckets=routing['image_buckets'])
+            **decoder_inputs_dict, routing=routing['batch'])
         head_inputs_dict.update(decoder_outputs_dict)
         head_inputs_dict['routing'] = routing
         return head_inputs_dict
@@ -437,30 +646,87 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     # losses and predictions
     # ------------------------------------------------------------------
-    def moe_losses(self) -> Dict[str, Tensor]:
-        """Auxiliary losses of the last forward, summed over MoE layers.
+    def _foreground_token_mask(self, dn_meta: Optional[dict],
+                               num_images: int) -> Tensor:
+        """``(B, N)`` mask of the foreground decoder tokens of the last loss.
+
+        The foreground tokens are the matching queries that the last decoder
+        layer's Hungarian assignment matched to a ground-truth box (the
+        head's ``last_matched_query_mask``); the denoising queries, which
+        come first in every image, are not foreground (DAMEX's ``fg_mask``).
+        """
+        matched = getattr(self.bbox_head, 'last_matched_query_mask', None)
+        if matched is None:
+            raise RuntimeError(
+                'GEMDINO(routing="moe", balance_tokens="foreground") needs '
+                'the matched queries of the last decoder layer, which the '
+                f'head {type(self.bbox_head).__name__} does not expose '
+                '(last_matched_query_mask): use the dataset-aware head of '
+                'the mmgem configs or set balance_tokens="all"')
+        num_dn = 0 if dn_meta is None else int(
+            dn_meta['num_denoising_queries'])
+        if matched.size(0) != num_images:
+            raise ValueError(
+                f'last_matched_query_mask covers {matched.size(0)} images, '
+                f'the batch has {num_images}')
+        return torch.cat([matched.new_zeros(num_images, num_dn), matched],
+                         dim=1)
+
+    def moe_losses(self, dn_meta: Optional[dict] = None,
+                   num_images: int = 0) -> Dict[str, Tensor]:
+        """Auxiliary losses and routing scalars of the last forward.
+
+        Call it after the head's loss (the ``'moe'`` balancing loss needs
+        the head's matching).
+
+        Args:
+            dn_meta (dict, optional): The forward's denoising meta (how many
+                denoising queries lead every image's tokens).
+            num_images (int): Batch size.
 
         Returns:
-            dict[str, Tensor]: ``loss_moe_aux`` / ``loss_damex_ce`` (already
-            weighted by ``aux_loss_weight``) and, for the token-routed modes,
-            ``moe_drop_rate`` (logged only).
+            dict[str, Tensor]: In training with a learned router,
+            ``loss_moe_aux`` / ``loss_damex_ce`` (mean or sum over the MoE
+            layers, times ``aux_loss_weight``); ``moe_load_e<k>`` for every
+            expert, ``moe_drop_rate`` and, for ``'damex'`` in training,
+            ``moe_router_acc`` (logged only).
         """
+        ffns = self.moe_ffns()
+        if not ffns:
+            return {}
         losses: Dict[str, Tensor] = {}
-        for ffn in self.moe_ffns():
-            for key, value in ffn.aux_losses.items():
-                losses[key] = losses[key] + value if key in losses else value
-        if self.routing != 'gem' and self.moe_ffns():
-            dropped = sum(
-                ffn.routing_stats['dropped_tokens'] for ffn in self.moe_ffns())
-            total = sum(ffn.routing_stats['expert_tokens'].sum() +
-                        ffn.routing_stats['dropped_tokens']
-                        for ffn in self.moe_ffns())
-            losses['moe_drop_rate'] = dropped.float() / total.clamp(min=1)
+        if self.training and self.routing != 'gem':
+            mask = None
+            if self.routing == 'moe' and self.balance_tokens == 'foreground':
+                mask = self._foreground_token_mask(dn_meta, num_images)
+            per_layer = [ffn.aux_loss(mask) for ffn in ffns]
+            total = torch.stack(per_layer).sum()
+            if self.aux_loss_reduction == 'mean':
+                total = total / len(per_layer)
+            key = 'loss_moe_aux' if self.routing == 'moe' else 'loss_damex_ce'
+            losses[key] = self.aux_loss_weight * total
+        stats = [ffn.routing_stats for ffn in ffns]
+        kept = torch.stack([s['expert_tokens'] for s in stats]).float()
+        share = (kept / kept.sum(dim=1, keepdim=True).clamp(min=1)).mean(0)
+        for e, value in enumerate(share):
+            losses[f'moe_load_e{e}'] = value
+        dropped = sum(s['dropped_tokens'] for s in stats)
+        losses['moe_drop_rate'] = dropped.float() / (kept.sum() +
+                                                     dropped).clamp(min=1)
+        if self.training and self.routing == 'damex':
+            hits = sum(s['router_hits'] for s in stats)
+            total_tokens = sum(
+                s['expert_tokens'].sum() + s['dropped_tokens'] for s in stats)
+            losses['moe_router_acc'] = 100 * hits.float() / total_tokens.clamp(
+                min=1)
         return losses
 
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> Union[dict, list]:
         """Losses of DINO plus the routers' and the domain classifier's.
+
+        With ``dataset_aware`` every classification loss of an image runs
+        over its dataset's label range only (see the class docstring).
 
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
@@ -470,14 +736,28 @@ class GEMDINO(DINO):
             dict: DINO's losses, ``loss_moe_aux`` or ``loss_damex_ce`` for
             the learned routers, and ``loss_domain`` / ``domain_acc`` with a
             domain classifier.
+
+        Raises:
+            ValueError: If a ground-truth label lies outside its image's
+                dataset range (wrong ``label_offsets`` or ``dataset_id``).
         """
+        label_ranges = None
+        if self.dataset_aware:
+            label_ranges = self.label_ranges(
+                self.label_dataset_ids(batch_data_samples))
+            self._check_gt_labels(batch_data_samples, label_ranges)
         img_feats = self.extract_feat(batch_inputs)
         head_inputs_dict = self.forward_transformer(img_feats,
                                                     batch_data_samples)
         routing = head_inputs_dict.pop('routing')
+        if label_ranges is not None and isinstance(self.bbox_head,
+                                                   DatasetAwareDINOHead):
+            head_inputs_dict['label_ranges'] = label_ranges
         losses = self.bbox_head.loss(
             **head_inputs_dict, batch_data_samples=batch_data_samples)
-        losses.update(self.moe_losses())
+        losses.update(
+            self.moe_losses(head_inputs_dict.get('dn_meta'),
+                            len(batch_data_samples)))
         logits = routing['domain_logits']
         if logits is not None:
             target = routing['known_dataset_ids'].to(logits.device)
@@ -486,6 +766,198 @@ class GEMDINO(DINO):
             losses['domain_acc'] = (logits.argmax(dim=1) == target).float(
             ).mean() * 100
         return losses
+
+    # ------------------------------------------------------------------
+    # the label space of each image
+    # ------------------------------------------------------------------
+    def label_dataset_ids(self,
+                          batch_data_samples: OptSampleList,
+                          domain_logits: Optional[Tensor] = None
+                          ) -> Optional[Tensor]:
+        """The dataset whose label range each image is trained / tested in.
+
+        - training with ``dataset_aware``: the true dataset (metainfo);
+        - test with ``restrict_test_labels`` and ``test_dataset_known``: the
+          true dataset;
+        - test with ``restrict_test_labels``, dataset unknown: the domain
+          classifier's prediction (the metainfo is not read);
+        - otherwise None (all classes), also at test time without data
+          samples (``mode='tensor'``).
+
+        Args:
+            batch_data_samples (list[DetDataSample], optional): The batch.
+            domain_logits (Tensor, optional): ``(bs, num_datasets)`` domain
+                classifier logits; needed only when the dataset is unknown.
+
+        Returns:
+            Tensor or None: ``(bs,)`` int64 dataset ids, or None.
+        """
+        if self.training:
+            use_known = self.dataset_aware
+        elif not self.restrict_test_labels:
+            return None
+        else:
+            use_known = self.test_dataset_known
+        if use_known:
+            if batch_data_samples is None:
+                if not self.training:  # tensor mode without samples
+                    return None
+                raise ValueError(
+                    'GEMDINO needs the batch data samples (dataset_id) to '
+                    'restrict each image to its dataset\'s labels')
+            return dataset_ids_from_samples(batch_data_samples,
+                                            self.num_datasets)
+        if self.training or domain_logits is None:
+            return None
+        return domain_logits.argmax(dim=1)
+
+    def label_ranges(self, dataset_ids: Optional[Tensor]) -> Optional[Tensor]:
+        """Label range of each image from its dataset id.
+
+        Args:
+            dataset_ids (Tensor, optional): ``(bs,)`` dataset ids.
+
+        Returns:
+            Tensor or None: ``(bs, 2)`` int64 ``[low, high)`` ranges on the
+            model's device; None if ``dataset_ids`` is None.
+
+        Raises:
+            RuntimeError: If the label offsets are not set.
+        """
+        if dataset_ids is None:
+            return None
+        if not self.has_label_offsets():
+            raise RuntimeError(
+                'label_offsets are not set, so images cannot be restricted '
+                'to their dataset\'s labels: give the model `label_offsets` '
+                '(UODBDataset.label_offsets) in the config or let '
+                'GEMPlannerHook install them; or set dataset_aware=False and '
+                'restrict_test_labels=False')
+        return label_ranges_of(self.label_offsets, dataset_ids)
+
+    @staticmethod
+    def _check_gt_labels(batch_data_samples: SampleList,
+                         label_ranges: Tensor) -> None:
+        """Raise if a ground-truth label is outside its image's range."""
+        labels = [s.gt_instances.labels for s in batch_data_samples]
+        counts = torch.tensor([len(x) for x in labels])
+        if int(counts.sum()) == 0:
+            return
+        all_labels = torch.cat(labels).to(label_ranges.device)
+        ranges = torch.repeat_interleave(
+            label_ranges, counts.to(label_ranges.device), dim=0)
+        bad = (all_labels < ranges[:, 0]) | (all_labels >= ranges[:, 1])
+        if not bool(bad.any()):
+            return
+        first = int(bad.nonzero()[0])
+        image = int((counts.cumsum(0) <= first).sum())
+        meta = batch_data_samples[image].metainfo
+        low, high = label_ranges[image].tolist()
+        raise ValueError(
+            f'image {meta.get("img_path", meta.get("img_id", image))} of '
+            f'dataset_id {meta.get("dataset_id")} has ground-truth label '
+            f'{int(all_labels[first])} outside its dataset\'s label range '
+            f'[{low}, {high}): check the model\'s label_offsets against '
+            'UODBDataset.label_offsets')
+
+    def _dataset_aware_dn_generator(self, dn_cfg: OptConfigType
+                                    ) -> DatasetAwareCdnQueryGenerator:
+        """DINO's CDN generator as :class:`DatasetAwareCdnQueryGenerator`.
+
+        ``DINO.__init__`` built mmdet's generator from ``dn_cfg`` (filling
+        in ``num_classes``, ``embed_dims`` and ``num_matching_queries``); the
+        replacement takes the same config and the same label embedding, so
+        the model's state dict and initial weights are DINO's.
+        """
+        generator = DatasetAwareCdnQueryGenerator(**dn_cfg)
+        generator.label_embedding.load_state_dict(
+            self.dn_query_generator.label_embedding.state_dict())
+        return generator
+
+    def pre_decoder(self,
+                    memory: Tensor,
+                    memory_mask: Tensor,
+                    spatial_shapes: Tensor,
+                    batch_data_samples: OptSampleList = None,
+                    domain_logits: Optional[Tensor] = None) -> Tuple[Dict]:
+        """DINO's pre-decoder with the top-k and the DN noise per dataset.
+
+        As :meth:`DINO.pre_decoder`, except that the two-stage top-k ranks
+        each image's proposals by the maximum over its dataset's classes
+        (:meth:`label_dataset_ids`; all classes when that is None) and the
+        denoising label noise stays in the image's range in training. The
+        encoder scores handed to the loss (``enc_outputs_class``) keep all
+        classes; the head masks them.
+
+        Args:
+            memory, memory_mask, spatial_shapes, batch_data_samples: As in
+                :meth:`DINO.pre_decoder`.
+            domain_logits (Tensor, optional): ``(bs, num_datasets)`` domain
+                logits of the batch, if already computed; the domain
+                classifier is run on ``memory`` when they are needed (test,
+                dataset unknown) and not given. Defaults to None.
+
+        Returns:
+            tuple[dict]: ``decoder_inputs_dict`` and ``head_inputs_dict``, as
+            DINO's.
+        """
+        bs, _, c = memory.shape
+        cls_out_features = self.bbox_head.cls_branches[
+            self.decoder.num_layers].out_features
+        output_memory, output_proposals = self.gen_encoder_output_proposals(
+            memory, memory_mask, spatial_shapes)
+        enc_outputs_class = self.bbox_head.cls_branches[
+            self.decoder.num_layers](
+                output_memory)
+        enc_outputs_coord_unact = self.bbox_head.reg_branches[
+            self.decoder.num_layers](output_memory) + output_proposals
+
+        if (domain_logits is None and not self.training
+                and not self.test_dataset_known
+                and self.domain_classifier is not None):
+            domain_logits = self.domain_classifier(memory, memory_mask)
+        label_ranges = self.label_ranges(
+            self.label_dataset_ids(batch_data_samples, domain_logits))
+        select_scores = enc_outputs_class
+        if label_ranges is not None:
+            allowed = label_range_mask(label_ranges, cls_out_features)
+            select_scores = enc_outputs_class.masked_fill(
+                ~allowed[:, None, :], float('-inf'))
+        topk_indices = torch.topk(
+            select_scores.max(-1)[0], k=self.num_queries, dim=1)[1]
+        topk_score = torch.gather(
+            enc_outputs_class, 1,
+            topk_indices.unsqueeze(-1).repeat(1, 1, cls_out_features))
+        topk_coords_unact = torch.gather(
+            enc_outputs_coord_unact, 1,
+            topk_indices.unsqueeze(-1).repeat(1, 1, 4))
+        topk_coords = topk_coords_unact.sigmoid()
+        topk_coords_unact = topk_coords_unact.detach()
+
+        query = self.query_embedding.weight[:, None, :]
+        query = query.repeat(1, bs, 1).transpose(0, 1)
+        if self.training:
+            dn_label_query, dn_bbox_query, dn_mask, dn_meta = \
+                self.dn_query_generator(batch_data_samples,
+                                        label_ranges=label_ranges)
+            query = torch.cat([dn_label_query, query], dim=1)
+            reference_points = torch.cat([dn_bbox_query, topk_coords_unact],
+                                         dim=1)
+        else:
+            reference_points = topk_coords_unact
+            dn_mask, dn_meta = None, None
+        reference_points = reference_points.sigmoid()
+
+        decoder_inputs_dict = dict(
+            query=query,
+            memory=memory,
+            reference_points=reference_points,
+            dn_mask=dn_mask)
+        head_inputs_dict = dict(
+            enc_outputs_class=topk_score,
+            enc_outputs_coord=topk_coords,
+            dn_meta=dn_meta) if self.training else dict()
+        return decoder_inputs_dict, head_inputs_dict
 
     def restrict_class_scores(self, cls_scores: Tensor,
                               dataset_ids: Tensor) -> Tensor:
@@ -499,18 +971,8 @@ class GEMDINO(DINO):
         Returns:
             Tensor: The masked logits.
         """
-        if not self.has_label_offsets():
-            raise RuntimeError(
-                'label_offsets are not set, so test predictions cannot be '
-                'restricted to each dataset\'s labels: give the model '
-                '`label_offsets` (UODBDataset.label_offsets) in the config, '
-                'let GEMPlannerHook install them, or set '
-                'restrict_test_labels=False')
-        labels = torch.arange(cls_scores.size(-1), device=cls_scores.device)
-        ids = dataset_ids.to(cls_scores.device)
-        low = self.label_offsets[ids].to(cls_scores.device)
-        high = self.label_offsets[ids + 1].to(cls_scores.device)
-        allowed = (labels >= low[:, None]) & (labels < high[:, None])
+        ranges = self.label_ranges(dataset_ids).to(cls_scores.device)
+        allowed = label_range_mask(ranges, cls_scores.size(-1))
         return cls_scores.masked_fill(~allowed[:, None, :], float('-inf'))
 
     def predict(self,
@@ -518,6 +980,10 @@ class GEMDINO(DINO):
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
         """Predict boxes, routed and label-restricted per dataset.
+
+        The label restriction (``restrict_test_labels``) uses the true
+        dataset when ``test_dataset_known``, else the domain classifier's
+        prediction, for every routing mode alike (:meth:`label_dataset_ids`).
 
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
@@ -538,22 +1004,22 @@ class GEMDINO(DINO):
             data_sample.metainfo for data_sample in batch_data_samples
         ]
         cls_scores, bbox_preds = self.bbox_head(**head_inputs_dict)
-        dataset_ids = routing['dataset_ids']
-        restrict = (self.restrict_test_labels and dataset_ids is not None
-                    and self.num_datasets > 1)
-        if restrict:
+        dataset_ids = self.label_dataset_ids(batch_data_samples,
+                                             routing['domain_logits'])
+        if dataset_ids is not None:
             cls_scores = self.restrict_class_scores(cls_scores, dataset_ids)
+        if self.record_routing:
+            self._record_routing(cls_scores, batch_data_samples)
         results_list = self.bbox_head.predict_by_feat(
             cls_scores,
             bbox_preds,
             batch_img_metas=batch_img_metas,
             rescale=rescale)
-        if restrict:
-            offsets = self.label_offsets.tolist()
+        if dataset_ids is not None:
+            ranges = self.label_ranges(dataset_ids).tolist()
             for i, results in enumerate(results_list):
-                d = int(dataset_ids[i])
-                keep = (results.labels >= offsets[d]) & (
-                    results.labels < offsets[d + 1])
+                low, high = ranges[i]
+                keep = (results.labels >= low) & (results.labels < high)
                 results_list[i] = results[keep]
         batch_data_samples = self.add_pred_to_datasample(
             batch_data_samples, results_list)
@@ -562,6 +1028,28 @@ class GEMDINO(DINO):
             for data_sample, pred in zip(batch_data_samples, predicted):
                 data_sample.pred_dataset_id = int(pred)
         return batch_data_samples
+
+    def _record_routing(self, cls_scores: Tensor,
+                        batch_data_samples: SampleList) -> None:
+        """Keep what a routing heat map needs of this test forward.
+
+        Sets :attr:`routing_record`: ``token_experts`` (per MoE layer, the
+        ``(B, num_queries)`` expert of every query, -1 if dropped),
+        ``query_scores`` (``(B, num_queries)`` highest class probability of
+        every query in the last decoder layer, after any label restriction)
+        and ``dataset_ids`` (the images' true datasets from the metainfo, or
+        -1; used for the statistics only, never for predictions).
+        """
+        true_ids = [
+            int(s.metainfo.get('dataset_id', -1)) for s in batch_data_samples
+        ]
+        self.routing_record = dict(
+            token_experts=[
+                ffn.routing_stats['token_experts'].detach()
+                for ffn in self.moe_ffns()
+            ],
+            query_scores=cls_scores[-1].detach().sigmoid().max(dim=-1)[0],
+            dataset_ids=torch.tensor(true_ids, dtype=torch.long))
 
     def _forward(self,
                  batch_inputs: Tensor,

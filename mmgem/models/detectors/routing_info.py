@@ -9,7 +9,7 @@ image by its dataset id and its *bucket*, a stable hash of
 bucket is a property of the image, the dataset id (given or predicted)
 selects the plan row it is looked up in.
 """
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 from mmdet.structures import SampleList
@@ -70,29 +70,56 @@ def dataset_ids_from_samples(batch_data_samples: SampleList,
 
 
 def image_buckets_from_samples(batch_data_samples: SampleList,
-                               device: Optional[torch.device] = None
-                               ) -> Tensor:
-    """Stable bucket of each image, from its dataset name and image id.
+                               device: Optional[torch.device] = None,
+                               dataset_names: Optional[Sequence[str]] = None,
+                               read_metainfo_dataset: bool = True) -> Tensor:
+    """Stable bucket of each image, from a dataset name and its image id.
 
     Args:
         batch_data_samples (list[DetDataSample]): The batch; each metainfo
-            needs ``img_id`` (or at least ``img_path``); ``dataset_name``
-            defaults to ``''`` for single-dataset models.
+            should have ``img_id``.
         device (torch.device, optional): Device of the result.
+        dataset_names (Sequence[str], optional): The name of the dataset each
+            image is routed as (the plan's name of its true or predicted
+            dataset). None reads ``dataset_name`` from the metainfo
+            (``''`` when absent, as for single-dataset models).
+        read_metainfo_dataset (bool): Whether the image's own dataset may be
+            read from its metainfo: its ``dataset_name`` when
+            ``dataset_names`` is None, and its ``img_path`` when it has no
+            ``img_id``. False (a dataset-unknown test) reads neither: a
+            missing ``img_id`` gives bucket 0. Defaults to True.
 
     Returns:
         Tensor: ``(B,)`` int64 buckets.
 
     Raises:
-        KeyError: If a sample has neither ``img_id`` nor ``img_path``.
+        KeyError: If a sample has neither ``img_id`` nor ``img_path`` (with
+            ``read_metainfo_dataset``).
+        ValueError: If ``dataset_names`` is None without
+            ``read_metainfo_dataset``, or has the wrong length.
     """
+    if dataset_names is None and not read_metainfo_dataset:
+        raise ValueError('the dataset name of every image is needed when its '
+                         'metainfo may not be read')
+    if dataset_names is not None and len(dataset_names) != len(
+            batch_data_samples):
+        raise ValueError(f'{len(dataset_names)} dataset names for '
+                         f'{len(batch_data_samples)} images')
     buckets = []
-    for sample in batch_data_samples:
+    for i, sample in enumerate(batch_data_samples):
         meta = sample.metainfo
-        img_id = meta.get('img_id', meta.get('img_path'))
-        if img_id is None:
+        if dataset_names is None:
+            name = str(meta.get('dataset_name', ''))
+        else:
+            name = str(dataset_names[i])
+        if 'img_id' in meta:
+            buckets.append(image_bucket(name, meta['img_id']))
+        elif not read_metainfo_dataset:
+            buckets.append(0)
+        elif meta.get('img_path') is not None:
+            buckets.append(image_bucket(name, meta['img_path']))
+        else:
             raise KeyError(
                 'an image has neither img_id nor img_path in its metainfo; '
                 'GEM needs one of them to hash the image to its expert shard')
-        buckets.append(image_bucket(str(meta.get('dataset_name', '')), img_id))
     return torch.tensor(buckets, dtype=torch.long, device=device)

@@ -1,5 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-from .dispatch import expert_capacity, image_dispatch, token_dispatch
+from .batch_routing import BatchRouting
+from .dataset_aware_cdn import DatasetAwareCdnQueryGenerator
+from .dispatch import capacity_keep_mask, expert_capacity, image_dispatch, token_dispatch
 from .domain_classifier import DomainClassifier
 from .ep_all_to_all import all_to_all, gather_count_matrix
 from .ep_exchange_stats import ExchangeStats, exchange_stats
@@ -7,12 +9,21 @@ from .ep_topology import ExpertParallelTopology, get_ep_topology
 from .expert_parallel import ExpertParallelMoEFFN, convert_to_expert_parallel, is_expert_shard
 from .gem_dino_decoder import GEMDinoDecoderLayer, GEMDinoTransformerDecoder
 from .moe_ffn import ROUTING_MODES, MoEFFN
-from .moe_losses import importance_load_loss, importance_loss, load_loss, router_ce_loss, squared_cv
+from .moe_losses import (
+                         importance_load_loss,
+                         importance_loss,
+                         load_loss,
+                         router_ce_loss,
+                         squared_cv,
+                         tutel_load_importance_loss,
+)
 from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
 from .token_router import RouterOutput, TopOneRouter
 
 __all__ = [
-    'MoEFFN', 'ROUTING_MODES', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
+    'MoEFFN', 'ROUTING_MODES', 'BatchRouting', 'capacity_keep_mask',
+    'tutel_load_importance_loss', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
+    'DatasetAwareCdnQueryGenerator',
     'GEMDinoDecoderLayer', 'GEMDinoTransformerDecoder', 'route_images', 'plan_is_installed',
     'NO_PLAN_MESSAGE', 'image_dispatch', 'token_dispatch', 'expert_capacity',
     'importance_loss', 'load_loss', 'importance_load_loss', 'router_ce_loss', 'squared_cv',

@@ -10,10 +10,13 @@ Two granularities:
   order. There is no per-token scatter, no padding and nothing is dropped.
   When all images share one expert the input is used as it is (no copy).
 * :func:`token_dispatch` (``damex`` / ``moe`` baselines): every token has its
-  own expert; each expert takes at most ``capacity`` tokens in their
-  flattened order (image-major, query order inside an image; Switch
-  Transformer / tutel behaviour) and the others are dropped: they get a zero
-  output, i.e. the MoE layer passes them through its residual connection.
+  own expert; each expert takes at most ``capacity`` tokens and the others
+  are dropped: they get a zero output, i.e. the MoE layer passes them through
+  its residual connection. Which tokens an expert keeps is decided by
+  :func:`capacity_keep_mask`: by default the tokens with the highest gate
+  score (Tutel's *batch-prioritized routing*, which DAMEX's code switches on
+  with ``use_bpr=True``), or, as an option, the first ones in the flattened
+  order (Switch Transformer / GShard).
 """
 import math
 from typing import Callable, List, Tuple
@@ -24,9 +27,17 @@ from torch import Tensor
 ExpertFn = Callable[[int, Tensor], Tensor]
 
 
+#: How :func:`capacity_keep_mask` chooses the tokens an expert keeps.
+CAPACITY_PRIORITIES = ('score', 'position')
+
+
 def expert_capacity(num_tokens: int, num_experts: int,
                     capacity_factor: float) -> int:
-    """Tokens one expert may take: ``ceil(capacity_factor * T / M)``.
+    """Tokens one expert may take, as Tutel (and so DAMEX) computes it.
+
+    Tutel 0.2's ``extract_critical`` with top-1 gating uses
+    ``int(capacity_factor * ceil(T / M))``; it is kept at 1 or more here (for
+    ``capacity_factor < 1`` on tiny batches Tutel's could be 0).
 
     Args:
         num_tokens (int): Tokens routed in the batch, ``T``.
@@ -39,7 +50,51 @@ def expert_capacity(num_tokens: int, num_experts: int,
     if capacity_factor <= 0:
         raise ValueError(
             f'capacity_factor must be > 0, got {capacity_factor}')
-    return max(1, math.ceil(capacity_factor * num_tokens / num_experts))
+    per_expert = math.ceil(num_tokens / num_experts)
+    return max(1, int(capacity_factor * per_expert))
+
+
+def capacity_keep_mask(experts: Tensor, scores: Tensor, num_experts: int,
+                       capacity: int, priority: str = 'score') -> Tensor:
+    """Which tokens their expert keeps under a capacity limit.
+
+    Every expert keeps at most ``capacity`` of the tokens routed to it:
+
+    - ``'score'``: those with the highest ``scores`` (the gate probability
+      of the chosen expert), ties broken by token order. This is Tutel's
+      batch-prioritized routing (``compute_sorted_location`` over
+      ``-scores.max(dim=1)``), which DAMEX runs (``use_bpr=True``): a token's
+      queue position is its rank by descending score among the tokens of its
+      expert, whichever image it comes from.
+    - ``'position'``: the first ones in the flattened token order (GShard /
+      Switch; Tutel with ``batch_prioritized_routing=False``).
+
+    Args:
+        experts (Tensor): ``(T,)`` int64 chosen expert of each token.
+        scores (Tensor): ``(T,)`` gate score of each token's expert.
+        num_experts (int): Number of experts.
+        capacity (int): Most tokens one expert keeps.
+        priority (str): ``'score'`` or ``'position'``. Defaults to
+            ``'score'``.
+
+    Returns:
+        Tensor: ``(T,)`` bool mask of the kept tokens.
+    """
+    if priority not in CAPACITY_PRIORITIES:
+        raise ValueError(f'capacity priority must be one of '
+                         f'{CAPACITY_PRIORITIES}, got {priority!r}')
+    if priority == 'score':
+        order = torch.argsort(scores.detach().float(), descending=True,
+                              stable=True)
+    else:
+        order = torch.arange(experts.numel(), device=experts.device)
+    one_hot = torch.nn.functional.one_hot(experts.index_select(0, order),
+                                          num_experts)
+    # 0-based position of each token (in priority order) in its expert's queue
+    position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
+    kept = torch.empty_like(position, dtype=torch.bool)
+    kept[order] = position < capacity
+    return kept
 
 
 def _group(experts: Tensor, num_experts: int) -> Tuple[Tensor, List[int]]:
@@ -82,28 +137,33 @@ def image_dispatch(x: Tensor, experts: Tensor, num_experts: int,
     return torch.empty_like(out_sorted).index_copy(0, order, out_sorted)
 
 
-def token_dispatch(tokens: Tensor, experts: Tensor, gates: Tensor,
-                   num_experts: int, capacity: int,
-                   expert_fn: ExpertFn) -> Tuple[Tensor, Tensor]:
+def token_dispatch(tokens: Tensor,
+                   experts: Tensor,
+                   gates: Tensor,
+                   num_experts: int,
+                   capacity: int,
+                   expert_fn: ExpertFn,
+                   priority: str = 'score') -> Tuple[Tensor, Tensor]:
     """Run tokens through their experts under a capacity limit.
 
     Args:
         tokens (Tensor): ``(T, C)`` tokens.
         experts (Tensor): ``(T,)`` int64 chosen expert of each token.
-        gates (Tensor): ``(T,)`` weight of each token's expert output.
+        gates (Tensor): ``(T,)`` weight of each token's expert output (its
+            gate score, which also ranks the tokens with
+            ``priority='score'``).
         num_experts (int): Number of experts.
         capacity (int): Most tokens one expert takes.
         expert_fn (Callable[[int, Tensor], Tensor]): ``expert_fn(e, t)``
             applies expert ``e`` to tokens ``t`` of shape ``(n, C)``.
+        priority (str): Which tokens an expert keeps, see
+            :func:`capacity_keep_mask`. Defaults to ``'score'``.
 
     Returns:
         tuple[Tensor, Tensor]: ``(T, C)`` gated outputs (zero for dropped
         tokens) and the ``(T,)`` bool mask of kept tokens.
     """
-    one_hot = torch.nn.functional.one_hot(experts, num_experts)
-    # 0-based position of each token in its expert's queue.
-    position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
-    kept = position < capacity
+    kept = capacity_keep_mask(experts, gates, num_experts, capacity, priority)
     kept_idx = kept.nonzero().squeeze(1)
     order, counts = _group(experts.index_select(0, kept_idx), num_experts)
     token_idx = kept_idx.index_select(0, order)

@@ -20,8 +20,10 @@ parallel (every rank holds every expert).
 
 The EP group is always a process group of its own (also when ``E = W``), so
 the exchange's collectives never share a queue with DDP's gradient
-all-reduce. Process groups are created once per ``(world, E)`` and cached,
-because
+all-reduce. Each EP group also has a gloo twin (the EP group itself when the
+default backend is gloo) for the small host-side exchange of split sizes in
+``'gem'`` mode, which then never waits for the device. Process groups are
+created once per ``(world, E)`` and cached, because
 ``torch.distributed.new_group`` is a collective that every rank must call in
 the same order; building the model on every rank in the same order (as
 MMEngine does) guarantees that.
@@ -47,6 +49,9 @@ class ExpertParallelTopology:
             queues behind DDP's all-reduce; None without a distributed run.
         replica_group (ProcessGroup, optional): The ranks holding the same
             experts as this one; None when there is no other (``E = W``).
+        ep_host_group (ProcessGroup, optional): The EP group's ranks on the
+            gloo backend, for collectives on host tensors (``ep_group`` when
+            the default backend is gloo).
     """
 
     world_size: int
@@ -54,6 +59,7 @@ class ExpertParallelTopology:
     ep_size: int
     ep_group: Optional[object] = None
     replica_group: Optional[object] = None
+    ep_host_group: Optional[object] = None
 
     @property
     def ep_rank(self) -> int:
@@ -139,14 +145,17 @@ def get_ep_topology(ep_size: Optional[int] = None) -> ExpertParallelTopology:
     cached = _TOPOLOGIES.get(key)
     if cached is not None:
         return cached
-    ep_group = replica_group = None
+    ep_group = replica_group = ep_host_group = None
     if distributed and world_size > 1:
         num_replicas = world_size // ep_size
+        on_gloo = dist.get_backend() == 'gloo'
         for g in range(num_replicas):
-            group = dist.new_group(
-                list(range(g * ep_size, (g + 1) * ep_size)))
+            ranks = list(range(g * ep_size, (g + 1) * ep_size))
+            group = dist.new_group(ranks)
+            host_group = group if on_gloo else dist.new_group(ranks,
+                                                              backend='gloo')
             if g == rank // ep_size:
-                ep_group = group
+                ep_group, ep_host_group = group, host_group
         if num_replicas > 1:
             for i in range(ep_size):
                 group = dist.new_group(
@@ -154,6 +163,6 @@ def get_ep_topology(ep_size: Optional[int] = None) -> ExpertParallelTopology:
                 if i == rank % ep_size:
                     replica_group = group
     topology = ExpertParallelTopology(world_size, rank, ep_size, ep_group,
-                                      replica_group)
+                                      replica_group, ep_host_group)
     _TOPOLOGIES[key] = topology
     return topology

@@ -12,7 +12,14 @@ replicated and behaves as in :class:`MoEFFN`. A forward pass:
    router's top-1 expert of every token, under the capacity limit computed on
    this rank's batch, as in data-parallel training);
 2. counts the tokens for every expert and all-gathers the counts (the split
-   sizes of every rank, so the receivers know what comes);
+   sizes of every rank, so the receivers know what comes). In ``'gem'``
+   mode the counts follow from the images' planned experts, which are on
+   the host and the same for every MoE layer of a forward: they are
+   gathered once per forward, on the host (a gloo group), and kept in the
+   forward's :class:`~mmgem.models.layers.BatchRouting` (``shared``) for
+   the other layers, so a layer never waits for the device. In the
+   token-routed modes the router decides on the device, per layer, and the
+   counts are gathered there;
 3. sends the tokens, grouped by expert, to the ranks that hold the experts
    (:func:`~mmgem.models.layers.ep_all_to_all.all_to_all`), runs each local
    expert once on all the tokens it received, and sends the results back by
@@ -33,7 +40,14 @@ samplers (equal batches per rank) guarantee.
 
 Weights and checkpoints: expert tensors are initialised as the full ``M``
 experts of a :class:`MoEFFN` and sliced, so a model built with the same seed
-holds the same experts in both modes. A state dict with all ``M`` experts
+holds the same experts in both modes. :func:`convert_to_expert_parallel`
+also makes the model's ``init_weights`` run on full-size expert tensors
+(:func:`full_experts`): an initialiser that walks all parameters (DINO's
+``xavier_uniform_`` over every decoder weight) then draws the same random
+numbers as in a single process, so every expert, and every weight
+initialised after them, starts as it would in one process, whatever the
+world size. (MMEngine's start-up broadcast from rank 0 leaves the shards
+alone, see :mod:`mmgem.utils.compat`.) A state dict with all ``M`` experts
 (saved in data-parallel mode, by one process, or gathered by
 :class:`~mmgem.engine.hooks.ExpertParallelCheckpointHook`) loads into an
 expert-parallel layer by keeping this rank's slice; the hook writes full
@@ -46,14 +60,17 @@ stay unchanged; the layer can also be built directly with
 ``type='ExpertParallelMoEFFN'``. With one process (or
 ``expert_parallel_size=1``) it is a plain :class:`MoEFFN`.
 """
+import functools
 import types
+from contextlib import contextmanager
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from .batch_routing import BatchRouting
+from .dispatch import capacity_keep_mask
 from .ep_all_to_all import all_to_all, gather_count_matrix
 from .ep_topology import ExpertParallelTopology, check_divisible, get_ep_topology
 from .moe_ffn import MoEFFN
@@ -219,16 +236,96 @@ class ExpertParallelMoEFFN(MoEFFN):
     # ------------------------------------------------------------------
     # forward
     # ------------------------------------------------------------------
+    def forward(self,
+                x: Tensor,
+                identity: Optional[Tensor] = None,
+                routing: Optional[BatchRouting] = None) -> Tensor:
+        """:meth:`MoEFFN.forward`; the forward's ``routing`` is kept for
+        :meth:`_dispatch_images` (values shared by the MoE layers).
+
+        Args:
+            x (Tensor): Tokens.
+            identity (Tensor, optional): Residual.
+            routing (BatchRouting, optional): The batch's routing.
+
+        Returns:
+            Tensor: As :meth:`MoEFFN.forward`.
+        """
+        self._batch_routing = routing
+        try:
+            return super().forward(x, identity, routing=routing)
+        finally:
+            self._batch_routing = None
+
     def _dispatch_images(self, x: Tensor, experts: Tensor) -> Tensor:
         """Send every image's tokens to the rank holding its expert and back.
 
         Routing, statistics and losses are :class:`MoEFFN`'s; only where the
-        experts run differs.
+        experts run differs. The images are grouped by expert (a sort of the
+        ``B`` images, whose tokens are contiguous) and the split sizes come
+        from :meth:`image_exchange`, so nothing is read from the device.
         """
         if not self.is_sharded:
             return super()._dispatch_images(x, experts)
-        token_experts = experts.repeat_interleave(x.size(1))
-        return self.exchange_apply(x.reshape(-1, x.size(-1)), token_experts).view_as(x)
+        num_images, num_tokens, channels = x.shape
+        plan = self.image_exchange(experts, num_tokens, x.device)
+        rows = x.index_select(0, plan['order']).reshape(-1, channels)
+        out = self._exchange(rows.to(self.exchange_dtype(x)), plan['tokens'])
+        out = out.view(num_images, num_tokens, channels)
+        return torch.empty_like(out).index_copy(0, plan['order'],
+                                                out).to(x.dtype)
+
+    def image_exchange(self, experts: Tensor, num_tokens: int,
+                       device: torch.device) -> dict:
+        """The exchange plan of a batch routed image by image (``'gem'``).
+
+        Every rank's images per expert and tokens per image (which differ
+        between ranks: DINO's denoising queries depend on the boxes of the
+        batch) are all-gathered on the host, over the EP group's gloo twin,
+        giving ``tokens[s, e]``, the tokens rank ``s`` of the EP group sends
+        to expert ``e``. With the images' order by expert (on ``device``) it
+        is kept in the current forward's ``BatchRouting.shared``, so the
+        other MoE layers of the forward (same images, same queries) reuse it
+        without a collective.
+
+        Args:
+            experts (Tensor): ``(B,)`` int64 planned expert of every image,
+                on the host.
+            num_tokens (int): Tokens per image on this rank.
+            device (torch.device): Device of the tokens.
+
+        Returns:
+            dict: ``tokens`` (``(E, M)`` int64, host) and ``order``
+            (``(B,)`` int64 on ``device``).
+        """
+        routing = getattr(self, '_batch_routing', None)
+        topology = self.topology
+        key = ('expert_parallel_images', topology.ep_size, self.num_experts,
+               str(device))
+        cached = None if routing is None else routing.shared.get(key)
+        experts = experts.cpu()
+        if cached is not None:
+            if cached['num_tokens'] == num_tokens and (
+                    cached['experts'] is experts
+                    or torch.equal(cached['experts'], experts)):
+                return cached
+            raise RuntimeError(
+                'the MoE layers of one forward were given different planned '
+                'experts or token counts; expert parallelism exchanges the '
+                'split sizes once per forward')
+        counts = torch.bincount(experts, minlength=self.num_experts)
+        group = topology.ep_host_group or topology.ep_group
+        gathered = gather_count_matrix(
+            torch.cat([counts, counts.new_tensor([num_tokens])]), group)
+        tokens = gathered[:, :-1] * gathered[:, -1:]
+        order = torch.argsort(experts, stable=True)
+        if device.type == 'cuda':
+            order = order.pin_memory()
+        plan = dict(experts=experts, num_tokens=num_tokens, tokens=tokens,
+                    order=order.to(device, non_blocking=True))
+        if routing is not None:
+            routing.shared[key] = plan
+        return plan
 
     def _dispatch_tokens(self, tokens: Tensor, experts: Tensor, gates: Tensor,
                          capacity: int) -> Tuple[Tensor, Tensor]:
@@ -236,49 +333,98 @@ class ExpertParallelMoEFFN(MoEFFN):
         the kept tokens travel to their experts' ranks."""
         if not self.is_sharded:
             return super()._dispatch_tokens(tokens, experts, gates, capacity)
-        one_hot = F.one_hot(experts, self.num_experts)
-        position = (one_hot.cumsum(dim=0) * one_hot).sum(dim=1) - 1
-        kept = position < capacity
+        kept = capacity_keep_mask(experts, gates, self.num_experts, capacity,
+                                  self.capacity_priority)
         kept_idx = kept.nonzero().squeeze(1)
         outs = self.exchange_apply(
             tokens.index_select(0, kept_idx), experts.index_select(0, kept_idx))
         gated = outs * gates.index_select(0, kept_idx).unsqueeze(1)
         return tokens.new_zeros(tokens.shape).index_copy(0, kept_idx, gated), kept
 
+    def exchange_dtype(self, tokens: Tensor) -> torch.dtype:
+        """The dtype the tokens travel and are computed in.
+
+        Under autocast (for the tokens' device) the autocast dtype, else the
+        experts' dtype, as Tutel does: every rank must send the same dtype
+        into the same collective, and half precision halves the traffic.
+
+        Args:
+            tokens (Tensor): The tokens about to be exchanged.
+
+        Returns:
+            torch.dtype: The exchange dtype.
+        """
+        device_type = tokens.device.type
+        try:
+            enabled = torch.is_autocast_enabled(device_type)
+        except TypeError:  # torch < 2.4: no device argument
+            enabled = (torch.is_autocast_cpu_enabled() if device_type == 'cpu'
+                       else torch.is_autocast_enabled())
+        if not enabled:
+            return self.w1.dtype
+        try:
+            return torch.get_autocast_dtype(device_type)
+        except AttributeError:  # torch < 2.4
+            return (torch.get_autocast_cpu_dtype() if device_type == 'cpu'
+                    else torch.get_autocast_gpu_dtype())
+
     def exchange_apply(self, tokens: Tensor, token_experts: Tensor) -> Tensor:
         """Run every token through its expert, wherever the expert lives.
 
         A collective over the expert-parallel group: every rank of the group
-        must call it once per MoE forward, even with no token.
+        must call it once per MoE forward, even with no token. The split
+        sizes are all-gathered on the tokens' device (the token-routed
+        modes' experts come from the router, on the device).
+
+        The tokens are cast to :meth:`exchange_dtype` before the first
+        exchange, the experts' outputs to the same dtype before the second
+        one (a local expert that received nothing, or an expert that computes
+        in another dtype, cannot change what a rank sends), and the result
+        back to the dtype of ``tokens``.
 
         Args:
             tokens (Tensor): ``(T, C)`` tokens of this rank.
             token_experts (Tensor): ``(T,)`` int64 global expert of each
-                token, on any device (the host is cheapest).
+                token.
 
         Returns:
-            Tensor: ``(T, C)`` expert outputs, in the order of ``tokens``.
+            Tensor: ``(T, C)`` expert outputs, in the order of ``tokens``
+            and in its dtype.
+        """
+        counts = torch.bincount(token_experts, minlength=self.num_experts)
+        # matrix[s, e]: tokens rank s sends to expert e (gathered on the
+        # tokens' device, as the backend needs, and read on the host)
+        matrix = gather_count_matrix(counts.to(tokens.device),
+                                     self.topology.ep_group).cpu()
+        order = torch.argsort(token_experts, stable=True).to(tokens.device)
+        rows = tokens.index_select(0, order).to(self.exchange_dtype(tokens))
+        out = self._exchange(rows, matrix)
+        return torch.empty_like(out).index_copy(0, order, out).to(tokens.dtype)
+
+    def _exchange(self, rows: Tensor, matrix: Tensor) -> Tensor:
+        """Exchange rows grouped by expert, run the local experts, return.
+
+        Args:
+            rows (Tensor): ``(T, C)`` rows of this rank, grouped by global
+                expert in ascending order, in the exchange dtype.
+            matrix (Tensor): ``(E, M)`` int64 host matrix: rows EP rank
+                ``s`` sends to expert ``e`` (identical on every rank).
+
+        Returns:
+            Tensor: ``(T, C)`` expert outputs in the order of ``rows``.
         """
         topology = self.topology
         ep_size, count = topology.ep_size, self.num_local_experts
         me = topology.ep_rank
-        counts = torch.bincount(token_experts, minlength=self.num_experts)
-        # matrix[s, e]: tokens rank s sends to expert e (gathered on the
-        # tokens' device, as the backend needs, and read on the host).
-        matrix = gather_count_matrix(counts.to(tokens.device),
-                                     topology.ep_group).cpu()
         per_rank = matrix.view(ep_size, ep_size, count).sum(dim=2)
         send = per_rank[me].tolist()
         recv = per_rank[:, me].tolist()
         moving = int(per_rank.sum()) != int(per_rank.diagonal().sum())
-
-        order = torch.argsort(token_experts, stable=True).to(tokens.device)
-        sorted_tokens = tokens.index_select(0, order)
+        dtype = rows.dtype
         if moving:
-            received = all_to_all(sorted_tokens, send, recv,
-                                  topology.ep_group)
+            received = all_to_all(rows, send, recv, topology.ep_group)
         else:
-            received = sorted_tokens
+            received = rows
         # Received rows: by source rank, then by local expert.
         block_sizes = matrix[:, me * count:(me + 1) * count]
         chunks: List[Tensor] = list(
@@ -287,19 +433,17 @@ class ExpertParallelMoEFFN(MoEFFN):
                    self.b2.unbind(0))
         for local in range(count):
             idx = [s * count + local for s in range(ep_size)]
-            sizes = [chunks[i].size(0) for i in idx]
+            sizes = [int(block_sizes[s, local]) for s in range(ep_size)]
             if sum(sizes) == 0:
                 continue
             out = self._expert(weights, local,
                                torch.cat([chunks[i] for i in idx], dim=0))
-            for i, piece in zip(idx, out.split(sizes, dim=0)):
+            for i, piece in zip(idx, out.to(dtype).split(sizes, dim=0)):
                 chunks[i] = piece
         processed = torch.cat(chunks, dim=0)
         if moving:
-            returned = all_to_all(processed, recv, send, topology.ep_group)
-        else:
-            returned = processed
-        return torch.empty_like(returned).index_copy(0, order, returned)
+            return all_to_all(processed, recv, send, topology.ep_group)
+        return processed
 
     def extra_repr(self) -> str:
         rep = super().extra_repr()
@@ -310,13 +454,57 @@ class ExpertParallelMoEFFN(MoEFFN):
         return rep
 
 
+@contextmanager
+def full_experts(model: nn.Module):
+    """Let the sharded expert tensors of ``model`` hold all ``M`` experts.
+
+    Inside the context every sharded :class:`ExpertParallelMoEFFN` of
+    ``model`` holds ``(M, ...)`` tensors (this rank's experts in their
+    slots, zeros elsewhere) and behaves as a full layer; on exit it keeps
+    its slice of whatever the tensors then hold. The parameter objects stay
+    the same (only their data changes), so an optimizer built on them stays
+    valid; use it before training, e.g. around ``init_weights``.
+
+    Args:
+        model (nn.Module): A model with expert-parallel layers.
+
+    Yields:
+        nn.Module: ``model``.
+    """
+    layers = [m for m in model.modules()
+              if isinstance(m, ExpertParallelMoEFFN) and m.is_sharded]
+    with torch.no_grad():
+        for layer in layers:
+            start, stop = (layer.local_expert_start,
+                           layer.local_expert_start + layer.num_local_experts)
+            for _, param in layer.expert_parameters():
+                full = param.data.new_zeros((layer.num_experts, ) +
+                                            tuple(param.shape[1:]))
+                full[start:stop] = param.data
+                param.data = full
+            layer._local_range = (start, stop)
+            layer.num_local_experts = layer.num_experts
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for layer in layers:
+                start, stop = layer._local_range
+                del layer._local_range
+                layer.num_local_experts = stop - start
+                for _, param in layer.expert_parameters():
+                    param.data = param.data[start:stop].clone()
+
+
 def convert_to_expert_parallel(model: nn.Module,
                                expert_parallel_size: Optional[int] = None
                                ) -> List[str]:
     """Convert every :class:`MoEFFN` of ``model`` to expert parallel.
 
     Must run on every rank, in the same order (it may create process
-    groups), before the model is wrapped by DDP.
+    groups), before the model is wrapped by DDP. When ``model`` itself is
+    converted it is returned as it is; otherwise its ``init_weights`` (if
+    any) is made to run inside :func:`full_experts`.
 
     Args:
         model (nn.Module): A model holding :class:`MoEFFN` layers.
@@ -332,4 +520,15 @@ def convert_to_expert_parallel(model: nn.Module,
                 module, ExpertParallelMoEFFN):
             ExpertParallelMoEFFN.convert(module, expert_parallel_size)
             converted.append(name)
+    init_weights = getattr(model, 'init_weights', None)
+    if (converted and converted != [''] and callable(init_weights)
+            and not getattr(init_weights, '_full_experts', False)):
+
+        @functools.wraps(init_weights)
+        def init_with_full_experts(*args, **kwargs):
+            with full_experts(model):
+                return init_weights(*args, **kwargs)
+
+        init_with_full_experts._full_experts = True
+        model.init_weights = init_with_full_experts
     return converted

@@ -7,26 +7,29 @@ from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.layers import DeformableDetrTransformerDecoderLayer, DinoTransformerDecoder
 from mmdet.models.layers.transformer.utils import MLP
+from mmdet.registry import MODELS
 from mmdet.utils import OptConfigType
 from mmengine.model import ModuleList
 from torch import Tensor, nn
 
-from .moe_ffn import MoEFFN
+from .batch_routing import BatchRouting
 
 
 class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
     """Deformable-DETR decoder layer whose FFN may be an :class:`MoEFFN`.
 
-    It takes the routing information of the batch (``dataset_ids``,
-    ``image_buckets``) as keyword arguments and hands it to its FFN when that
-    is an MoE FFN; the attention modules never see it. Without ``moe_cfg``
-    the layer is exactly mmdet's (same modules, same state-dict keys).
+    It takes the routing of the batch (a
+    :class:`~mmgem.models.layers.BatchRouting`) as the keyword argument
+    ``routing`` and hands it to its FFN when that is an MoE FFN; the
+    attention modules never see it. Without ``moe_cfg`` the layer is exactly
+    mmdet's (same modules, same state-dict keys).
 
     Args:
-        moe_cfg (dict, optional): Keyword arguments of :class:`MoEFFN` on
-            top of the layer's ``ffn_cfg`` (e.g. ``num_experts``,
-            ``num_datasets``, ``routing``). None keeps the dense FFN.
-            Defaults to None.
+        moe_cfg (dict, optional): Config of the MoE FFN, built through the
+            registry on top of the layer's ``ffn_cfg`` (``type`` defaults to
+            ``'MoEFFN'``; e.g. ``num_experts``, ``routing``), so a config can
+            swap the implementation. None keeps the dense FFN. Defaults to
+            None.
         *args, **kwargs: Those of ``DeformableDetrTransformerDecoderLayer``.
     """
 
@@ -43,7 +46,10 @@ class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
         if self.moe_cfg is None:
             self.ffn = FFN(**self.ffn_cfg)
         else:
-            self.ffn = MoEFFN(**dict(self.ffn_cfg), **dict(self.moe_cfg))
+            cfg = dict(type='MoEFFN')
+            cfg.update(self.ffn_cfg)
+            cfg.update(self.moe_cfg)
+            self.ffn = MODELS.build(cfg)
         self.norms = ModuleList([
             build_norm_layer(self.norm_cfg, self.embed_dims)[1]
             for _ in range(3)
@@ -52,7 +58,7 @@ class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
     @property
     def is_moe(self) -> bool:
         """bool: Whether the FFN of this layer is an MoE FFN."""
-        return isinstance(self.ffn, MoEFFN)
+        return self.moe_cfg is not None
 
     def forward(self,
                 query: Tensor,
@@ -63,8 +69,7 @@ class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
                 self_attn_mask: Tensor = None,
                 cross_attn_mask: Tensor = None,
                 key_padding_mask: Tensor = None,
-                dataset_ids: Optional[Tensor] = None,
-                image_buckets: Optional[Tensor] = None,
+                routing: Optional[BatchRouting] = None,
                 **kwargs) -> Tensor:
         """Forward function.
 
@@ -73,10 +78,8 @@ class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
             key, value, query_pos, key_pos, self_attn_mask, cross_attn_mask,
                 key_padding_mask: As in mmdet's
                 ``DetrTransformerDecoderLayer.forward``.
-            dataset_ids (Tensor, optional): ``(bs,)`` dataset index of each
-                image, for the MoE FFN.
-            image_buckets (Tensor, optional): ``(bs,)`` int64 image buckets,
-                for the MoE FFN.
+            routing (BatchRouting, optional): The batch's routing, for the
+                MoE FFN.
 
         Returns:
             Tensor: ``(bs, num_queries, dim)`` output queries.
@@ -101,8 +104,7 @@ class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
             **kwargs)
         query = self.norms[1](query)
         if self.is_moe:
-            query = self.ffn(
-                query, dataset_ids=dataset_ids, image_buckets=image_buckets)
+            query = self.ffn(query, routing=routing)
         else:
             query = self.ffn(query)
         query = self.norms[2](query)
@@ -112,15 +114,17 @@ class GEMDinoDecoderLayer(DeformableDetrTransformerDecoderLayer):
 class GEMDinoTransformerDecoder(DinoTransformerDecoder):
     """DINO's transformer decoder with :class:`MoEFFN` in chosen layers.
 
-    The forward is DINO's: its ``**kwargs`` (here ``dataset_ids`` and
-    ``image_buckets``) reach every layer, and the MoE layers use them.
+    The forward is DINO's: its ``**kwargs`` (here ``routing``, computed once
+    per forward by the detector) reach every layer, and the MoE layers use
+    it.
 
     Args:
         moe_layers (Sequence[int]): Indices of the decoder layers whose FFN
             becomes an MoE FFN. Defaults to ``(0, 2, 4)``.
-        moe_cfg (dict, optional): :class:`MoEFFN` keyword arguments on top
-            of ``layer_cfg.ffn_cfg``. None (or no ``moe_layers``) gives
-            mmdet's dense decoder. Defaults to None.
+        moe_cfg (dict, optional): Config of the MoE FFN (see
+            :class:`GEMDinoDecoderLayer`) on top of ``layer_cfg.ffn_cfg``.
+            None (or no ``moe_layers``) gives mmdet's dense decoder.
+            Defaults to None.
         *args, **kwargs: Those of ``DinoTransformerDecoder`` (``num_layers``,
             ``layer_cfg``, ``post_norm_cfg``, ``return_intermediate``).
     """
@@ -155,6 +159,6 @@ class GEMDinoTransformerDecoder(DinoTransformerDecoder):
                                   self.embed_dims, 2)
         self.norm = nn.LayerNorm(self.embed_dims)
 
-    def moe_ffns(self) -> List[MoEFFN]:
+    def moe_ffns(self) -> List[nn.Module]:
         """list[MoEFFN]: The MoE FFNs, in layer order."""
         return [layer.ffn for layer in self.layers if layer.is_moe]

@@ -12,12 +12,14 @@ from mmdet.utils import ConfigType, OptConfigType
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .dispatch import ExpertFn, expert_capacity, image_dispatch, token_dispatch
-from .moe_losses import importance_load_loss, router_ce_loss
-from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
+from .batch_routing import BatchRouting
+from .dispatch import CAPACITY_PRIORITIES, ExpertFn, expert_capacity, image_dispatch, token_dispatch
+from .moe_losses import importance_load_loss, router_ce_loss, tutel_load_importance_loss
 from .token_router import TopOneRouter
 
 ROUTING_MODES = ('gem', 'damex', 'moe')
+#: Balancing losses of ``routing='moe'``.
+BALANCE_LOSSES = ('tutel', 'vmoe')
 
 
 @MODELS.register_module()
@@ -27,52 +29,55 @@ class MoEFFN(BaseModule):
     It has the interface and semantics of mmcv's ``FFN`` with ``num_fcs=2``
     (``Linear -> act -> Dropout -> Linear -> Dropout``, then
     ``dropout_layer`` and the residual ``identity + out``), and takes the
-    routing information of the batch as keyword arguments. The experts'
-    weights are batched: ``w1`` is ``(M, feedforward_channels, embed_dims)``,
-    ``b1`` ``(M, feedforward_channels)``, ``w2``
-    ``(M, embed_dims, feedforward_channels)`` and ``b2`` ``(M, embed_dims)``;
-    ``w1[e]`` is laid out like ``nn.Linear.weight`` so a dense FFN copies in
-    directly (:meth:`upcycle_from_ffn`).
+    routing of the batch as the keyword argument ``routing`` (a
+    :class:`~mmgem.models.layers.BatchRouting` that the detector computes
+    once per forward and hands to every MoE layer). The experts' weights are
+    batched: ``w1`` is ``(M, feedforward_channels, embed_dims)``, ``b1``
+    ``(M, feedforward_channels)``, ``w2`` ``(M, embed_dims,
+    feedforward_channels)`` and ``b2`` ``(M, embed_dims)``; ``w1[e]`` is laid
+    out like ``nn.Linear.weight`` so a dense FFN copies in directly
+    (:meth:`upcycle_from_ffn`). The layer holds no plan: the plan lives in
+    the detector.
 
     Routing modes:
 
-    - ``'gem'``: the expert of every image is looked up in the GEM plan held
-      in the ``plan_quota`` buffer (``num_datasets x num_experts`` int64,
-      all zeros until a plan is installed) from the image's ``dataset_ids``
-      and ``image_buckets`` (:mod:`mmgem.models.layers.plan_routing`).
-      Images are grouped by expert and every active expert runs once on its
-      images' tokens: no router parameters, no auxiliary loss, no padding,
-      no token dropped. The same rule applies at test time.
-    - ``'damex'``: a learned top-1 token router (no gate noise by default)
-      under a capacity limit; in training the cross-entropy of its logits to
-      the plan's expert of each token's image is stored as
-      ``aux_losses['loss_damex_ce']`` (times ``aux_loss_weight``). At test
-      time the router alone decides.
-    - ``'moe'``: a learned top-1 router with gate noise (default 1.0, i.e.
-      std ``1 / num_experts``) and the V-MoE importance + load loss stored as
-      ``aux_losses['loss_moe_aux']`` (times ``aux_loss_weight``).
+    - ``'gem'``: every image goes to ``routing.image_experts``, its planned
+      expert. Images are grouped by expert and every active expert runs once
+      on its images' tokens: no router parameters, no auxiliary loss, no
+      padding, no token dropped. The same rule applies at test time.
+    - ``'damex'``: a learned top-1 token router under a capacity limit; in
+      training :meth:`aux_loss` is the cross-entropy of its clean logits to
+      the planned expert of each token's image (DAMEX's loss, over all
+      tokens as DAMEX's code takes it). At test time the router alone
+      decides.
+    - ``'moe'``: a learned top-1 router whose :meth:`aux_loss` is the
+      importance + load balancing loss (``balance_loss``), over the tokens
+      the detector selects (DAMEX: the foreground queries).
 
-    In the token-routed modes each expert takes at most
-    ``ceil(capacity_factor * T / M)`` of the ``T`` tokens of the batch in
-    their flattened order (image-major); overflow tokens get no FFN output
-    and pass through the residual. The chosen expert's output is scaled by
-    its gate probability (softmax of the noisy logits), so the router also
+    Token-routed modes follow Tutel 0.2 as DAMEX runs it: gate noise
+    ``gate_noise / M * N(0, 1)`` on the logits in training (1.0 by default,
+    DAMEX's value for both baselines), top-1 of the noisy softmax, each
+    expert keeps at most ``int(capacity_factor * ceil(T / M))`` of the ``T``
+    tokens of the batch, chosen by descending gate score
+    (``capacity_priority='score'``, Tutel's batch-prioritized routing;
+    ``'position'`` keeps the first ones in image-major order); overflow
+    tokens get no FFN output and pass through the residual. The chosen
+    expert's output is scaled by its gate probability, so the router also
     learns from the task loss.
 
-    After every forward, :attr:`aux_losses` holds this layer's weighted
-    auxiliary losses (empty in eval mode and in ``'gem'`` mode) and
-    :attr:`routing_stats` holds ``expert_tokens`` (``(M,)`` tokens each
-    expert processed), ``dropped_tokens`` (scalar) and ``image_experts``
-    (``(B, M)`` tokens of each image that each expert processed; on the CPU
-    in ``'gem'`` mode).
+    After every forward, :attr:`routing_stats` holds ``expert_tokens``
+    (``(M,)`` tokens each expert processed), ``dropped_tokens`` (scalar),
+    ``image_experts`` (``(B, M)`` tokens of each image that each expert
+    processed) and ``token_experts`` (``(B, N)`` expert of each token, -1
+    for dropped ones); in training the token-routed modes also keep the
+    router outputs that :meth:`aux_loss` needs, and ``'damex'`` counts
+    ``router_hits`` (tokens routed to their planned expert).
 
     Args:
         embed_dims (int): Token dimension. Defaults to 256.
         feedforward_channels (int): Hidden dimension of each expert.
             Defaults to 1024.
         num_experts (int): Number of experts ``M``. Defaults to 8.
-        num_datasets (int): Number of datasets ``K`` of the plan table.
-            Defaults to 1.
         routing (str): ``'gem'``, ``'damex'`` or ``'moe'``. Defaults to
             ``'gem'``.
         num_fcs (int): Must be 2 (the only value mmdet's DETRs use).
@@ -86,11 +91,19 @@ class MoEFFN(BaseModule):
             modes. Defaults to 1.25.
         eval_capacity_factor (float, optional): Capacity factor at test
             time; None uses ``capacity_factor``. Defaults to None.
-        gate_noise (float, optional): Router noise scale (std
-            ``gate_noise / M``); None gives 1.0 for ``'moe'`` and 0 for
-            ``'damex'``. Defaults to None.
-        aux_loss_weight (float): Weight of the stored auxiliary loss.
-            Defaults to 0.1.
+        capacity_priority (str): Which tokens an overfull expert keeps:
+            ``'score'`` (highest gate first, Tutel's batch-prioritized
+            routing, DAMEX's setting) or ``'position'`` (first in image-major
+            order). Defaults to ``'score'``.
+        gate_noise (float): Router noise scale (std ``gate_noise / M``) of
+            the token-routed modes; ``'moe'`` needs it > 0. Defaults to 1.0
+            (DAMEX's value for both DINO-MoE and DAMEX).
+        balance_loss (str): Balancing loss of ``'moe'``: ``'tutel'``
+            (Tutel's ``load_importance_loss``, what DAMEX's code runs) or
+            ``'vmoe'`` (V-MoE's importance + load loss as the DAMEX paper
+            writes it, eq. 4-8). Defaults to ``'tutel'``.
+        num_datasets (int, optional): Ignored; accepted so configs written
+            for earlier versions (which kept a plan table per layer) build.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -98,7 +111,6 @@ class MoEFFN(BaseModule):
                  embed_dims: int = 256,
                  feedforward_channels: int = 1024,
                  num_experts: int = 8,
-                 num_datasets: int = 1,
                  routing: str = 'gem',
                  num_fcs: int = 2,
                  act_cfg: ConfigType = dict(type='ReLU', inplace=True),
@@ -107,8 +119,10 @@ class MoEFFN(BaseModule):
                  add_identity: bool = True,
                  capacity_factor: float = 1.25,
                  eval_capacity_factor: Optional[float] = None,
-                 gate_noise: Optional[float] = None,
-                 aux_loss_weight: float = 0.1,
+                 capacity_priority: str = 'score',
+                 gate_noise: float = 1.0,
+                 balance_loss: str = 'tutel',
+                 num_datasets: Optional[int] = None,
                  init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if routing not in ROUTING_MODES:
@@ -116,24 +130,26 @@ class MoEFFN(BaseModule):
                              f'{routing!r}')
         if num_fcs != 2:
             raise ValueError(f'MoEFFN supports num_fcs=2 only, got {num_fcs}')
-        if num_experts < 1 or num_datasets < 1:
-            raise ValueError(
-                'num_experts and num_datasets must be >= 1, got '
-                f'num_experts={num_experts}, num_datasets={num_datasets}')
-        if gate_noise is None:
-            gate_noise = 1.0 if routing == 'moe' else 0.0
+        if num_experts < 1:
+            raise ValueError(f'num_experts must be >= 1, got {num_experts}')
+        if capacity_priority not in CAPACITY_PRIORITIES:
+            raise ValueError(f'capacity_priority must be one of '
+                             f'{CAPACITY_PRIORITIES}, got {capacity_priority!r}')
+        if balance_loss not in BALANCE_LOSSES:
+            raise ValueError(f'balance_loss must be one of {BALANCE_LOSSES}, '
+                             f'got {balance_loss!r}')
         if routing == 'moe' and gate_noise <= 0:
             raise ValueError('routing="moe" needs gate_noise > 0 for its load '
                              f'loss, got gate_noise={gate_noise}')
         self.embed_dims = embed_dims
         self.feedforward_channels = feedforward_channels
         self.num_experts = num_experts
-        self.num_datasets = num_datasets
         self.routing = routing
         self.num_fcs = num_fcs
         self.capacity_factor = capacity_factor
         self.eval_capacity_factor = eval_capacity_factor
-        self.aux_loss_weight = aux_loss_weight
+        self.capacity_priority = capacity_priority
+        self.balance_loss = balance_loss
         self.add_identity = add_identity
 
         self.w1 = nn.Parameter(
@@ -150,11 +166,8 @@ class MoEFFN(BaseModule):
             self.router = None
         else:
             self.router = TopOneRouter(embed_dims, num_experts, gate_noise)
-        self.register_buffer(
-            'plan_quota',
-            torch.zeros(num_datasets, num_experts, dtype=torch.long))
-        self.aux_losses: Dict[str, Tensor] = {}
         self.routing_stats: Dict[str, Tensor] = {}
+        self._router_state: Dict[str, Tensor] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -171,16 +184,22 @@ class MoEFFN(BaseModule):
                 nn.init.uniform_(bias.data[e], -bound, bound)
 
     def xavier_init_experts(self) -> None:
-        """Xavier-uniform init of every expert's weight matrices, per slice.
+        """Init every expert as DINO's ``init_weights`` leaves a dense FFN.
 
-        This is what DINO's ``init_weights`` does to a dense FFN's linear
-        weights (biases keep their ``nn.Linear`` init); applied to the 3-d
-        tensors directly it would use wrong fans, so detectors call this
-        after their own init.
+        DINO applies ``xavier_uniform_`` to every decoder parameter of more
+        than one dimension: a dense FFN's linear weights get it, its 1-d
+        biases keep ``nn.Linear``'s init. On the batched tensors that loop
+        would use wrong fans for the ``(M, out, in)`` weights and would also
+        hit the 2-d ``(M, out)`` biases, so detectors call this after their
+        own init: xavier-uniform on every expert's ``(out, in)`` weight
+        slice, and a fresh ``nn.Linear`` bias (uniform in
+        ``+-1/sqrt(fan_in)``) for every expert.
         """
-        for weight in (self.w1, self.w2):
+        for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):
+            bound = 1 / math.sqrt(weight.size(2))
             for e in range(self.num_experts):
                 nn.init.xavier_uniform_(weight.data[e])
+                nn.init.uniform_(bias.data[e], -bound, bound)
 
     @torch.no_grad()
     def upcycle_from_ffn(self, ffn: Union[nn.Module, Mapping[str,
@@ -212,27 +231,6 @@ class MoEFFN(BaseModule):
                     f'expert needs {tuple(param.shape[1:])}')
             param.copy_(value.to(param)[None].expand_as(param))
 
-    @torch.no_grad()
-    def install_plan(self, quota: Tensor) -> None:
-        """Copy a plan's quota table into the ``plan_quota`` buffer.
-
-        Args:
-            quota (Tensor): ``(num_datasets, num_experts)`` integer table.
-        """
-        quota = torch.as_tensor(quota)
-        if tuple(quota.shape) != tuple(self.plan_quota.shape):
-            raise ValueError(
-                f'plan quota has shape {tuple(quota.shape)}, the model is '
-                f'configured for {tuple(self.plan_quota.shape)} '
-                '(num_datasets x num_experts)')
-        if bool((quota < 0).any()):
-            raise ValueError(f'plan quota has negative entries: {quota}')
-        self.plan_quota.copy_(quota.to(self.plan_quota))
-
-    def has_plan(self) -> bool:
-        """bool: Whether a non-zero plan quota table is installed."""
-        return plan_is_installed(self.plan_quota)
-
     def _expert(self, weights: Tuple[Sequence[Tensor], ...], e: int,
                 tokens: Tensor) -> Tensor:
         """Apply expert ``e`` (slices of the unbound weights) to tokens."""
@@ -240,37 +238,10 @@ class MoEFFN(BaseModule):
         hidden = self.drop(self.activate(F.linear(tokens, w1[e], b1[e])))
         return self.drop(F.linear(hidden, w2[e], b2[e]))
 
-    def _image_experts(self, x: Tensor, dataset_ids: Optional[Tensor],
-                       image_buckets: Optional[Tensor]) -> Tensor:
-        """Planned expert of each image, on the device of ``x``."""
-        return self._image_experts_cpu(x, dataset_ids,
-                                       image_buckets).to(x.device)
-
-    def _image_experts_cpu(self, x: Tensor, dataset_ids: Optional[Tensor],
-                           image_buckets: Optional[Tensor]) -> Tensor:
-        """Planned expert of each image, computed and returned on the CPU."""
-        if dataset_ids is None or image_buckets is None:
-            raise ValueError(
-                f'MoEFFN(routing={self.routing!r}) needs the dataset_ids and '
-                'image_buckets of the batch\'s images as keyword arguments')
-        if x.dim() != 3 or x.size(0) != dataset_ids.numel():
-            raise ValueError(
-                f'MoEFFN(routing={self.routing!r}) expects batch-first tokens '
-                f'(B, N, C) with B={dataset_ids.numel()} images, got shape '
-                f'{tuple(x.shape)}')
-        # Route on the host: the table is tiny and the grouping of images
-        # needs the counts there anyway, so one transfer replaces a device
-        # sync per check.
-        quota = self.plan_quota.cpu()
-        if not plan_is_installed(quota):
-            raise RuntimeError(NO_PLAN_MESSAGE)
-        return route_images(quota, dataset_ids.cpu(), image_buckets.cpu())
-
     def forward(self,
                 x: Tensor,
                 identity: Optional[Tensor] = None,
-                dataset_ids: Optional[Tensor] = None,
-                image_buckets: Optional[Tensor] = None) -> Tensor:
+                routing: Optional[BatchRouting] = None) -> Tensor:
         """Forward function.
 
         Args:
@@ -279,34 +250,54 @@ class MoEFFN(BaseModule):
                 time).
             identity (Tensor, optional): Residual added to the output; None
                 uses ``x``. Defaults to None.
-            dataset_ids (Tensor, optional): ``(B,)`` dataset index of each
-                image; needed by ``'gem'`` and by ``'damex'`` in training.
-            image_buckets (Tensor, optional): ``(B,)`` int64 image buckets;
-                needed with ``dataset_ids``.
+            routing (BatchRouting, optional): The batch's routing; its
+                ``image_experts`` are needed by ``'gem'`` and by ``'damex'``
+                in training.
 
         Returns:
             Tensor: ``identity + ffn(x)`` (or ``ffn(x)`` without identity),
             the shape of ``x``.
         """
-        self.aux_losses = {}
+        self._router_state = {}
         if self.routing == 'gem':
-            experts = self._image_experts_cpu(x, dataset_ids, image_buckets)
+            experts = self._planned_experts(x, routing)
             out = self._dispatch_images(x, experts)
-            tokens_per_image = x.size(1)
-            image_experts = F.one_hot(
-                experts, self.num_experts) * tokens_per_image
+            num_images, num_tokens = x.shape[:2]
+            image_experts = F.one_hot(experts, self.num_experts) * num_tokens
             self.routing_stats = dict(
                 expert_tokens=image_experts.sum(dim=0),
                 dropped_tokens=torch.zeros((), dtype=torch.long),
-                image_experts=image_experts)
+                image_experts=image_experts,
+                token_experts=experts[:, None].expand(num_images, num_tokens))
         else:
-            out = self._token_routed_forward(x, dataset_ids, image_buckets)
+            out = self._token_routed_forward(x, routing)
         out = self.dropout_layer(out)
         if not self.add_identity:
             return out
         if identity is None:
             identity = x
         return identity + out
+
+    def _planned_experts(self, x: Tensor,
+                         routing: Optional[BatchRouting]) -> Tensor:
+        """The ``(B,)`` planned expert of every image, on the host."""
+        if routing is None or routing.image_experts is None:
+            raise ValueError(
+                f'MoEFFN(routing={self.routing!r}) needs the planned expert '
+                'of every image: pass routing=BatchRouting(image_experts=...) '
+                '(GEMDINO computes it from its plan once per forward)')
+        experts = routing.image_experts
+        if x.dim() != 3 or x.size(0) != experts.numel():
+            raise ValueError(
+                f'MoEFFN(routing={self.routing!r}) expects batch-first tokens '
+                f'(B, N, C) with B={experts.numel()} images, got shape '
+                f'{tuple(x.shape)}')
+        if experts.numel() and (int(experts.min()) < 0
+                                or int(experts.max()) >= self.num_experts):
+            raise ValueError(
+                f'planned experts {experts.tolist()} are outside the layer\'s '
+                f'{self.num_experts} experts')
+        return experts
 
     def _expert_fn(self) -> ExpertFn:
         """``expert_fn(e, tokens)``: expert ``e`` of this layer on tokens."""
@@ -338,23 +329,19 @@ class MoEFFN(BaseModule):
             tokens (Tensor): ``(T, C)`` tokens.
             experts (Tensor): ``(T,)`` routed expert of each token.
             gates (Tensor): ``(T,)`` gate probability of the routed expert.
-            capacity (int): Tokens each expert takes at most, in token order.
+            capacity (int): Tokens each expert takes at most, chosen as
+                ``capacity_priority`` says.
 
         Returns:
             tuple[Tensor, Tensor]: ``(T, C)`` gated outputs (zero for dropped
             tokens) and the ``(T,)`` bool mask of kept tokens.
         """
         return token_dispatch(tokens, experts, gates, self.num_experts, capacity,
-                              self._expert_fn())
+                              self._expert_fn(), self.capacity_priority)
 
-    def _token_routed_forward(self, x: Tensor, dataset_ids: Optional[Tensor],
-                              image_buckets: Optional[Tensor]) -> Tensor:
+    def _token_routed_forward(self, x: Tensor,
+                              routing: Optional[BatchRouting]) -> Tensor:
         """Forward of the ``'damex'`` and ``'moe'`` modes."""
-        target_experts = None
-        if self.training and self.routing == 'damex':
-            image_experts = self._image_experts(x, dataset_ids, image_buckets)
-            target_experts = image_experts.to(x.device).repeat_interleave(
-                x.size(1))
         tokens = x.reshape(-1, x.size(-1))
         routed = self.router(tokens)
         factor = self.capacity_factor
@@ -363,33 +350,79 @@ class MoEFFN(BaseModule):
         capacity = expert_capacity(tokens.size(0), self.num_experts, factor)
         out, kept = self._dispatch_tokens(tokens, routed.experts, routed.gates,
                                           capacity)
+        token_experts = routed.experts.masked_fill(~kept, -1)
         self.routing_stats = dict(
             expert_tokens=torch.bincount(
                 routed.experts[kept], minlength=self.num_experts),
             dropped_tokens=(~kept).sum())
         if x.dim() == 3:
-            num_images, num_queries = x.shape[:2]
+            num_images, num_tokens = x.shape[:2]
             image_idx = torch.arange(
-                tokens.size(0), device=x.device) // num_queries
+                tokens.size(0), device=x.device) // num_tokens
             pairs = image_idx[kept] * self.num_experts + routed.experts[kept]
-            self.routing_stats['image_experts'] = torch.bincount(
-                pairs, minlength=num_images * self.num_experts).view(
-                    num_images, self.num_experts)
+            self.routing_stats.update(
+                image_experts=torch.bincount(
+                    pairs, minlength=num_images * self.num_experts).view(
+                        num_images, self.num_experts),
+                token_experts=token_experts.view(num_images, num_tokens))
         if self.training:
+            self._router_state = dict(
+                clean_logits=routed.clean_logits,
+                noisy_logits=routed.noisy_logits,
+                experts=routed.experts)
             if self.routing == 'damex':
-                loss = router_ce_loss(routed.clean_logits, target_experts)
-                self.aux_losses = {
-                    'loss_damex_ce': self.aux_loss_weight * loss
-                }
-            else:
-                loss = importance_load_loss(routed.clean_logits,
-                                            routed.noisy_logits,
-                                            self.router.noise_std)
-                self.aux_losses = {'loss_moe_aux': self.aux_loss_weight * loss}
+                target = self._planned_experts(x, routing)
+                target = target.to(x.device).repeat_interleave(x.size(1))
+                self._router_state['target_experts'] = target
+                self.routing_stats['router_hits'] = (
+                    routed.experts == target).sum()
         return out.view_as(x)
 
+    def aux_loss(self, token_mask: Optional[Tensor] = None) -> Optional[Tensor]:
+        """The router's auxiliary loss of the last training forward.
+
+        - ``'moe'``: the balancing loss (``balance_loss``) over the tokens
+          selected by ``token_mask`` (DAMEX: the foreground queries; None:
+          all tokens).
+        - ``'damex'``: the cross-entropy of the clean router logits to the
+          planned expert, over all tokens (DAMEX's code; ``token_mask`` is
+          not used).
+
+        Args:
+            token_mask (Tensor, optional): ``(T,)`` or ``(B, N)`` bool mask
+                over the tokens of the last forward, image-major.
+
+        Returns:
+            Tensor | None: The unweighted scalar loss; None in ``'gem'``
+            mode, in eval mode, or before any training forward.
+        """
+        state = self._router_state
+        if self.routing == 'gem' or not state:
+            return None
+        clean = state['clean_logits']
+        if self.routing == 'damex':
+            return router_ce_loss(clean, state['target_experts'])
+        experts, noisy = state['experts'], state['noisy_logits']
+        if token_mask is not None:
+            mask = token_mask.reshape(-1).to(clean.device)
+            if mask.numel() != clean.size(0):
+                raise ValueError(
+                    f'token_mask has {mask.numel()} entries for the '
+                    f'{clean.size(0)} tokens of the last forward')
+            clean, noisy, experts = clean[mask], noisy[mask], experts[mask]
+        if self.balance_loss == 'tutel':
+            return tutel_load_importance_loss(clean, experts, self.num_experts,
+                                              self.router.gate_noise)
+        return importance_load_loss(clean, noisy, self.router.noise_std)
+
     def extra_repr(self) -> str:
-        return (f'embed_dims={self.embed_dims}, feedforward_channels='
-                f'{self.feedforward_channels}, num_experts={self.num_experts}, '
-                f'num_datasets={self.num_datasets}, routing={self.routing!r}, '
-                f'capacity_factor={self.capacity_factor}')
+        rep = (f'embed_dims={self.embed_dims}, feedforward_channels='
+               f'{self.feedforward_channels}, num_experts={self.num_experts}, '
+               f'routing={self.routing!r}')
+        if self.router is not None:
+            rep += (f', capacity_factor={self.capacity_factor}, '
+                    f'capacity_priority={self.capacity_priority!r}, '
+                    f'gate_noise={self.router.gate_noise}')
+        if self.routing == 'moe':
+            rep += f', balance_loss={self.balance_loss!r}'
+        return rep

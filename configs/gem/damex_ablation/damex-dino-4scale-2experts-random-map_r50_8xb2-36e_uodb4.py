@@ -2,7 +2,7 @@
 # Map ablation, random map: as the human-prior map, but with the fixed
 # random grouping {clipart, dota}, {kitti, voc} (each group mixes a VOC-class
 # dataset with an unrelated one).
-_base_ = './damex-dino-4scale_r50_8xb2-36e_uodb4-2e.py'
+_base_ = './damex-dino-4scale-2experts_r50_8xb2-36e_uodb4.py'
 
 custom_hooks = [
     dict(

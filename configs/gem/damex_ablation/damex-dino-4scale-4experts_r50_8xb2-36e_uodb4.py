@@ -2,6 +2,6 @@
 # Ablation: DAMEX (learned top-1 routers + cross-entropy to the map, weight
 # 0.1, capacity factor 1.25) with 4 experts on Clipart, DOTA, KITTI, VOC.
 # The map is GEM's plan (labels + features similarity).
-_base_ = './gem-dino-4scale_r50_8xb2-36e_uodb4-4e.py'
+_base_ = './gem-dino-4scale-4experts_r50_8xb2-36e_uodb4.py'
 
-model = dict(routing='damex', domain_classifier=None)
+model = dict(routing='damex')

@@ -3,7 +3,7 @@
 # VOC, the map putting the datasets that share VOC's classes together
 # ({clipart, voc}) and the two others together ({dota, kitti}); no capacity
 # limit, so the planner reproduces exactly these groups.
-_base_ = './damex-dino-4scale_r50_8xb2-36e_uodb4-2e.py'
+_base_ = './damex-dino-4scale-2experts_r50_8xb2-36e_uodb4.py'
 
 custom_hooks = [
     dict(

@@ -5,7 +5,7 @@
 # The 2- and 8-expert variants and the DAMEX / map ablations inherit this.
 #
 #   bash tools/dist_train.sh \
-#       configs/gem/damex_ablation/gem-dino-4scale_r50_8xb2-36e_uodb4-4e.py 8
+#       configs/gem/damex_ablation/gem-dino-4scale-4experts_r50_8xb2-36e_uodb4.py 8
 _base_ = '../gem-dino-4scale_r50_8xb2-36e_uodb.py'
 
 ablation_names = ['clipart', 'dota', 'kitti', 'voc']

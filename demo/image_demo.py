@@ -1,0 +1,65 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Detect objects in images with a GEM checkpoint, like mmdet's ``demo/image_demo.py``.
+
+The dataset of the images is either unknown (the domain classifier predicts
+it and GEM routes by the prediction) or given with ``--dataset``::
+
+    python demo/image_demo.py img.jpg configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
+        --weights work_dirs/gem-dino-tiny_r18_mini-uodb/iter_400.pth --out-dir outputs
+    python demo/image_demo.py imgs/ configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
+        --weights iter_400.pth --dataset natural --out-dir outputs
+
+Drawn images go to ``<out-dir>/vis/`` (``vis/<dataset>/`` with
+``--dataset``), predictions to ``<out-dir>/preds/`` (with
+``dataset_name`` and ``label_names``) unless ``--no-save-pred``.
+"""
+import argparse
+
+from mmengine.config import Config, DictAction
+
+from mmgem.apis import GEMDetInferencer
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='GEM-DINO image demo')
+    parser.add_argument('inputs', help='image file, folder of images, or URL')
+    parser.add_argument('model', help='config file')
+    parser.add_argument('--weights', default=None, help='checkpoint file')
+    parser.add_argument('--dataset', default=None,
+                        help='dataset of the images (a name of the model\'s datasets); '
+                        'default: unknown, predicted by the domain classifier')
+    parser.add_argument('--out-dir', default='outputs', help='output folder')
+    parser.add_argument('--device', default=None, help='device, e.g. cpu or cuda:0')
+    parser.add_argument('--pred-score-thr', type=float, default=0.3,
+                        help='score threshold of drawn boxes')
+    parser.add_argument('--batch-size', type=int, default=1, help='inference batch size')
+    parser.add_argument('--show', action='store_true', help='show each image in a window')
+    parser.add_argument('--no-save-vis', action='store_true', help='do not save drawn images')
+    parser.add_argument('--no-save-pred', action='store_true', help='do not save predictions')
+    parser.add_argument('--print-result', action='store_true', help='print the predictions')
+    parser.add_argument('--palette', default='none',
+                        choices=['coco', 'voc', 'citys', 'random', 'none'],
+                        help='box colours (none: the config\'s, else random)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='config overrides, e.g. model.plan_file=gem_plan.json')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    model = args.model
+    if args.cfg_options:
+        model = Config.fromfile(args.model)
+        model.merge_from_dict(args.cfg_options)
+    inferencer = GEMDetInferencer(model, args.weights, dataset=args.dataset,
+                                  device=args.device, palette=args.palette)
+    inferencer(args.inputs, batch_size=args.batch_size, out_dir=args.out_dir,
+               show=args.show, pred_score_thr=args.pred_score_thr,
+               no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred,
+               print_result=args.print_result)
+    if args.out_dir and not (args.no_save_vis and args.no_save_pred):
+        print(f'results written to {args.out_dir}')
+
+
+if __name__ == '__main__':
+    main()

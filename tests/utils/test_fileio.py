@@ -1,0 +1,90 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Files mmgem writes get the umask's mode; staged trees move in whole."""
+import os
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from mmgem.utils import StagingDir, atomic_write, current_umask
+
+
+@contextmanager
+def umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize('mask', [0o022, 0o002, 0o077])
+def test_atomic_write_uses_the_umask(tmp_path, mask):
+    with umask(mask):
+        assert current_umask() == mask
+        atomic_write(str(tmp_path / 'a.txt'), 'text')
+        atomic_write(str(tmp_path / 'b.bin'), b'\x00\x01')
+        atomic_write(str(tmp_path / 'a.txt'), 'replaced')  # a rewrite too
+    assert _mode(tmp_path / 'a.txt') == 0o666 & ~mask
+    assert _mode(tmp_path / 'b.bin') == 0o666 & ~mask
+    assert (tmp_path / 'a.txt').read_text() == 'replaced'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a.txt', 'b.bin']
+
+
+def test_conversion_outputs_readable_by_others(tmp_path, load_tool):
+    """A whole native conversion under umask 022: every file 0644, every
+    folder 0755 (the staging folder's 0700 must not leak into the output)."""
+    from mmgem.datasets.converters import convert_native
+    nf = load_tool('tests/datasets/native_fixtures.py')
+    src = tmp_path / 'src'
+    nf.write_dota(src)
+    nf.write_deeplesion(src)
+    out = tmp_path / 'out'
+    with umask(0o022):
+        convert_native(str(src), out=str(out), datasets=['dota', 'deeplesion'])
+    files = [p for p in out.rglob('*') if p.is_file()]
+    dirs = [p for p in out.rglob('*') if p.is_dir()] + [out]
+    assert len(files) > 10
+    assert {oct(_mode(p)) for p in files} == {oct(0o644)}
+    assert {oct(_mode(p)) for p in dirs} == {oct(0o755)}
+
+
+def test_staging_commits_whole_and_rolls_back(tmp_path):
+    root = tmp_path / 'out'
+    (root / 'keep').mkdir(parents=True)
+    (root / 'keep' / 'other.json').write_text('theirs')
+    with StagingDir(str(root)) as stage:
+        atomic_write(stage.file('keep/new.json'), 'new')
+        tree = stage.tree('imgs')
+        atomic_write(os.path.join(tree, 'x.png'), b'x')
+        assert not (root / 'keep' / 'new.json').exists()  # nothing before the commit
+        stage.commit()
+    assert (root / 'keep' / 'other.json').read_text() == 'theirs'  # siblings kept
+    assert (root / 'keep' / 'new.json').read_text() == 'new'
+    assert (root / 'imgs' / 'x.png').exists()
+    assert sorted(p.name for p in root.iterdir()) == ['imgs', 'keep']
+    # a second run replaces the tree as a whole
+    with StagingDir(str(root)) as stage:
+        atomic_write(os.path.join(stage.tree('imgs'), 'y.png'), b'y')
+        stage.commit()
+    assert sorted(p.name for p in (root / 'imgs').iterdir()) == ['.mmgem_staged', 'y.png']
+    # an error before the commit leaves the root as it was
+    with pytest.raises(RuntimeError):
+        with StagingDir(str(root)) as stage:
+            atomic_write(stage.file('keep/new.json'), 'newer')
+            raise RuntimeError('a dataset failed')
+    assert (root / 'keep' / 'new.json').read_text() == 'new'
+    assert sorted(p.name for p in root.iterdir()) == ['imgs', 'keep']
+    # a folder not written by a staging run is never replaced
+    (root / 'theirs').mkdir()
+    with StagingDir(str(root)) as stage:
+        atomic_write(stage.file('keep/new.json'), 'newest')
+        stage.tree('theirs')
+        with pytest.raises(FileExistsError, match='theirs exists and was not written by mmgem'):
+            stage.commit()
+    assert (root / 'keep' / 'new.json').read_text() == 'new'
