@@ -15,7 +15,7 @@ appended:
   buffers start empty, so ``GEMPlannerHook`` plans again, now with the new
   domain: the planner puts it on its own expert or with the old domains
   nearest to it;
-- :class:`AlignExpertsHook` then renumbers the experts so that each keeps
+- :class:`mmgem.engine.hooks.AlignExpertsHook` then renumbers the experts so that each keeps
   serving the old datasets it was trained on: after the new plan is
   installed it matches new to old experts by the overlap of the datasets
   they serve (Hungarian assignment on the quota tables) and permutes the
@@ -24,20 +24,16 @@ appended:
   expert index changes.
 """
 import copy
-import json
 import os
 import os.path as osp
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmdet.registry import HOOKS, MODELS
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
+from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
-from scipy.optimize import linear_sum_assignment
 
-from mmgem.datasets import find_uodb_dataset
+from mmgem.engine.hooks.align_experts_hook import AlignExpertsHook, expert_permutation
 
 #: buffers that must start empty in the K-dataset model (re-planned)
 FRESH = ('plan_quota', 'plan_hash', 'label_offsets')
@@ -119,84 +115,6 @@ def prepare(cfg, adapt_from: dict) -> str:
     return path
 
 
-def expert_permutation(new_quota: np.ndarray, old_quota: np.ndarray) -> np.ndarray:
-    """Which old expert each new expert should take the weights of.
-
-    Args:
-        new_quota (np.ndarray): ``(K - 1, M)`` rows of the new plan for the
-            old datasets (in the old order).
-        old_quota (np.ndarray): ``(K - 1, M)`` old plan.
-
-    Returns:
-        np.ndarray: ``src`` with ``src[e]`` the old expert whose weights new
-        expert ``e`` takes; maximises the summed overlap
-        ``sum_d new_share[d, e] * old_share[d, src[e]]`` (ties: lowest
-        indices, scipy's Hungarian).
-    """
-    new_share = new_quota / np.maximum(new_quota.sum(1, keepdims=True), 1)
-    old_share = old_quota / np.maximum(old_quota.sum(1, keepdims=True), 1)
-    overlap = new_share.T @ old_share
-    rows, cols = linear_sum_assignment(-overlap)
-    src = np.empty(overlap.shape[0], dtype=np.int64)
-    src[rows] = cols
-    return src
-
-
-@HOOKS.register_module()
-class AlignExpertsHook(Hook):
-    """Renumber the experts of a model started from a K - 1 dataset one.
-
-    Runs after ``GEMPlannerHook`` (priority ``HIGH`` vs ``VERY_HIGH``) in
-    ``before_train``: reads the installed plan, matches it to the old plan
-    (:func:`expert_permutation`) and permutes, in every MoE layer, each
-    parameter whose first axis is the expert axis. Writes the permutation
-    to ``<work_dir>/expert_alignment.json``.
-
-    Args:
-        old_plan (dict): ``dataset_names`` and ``quota`` of the old plan.
-    """
-
-    priority = 'HIGH'
-
-    def __init__(self, old_plan: dict) -> None:
-        self.old_names = list(old_plan['dataset_names'])
-        self.old_quota = np.asarray(old_plan['quota'], dtype=np.float64)
-
-    def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        names = list(find_uodb_dataset(runner.train_dataloader.dataset).dataset_names)
-        src = self.align(model, names)
-        runner.logger.info(f'AlignExpertsHook: new expert e takes old expert {src.tolist()}[e]')
-        with open(osp.join(runner.work_dir, 'expert_alignment.json'), 'w') as f:
-            json.dump(dict(source_expert=src.tolist(), datasets=names), f)
-
-    def align(self, model, names: Sequence[str]) -> np.ndarray:
-        """Permute the experts of ``model`` (with its plan installed).
-
-        Args:
-            model: A GEM-DINO (``moe_ffns()``, ``installed_plan_quota()``).
-            names (Sequence[str]): Its training datasets, in plan order.
-
-        Returns:
-            np.ndarray: The permutation (:func:`expert_permutation`).
-        """
-        names = list(names)
-        missing = [n for n in self.old_names if n not in names]
-        if missing:
-            raise ValueError(f'AlignExpertsHook: old datasets {missing} are not trained now '
-                             f'({names})')
-        quota = np.asarray(model.installed_plan_quota(), dtype=np.float64)
-        src = expert_permutation(quota[[names.index(n) for n in self.old_names]],
-                                 self.old_quota)
-        index = torch.as_tensor(src)
-        with torch.no_grad():
-            for ffn in model.moe_ffns():
-                for _, param in ffn.named_parameters():
-                    if param.dim() >= 1 and param.shape[0] == ffn.num_experts:
-                        param.copy_(param[index].clone())
-        return src
-
-
 def placement(plan: dict, new_domain: str, old_names: Sequence[str]) -> str:
     """Where a plan put the new domain: its own expert(s) or whose.
 
@@ -219,4 +137,4 @@ def placement(plan: dict, new_domain: str, old_names: Sequence[str]) -> str:
 
 
 __all__ = ['expand_state_dict', 'prepare', 'expert_permutation', 'AlignExpertsHook',
-           'placement']
+           'placement']  # the last two re-exported from mmgem.engine
