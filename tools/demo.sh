@@ -46,6 +46,7 @@ CFG_OPTS=(
     "val_dataloader.dataset.data_root=${DATA_DIR}/"
     "test_dataloader.dataset.data_root=${DATA_DIR}/"
     "train_cfg.max_iters=${ITERS}" "train_cfg.val_interval=$((ITERS + 1))"
+    "train_cfg.val_begin=$((ITERS + 1))"  # else the loop validates at its last iteration
     "default_hooks.checkpoint.interval=${ITERS}"
     "param_scheduler.1.end=${ITERS}" "param_scheduler.1.milestones=[$((ITERS * 3 / 4))]"
 )

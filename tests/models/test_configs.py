@@ -12,15 +12,19 @@ import mmgem  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / 'configs' / 'gem').rglob('*.py'))
-DATA_BASE = {
-    'mini-uodb': REPO / 'configs/_base_/datasets/mini_uodb.py',
-    'uodb': REPO / 'configs/_base_/datasets/uodb.py',
+DATA_BASE = {  # name part of a config -> its data base and that base's key prefix
+    'mini-uodb-v2': (REPO / 'configs/_base_/datasets/mini_uodb_v2.py', 'mini_uodb_v2_'),
+    'mini-uodb': (REPO / 'configs/_base_/datasets/mini_uodb.py', 'uodb_'),
+    'uodb': (REPO / 'configs/_base_/datasets/uodb.py', 'uodb_'),
 }
 
 
-def _data_base(path: Path) -> Config:
-    key = 'mini-uodb' if 'mini-uodb' in path.name else 'uodb'
-    return Config.fromfile(str(DATA_BASE[key]))
+def _data_base(path: Path):
+    """The dataset names and classes of the data base of a config."""
+    key = next(k for k in DATA_BASE if k in path.name)  # most specific first
+    base, prefix = DATA_BASE[key]
+    data = Config.fromfile(str(base))
+    return list(data[prefix + 'dataset_names']), data[prefix + 'classes']
 
 
 def test_all_four_methods_exist_for_both_benchmarks():
@@ -39,13 +43,11 @@ def test_config_builds_and_matches_its_label_space(path):
     classes = [train.dataset_classes[n] for n in train.dataset_names]
     assert classes == [val.dataset_classes[n] for n in val.dataset_names]
     if path.parent.name == 'gem':  # the full benchmarks: the data base's sets
-        data = _data_base(path)
-        assert list(train.dataset_names) == list(data.uodb_dataset_names)
-        assert classes == [
-            tuple(data.uodb_classes[n]) for n in data.uodb_dataset_names
-        ]
+        names, data_classes = _data_base(path)
+        assert list(train.dataset_names) == names
+        assert classes == [tuple(data_classes[n]) for n in names]
     else:  # ablations: subsets with the data base's class lists
-        data = Config.fromfile(str(DATA_BASE['uodb']))
+        data = Config.fromfile(str(DATA_BASE['uodb'][0]))
         assert classes == [tuple(data.uodb_classes[n]) for n in train.dataset_names]
     counts = [len(c) for c in classes]
     offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()

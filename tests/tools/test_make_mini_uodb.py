@@ -1,12 +1,14 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Tests of tools/misc/make_mini_uodb.py: layout, determinism and the
 difficulties mini-UODB is meant to mirror."""
+import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image
 
@@ -158,3 +160,41 @@ def test_cli_generates_and_converts(gen, repo_root, tmp_path):
         gen.make_mini_uodb(str(out), scale='huge')
     with pytest.raises(ValueError, match="unknown mini-UODB domain 'lidar'"):
         gen.make_mini_uodb(str(out), domains=['lidar'])
+
+
+# Captured from main (b7138be) before --version 2 was added: tiny, seed 0,
+# VOC layout and manifest (the converter's JSON is the converter's output).
+V1_TEXT_SHA256 = '8541b395078815132dba2c5168f6801d0e6f59c768788b8f6051b002a134968c'
+V1_PIXELS_SHA256 = '8f343ce7f03efadba97708d571164699369c412359640e69118f32d9bf9d6e32'
+V1_FILES_SHA256 = '9c1de71e468f171e9f8c963bb8c71435b34daa970bc5e02f17f1f180cdc9d732'
+V1_FILES_PILLOW = '13.0.0'  # JPEG bytes depend on Pillow's libjpeg
+
+
+def _tree_sha256(root: Path, with_jpeg: bool) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob('*')):
+        rel = p.relative_to(root)
+        if not p.is_file() or 'annotations' in rel.parts:
+            continue
+        if p.suffix == '.jpg' and not with_jpeg:
+            continue
+        h.update(rel.as_posix().encode() + b'\0')
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def test_version_1_is_bit_for_bit_what_it_was(gen, mini_uodb_root):
+    """v1 stays reproducible: XML, split files and manifest, the drawn
+    pixels and boxes, and (with the Pillow that made them) the JPEG bytes
+    equal what main wrote before v2 existed."""
+    assert _tree_sha256(mini_uodb_root, with_jpeg=False) == V1_TEXT_SHA256
+    h = hashlib.sha256()
+    for domain in MINI_UODB_DATASETS:
+        for split_index, count in enumerate(MINI_UODB_SIZES['tiny'][domain]):
+            for i in range(count):
+                img, objects = gen.draw_image(domain, 0, split_index, i)
+                h.update(np.asarray(img).tobytes())
+                h.update(repr(objects).encode())
+    assert h.hexdigest() == V1_PIXELS_SHA256
+    if PIL.__version__ == V1_FILES_PILLOW:
+        assert _tree_sha256(mini_uodb_root, with_jpeg=True) == V1_FILES_SHA256

@@ -1,180 +1,225 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""Dense DINO vs vanilla MoE vs DAMEX vs GEM on the `small` mini-UODB.
+"""Dense DINO vs DINO-MoE vs DAMEX vs GEM on mini-UODB, over several seeds.
 
-Trains the four tiny configs of ``configs/gem/*-tiny_r18_mini-uodb.py`` with the
-same seed, data and iteration budget, one after the other in this process,
-evaluates each on every domain's test split and prints:
+Trains every method of ``--methods`` with every seed of ``--seeds`` (the
+same seeds for every method), the same data, budget and schedule, and
+evaluates each domain's test split. Each (method, seed) cell is saved as
+JSON under the results folder as soon as it finishes; rerunning the same
+command skips the saved cells, so a long run survives interruption.
+GEM dataset-known and dataset-unknown share one training run per seed
+(they differ only in how the test images are routed).
 
-- the per-dataset box AP table in DAMEX Table 1's layout (one column per
-  domain, a Mean column), AP50 below it, and the rarest domain's AP;
-- for each MoE variant, the expert-utilisation matrix on the test split
-  (datasets x experts, share of each dataset's decoder tokens that each
-  expert processed, summed over the MoE layers).
+The report (markdown, printed and written beside the cells) holds:
 
-The table is a measurement: the generator is not tuned for it. Run::
+- per-dataset box AP@[.5:.95] and AP50 and their mean, each the mean over
+  seeds with the half-width of the 95 % Student-t interval;
+- paired differences, GEM (each protocol) minus each baseline on the same
+  seed, with a paired t-interval: on the mean AP, on the two rarest
+  domains and on the label-conflict pair (v2: street / signs);
+- the domain classifier's accuracy, time per cell, expert utilisation and
+  GEM's plan.
 
-    python tools/benchmark/mini_uodb_table.py            # ~45-60 min on 2 CPU cores
-    python tools/benchmark/mini_uodb_table.py --iters 100 --methods dino gem   # quick look
+The table is a measurement: the data generator is not tuned to any
+method's result. Examples::
 
-and find the markdown in ``tools/benchmark/results/mini_uodb_table.md``.
+    # the v2 benchmark, 3 seeds (the lead's long run; resumable)
+    python tools/benchmark/mini_uodb_table.py --data-version 2 --seeds 0 1 2
+    # the v1 table of 600 iterations, one seed (issue 10's rerun)
+    python tools/benchmark/mini_uodb_table.py --data-version 1 --iters 600 --seeds 0
+    # re-render the markdown from the saved cells, no training
+    python tools/benchmark/mini_uodb_table.py --data-version 2 --render
 """
 import argparse
-import os
 import os.path as osp
-import platform
 import sys
-import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
-from mmengine.config import Config
-from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
-import mmgem  # noqa: F401
-from mmgem.datasets import MINI_UODB_DISPLAY_NAMES
-from mmgem.utils import atomic_write
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import mini_uodb_runs as runs  # noqa: E402
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-METHODS = {
-    'dino': ('DINO (mixed)', 'dino-tiny_r18_mini-uodb.py'),
-    'moe': ('DINO-MoE', 'moe-dino-tiny_r18_mini-uodb.py'),
-    'damex': ('DAMEX', 'damex-dino-tiny_r18_mini-uodb.py'),
-    'gem': ('GEM', 'gem-dino-tiny_r18_mini-uodb.py'),
-}
+from mmgem.evaluation.seed_statistics import (  # noqa: E402
+    format_interval,
+    paired_difference,
+    t_interval,
+)
+from mmgem.utils.cell_store import CellStore  # noqa: E402
 
-
-class ExpertUtilisation(Hook):
-    """Sums, per dataset and expert, the decoder tokens of the test images."""
-
-    priority = 'LOWEST'
-
-    def __init__(self, num_datasets: int, num_experts: int) -> None:
-        self.tokens = np.zeros((num_datasets, num_experts), dtype=np.int64)
-
-    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        dataset_ids = [s.metainfo['dataset_id'] for s in data_batch['data_samples']]
-        for ffn in model.moe_ffns():
-            per_image = ffn.routing_stats['image_experts'].cpu().numpy()
-            for d, row in zip(dataset_ids, per_image):
-                self.tokens[d] += row
+#: iterations per cell by data version (see the README's calibration)
+DEFAULT_ITERS = {1: 600, 2: 300}
+BASELINES = ('dino', 'moe', 'damex')
+GEM_ROWS = ('gem', 'gem_unknown')
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data-dir', default='data/mini_uodb', help='small mini-UODB root')
-    parser.add_argument('--work-dir', default='work_dirs/mini_uodb_table')
-    parser.add_argument('--iters', type=int, default=600, help='training iterations per model')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
-    parser.add_argument(
-        '--out', default=osp.join(REPO, 'tools', 'benchmark', 'results', 'mini_uodb_table.md'))
-    return parser.parse_args()
+    runs.add_common_args(parser, default_iters=None)
+    parser.add_argument('--methods', nargs='+', default=list(runs.METHODS),
+                        choices=list(runs.METHODS))
+    args = parser.parse_args(argv)
+    args.iters = args.iters or DEFAULT_ITERS[args.data_version]
+    runs.resolve_paths(args, 'mini_uodb_table', f'{args.iters}it')
+    return args
 
 
-def build_cfg(method: str, args: argparse.Namespace) -> Config:
-    """The method's tiny config with the shared budget, data and seed."""
-    cfg = Config.fromfile(osp.join(REPO, 'configs', 'gem', METHODS[method][1]))
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[name].dataset.data_root = osp.abspath(args.data_dir) + '/'
-    cfg.work_dir = osp.join(args.work_dir, method)
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=args.iters,
-                         val_interval=args.iters + 1)
-    for scheduler in cfg.param_scheduler:
-        if scheduler.type == 'MultiStepLR':
-            scheduler.end = args.iters
-            scheduler.milestones = [args.iters * 3 // 4]
-    cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', by_epoch=False, interval=args.iters, max_keep_ckpts=1)
-    cfg.default_hooks.logger = dict(type='LoggerHook', interval=50)
-    cfg.randomness = dict(seed=args.seed)
-    return cfg
+def cell_key(method: str, seed: int) -> str:
+    """str: The key of the (method, seed) cell."""
+    return f'{method}_s{seed}'
 
 
-def run_method(method: str, args: argparse.Namespace) -> Dict:
-    cfg = build_cfg(method, args)
-    runner = Runner.from_cfg(cfg)
-    start = time.time()
-    runner.train()
-    train_s = time.time() - start
-    util = None
-    model = runner.model
-    if hasattr(model, 'moe_ffns'):
-        util = ExpertUtilisation(model.num_datasets, model.num_experts)
-        runner.register_hook(util)
-    metrics = runner.test()
-    return dict(metrics=metrics, train_s=train_s,
-                util=None if util is None else util.tokens,
-                names=list(runner.test_dataloader.dataset.dataset_names),
-                lengths=list(runner.train_dataloader.dataset.dataset_lengths))
+def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
+    """The jobs of every (method, seed) cell, GEM's protocols sharing one."""
+    jobs = []
+    for seed in args.seeds:
+        cells = [dict(key=cell_key(m, seed), config=runs.method_config(m, args.data_version),
+                      iters=args.iters, seed=seed, meta=dict(method=m))
+                 for m in args.methods]
+        jobs += runs.group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
+                                args.keep_checkpoints)
+    return jobs
 
 
-def _row(label: str, values: List[float]) -> str:
-    cells = ' | '.join(f'{100 * v:.1f}' for v in values)
-    return f'| {label} | {cells} | {100 * float(np.mean(values)):.1f} |'
+def load_cells(store: CellStore, methods: Sequence[str],
+               seeds: Sequence[int]) -> Dict[str, Dict[int, dict]]:
+    """dict: method -> seed -> saved cell (missing cells left out)."""
+    out: Dict[str, Dict[int, dict]] = {}
+    for m in methods:
+        for s in seeds:
+            cell = store.load(cell_key(m, s))
+            if cell is not None:
+                out.setdefault(m, {})[s] = cell
+    return out
 
 
-def format_report(results: Dict[str, Dict], args: argparse.Namespace) -> str:
-    first = next(iter(results.values()))
-    names = first['names']
-    header = ' | '.join(MINI_UODB_DISPLAY_NAMES.get(n, n) for n in names)
-    rare = names[int(np.argmin(first['lengths']))]
-    lines = [
-        '# mini-UODB: dense DINO vs vanilla MoE vs DAMEX vs GEM',
-        '',
-        f'`python tools/benchmark/mini_uodb_table.py --iters {args.iters} --seed {args.seed}` '
-        f'on {platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}. '
-        f'Tiny DINO (ResNet-18 from scratch, 160 px), {args.iters} iterations x batch 4 each, '
-        'same data, seed and schedule; test split of every domain. Training images per domain: '
-        + ', '.join(f'{n} {k}' for n, k in zip(names, first['lengths'])) + '.',
-        '',
-    ]
+def ap(cell: dict, names: Sequence[str], metric: str = 'bbox_mAP') -> float:
+    """float: Mean over ``names`` of the cell's per-dataset ``metric``."""
+    return float(np.mean([cell['metrics'][f'uodb/{n}_{metric}'] for n in names]))
+
+
+def _table(cells, names, titles, metric) -> List[str]:
+    lines = ['| Method | seeds | ' + ' | '.join(titles) + ' | Mean |',
+             '|---' * (len(names) + 3) + '|']
+    for m, by_seed in cells.items():
+        row = [format_interval(t_interval([ap(c, [n], metric) for c in by_seed.values()]))
+               for n in names]
+        row.append(format_interval(t_interval([ap(c, names, metric)
+                                               for c in by_seed.values()])))
+        lines.append(f'| {runs.METHODS[m][0]} | {len(by_seed)} | ' + ' | '.join(row) + ' |')
+    return lines
+
+
+def _paired(cells, groups: Dict[str, List[str]]) -> List[str]:
+    lines = ['| Comparison | ' + ' | '.join(groups) + ' |', '|---' * (len(groups) + 1) + '|']
+    for g in GEM_ROWS:
+        for b in BASELINES:
+            if g not in cells or b not in cells:
+                continue
+            row = []
+            for names in groups.values():
+                iv = paired_difference({s: ap(c, names) for s, c in cells[g].items()},
+                                       {s: ap(c, names) for s, c in cells[b].items()})
+                mark = ' *' if iv.excludes_zero() else ''
+                row.append(format_interval(iv, signed=True, show_n=True) + mark)
+            lines.append(f'| {runs.METHODS[g][0]} − {runs.METHODS[b][0]} | '
+                         + ' | '.join(row) + ' |')
+    return lines
+
+
+def _utilisation(m: str, by_seed: Dict[int, dict]) -> List[str]:
+    mats = [np.asarray(c['utilisation'], np.float64) for c in by_seed.values()
+            if c.get('utilisation')]
+    if not mats:
+        return []
+    tokens = np.sum(mats, axis=0)
+    share = tokens / np.maximum(tokens.sum(1, keepdims=True), 1)
+    names = next(iter(by_seed.values()))['names']
+    lines = [f'**Expert utilisation, {runs.METHODS[m][0]}** (share of each dataset\'s decoder '
+             f'tokens per expert, test split, all MoE layers, {len(mats)} seed(s) pooled)', '',
+             '| Dataset | ' + ' | '.join(f'E{e}' for e in range(share.shape[1])) + ' |',
+             '|---' * (share.shape[1] + 1) + '|']
+    lines += [f'| {n} | ' + ' | '.join(f'{v:.2f}' for v in row) + ' |'
+              for n, row in zip(names, share)]
+    return lines + ['']
+
+
+def plan_lines(plan: Optional[dict]) -> List[str]:
+    """Each dataset's experts in a saved plan, as one markdown line."""
+    if not plan:
+        return []
+    quota = np.asarray(plan['quota'])
+    parts = []
+    for n, row in zip(plan['dataset_names'], quota):
+        experts = [f'E{e}' + (f' {row[e] / row.sum():.0%}' if (row > 0).sum() > 1 else '')
+                   for e in np.flatnonzero(row)]
+        parts.append(f'{n} → {", ".join(experts)}')
+    return ['; '.join(parts)]
+
+
+def caption(cells: Dict[str, Dict[int, dict]], args: argparse.Namespace, command: str) -> str:
+    """The sentence under a benchmark's title: command, machine, budget, data."""
+    first = next(iter(next(iter(cells.values())).values()))
+    mach = first['machine']
+    cell_list = [c for by_seed in cells.values() for c in by_seed.values()]
+    trained = {c['train_fingerprint']: c['train_s'] for c in cell_list}
+    total = sum(trained.values()) + sum(c['test_s'] for c in cell_list)
+    return (
+        f'`{command}` on {mach["machine"]} CPU ({mach["cpus"]} cores, {mach["threads"]} torch '
+        f'thread(s) per cell), torch {mach["torch"]}. Tiny DINO (ResNet-18 from scratch, 160 px), '
+        f'{first["iters"]} iterations x batch 4 per cell, the same data, seeds and schedule for '
+        f'every method; test split of every domain (mini-UODB v{args.data_version}, '
+        f'`{args.scale}`). Training images per domain: '
+        + ', '.join(f'{n} {k}' for n, k in zip(first['train_names'], first['lengths']))
+        + f'. {len(cell_list)} cell(s), {len(trained)} training run(s); cell time '
+        f'{total / 60:.0f} min in all (training {sum(trained.values()) / 60:.0f} min, '
+        f'{np.mean([c["iter_s"] for c in cell_list]):.2f} s/iteration on average).')
+
+
+def render(args: argparse.Namespace) -> str:
+    """The markdown report of the saved cells."""
+    cells = load_cells(CellStore(args.results_dir), args.methods, args.seeds)
+    if not cells:
+        return f'no saved cells in {args.results_dir}'
+    first = next(iter(next(iter(cells.values())).values()))
+    names, titles = first['names'], first['display']
+    groups = runs.comparison_groups(args.data_version, args.scale, names)
+    seeds = ' '.join(str(s) for s in args.seeds)
+    command = (f'python tools/benchmark/mini_uodb_table.py --data-version {args.data_version} '
+               f'--iters {args.iters} --seeds {seeds} --methods {" ".join(args.methods)}')
+    lines = [f'# mini-UODB v{args.data_version}: dense DINO vs DINO-MoE vs DAMEX vs GEM', '',
+             caption(cells, args, command), '',
+             'Every number is the mean over seeds ± the half-width of its 95 % Student-t '
+             'interval (no interval from one seed).', '']
     for metric, title in (('bbox_mAP', 'box AP@[.5:.95]'), ('bbox_mAP_50', 'box AP50')):
-        lines += [f'**{title}**', '', f'| Method | {header} | Mean |',
-                  '|---' * (len(names) + 2) + '|']
-        for method, res in results.items():
-            values = [res['metrics'][f'uodb/{n}_{metric}'] for n in names]
-            lines.append(_row(METHODS[method][0], values))
-        lines.append('')
-    lines += [f'Rarest domain ({rare}, {min(first["lengths"])} training images) box AP: '
-              + ', '.join(f'{METHODS[m][0]} {100 * r["metrics"][f"uodb/{rare}_bbox_mAP"]:.1f}'
-                          for m, r in results.items()), '']
-    lines += ['Training time: ' + ', '.join(
-        f'{METHODS[m][0]} {r["train_s"] / 60:.1f} min' for m, r in results.items()), '']
-    for method, res in results.items():
-        if res['util'] is None:
-            continue
-        tokens = res['util'].astype(np.float64)
-        share = tokens / np.maximum(tokens.sum(1, keepdims=True), 1)
-        experts = share.shape[1]
-        lines += [f'**Expert utilisation, {METHODS[method][0]}** (share of each dataset\'s '
-                  'decoder tokens per expert, test split, all MoE layers)', '',
-                  '| Dataset | ' + ' | '.join(f'E{e}' for e in range(experts)) + ' |',
-                  '|---' * (experts + 1) + '|']
-        for n, row in zip(names, share):
-            lines.append(f'| {n} | ' + ' | '.join(f'{v:.2f}' for v in row) + ' |')
-        lines.append('')
-    return '\n'.join(lines)
+        lines += [f'**{title}**', ''] + _table(cells, names, titles, metric) + ['']
+    paired = _paired(cells, groups)
+    if len(paired) > 2:
+        lines += ['**Paired differences of box AP** (GEM minus baseline on the same seed, '
+                  'mean over seeds ± 95 % paired t-interval, n seeds; * the interval excludes '
+                  '0)', ''] + paired + ['']
+    for g in GEM_ROWS:
+        accs = [c['metrics']['uodb/domain_acc'] for c in cells.get(g, {}).values()
+                if 'uodb/domain_acc' in c['metrics']]
+        if accs:
+            lines += [f'Domain classifier accuracy, {runs.METHODS[g][0]} test run: '
+                      f'{format_interval(t_interval(accs), scale=1.0)} %'.replace(' %', '%'), '']
+    lines += ['**Time per cell** (mean over seeds): ' + ', '.join(
+        f'{runs.METHODS[m][0]} {np.mean([c["train_s"] for c in b.values()]) / 60:.1f} min '
+        f'training ({np.mean([c["iter_s"] for c in b.values()]):.2f} s/iter) + '
+        f'{np.mean([c["test_s"] for c in b.values()]):.0f} s test' for m, b in cells.items()), '']
+    for m, by_seed in cells.items():
+        lines += _utilisation(m, by_seed)
+    for m in GEM_ROWS:
+        if m in cells:
+            seed, cell = min(cells[m].items())
+            lines += [f'**GEM plan** (seed {seed}): '] + plan_lines(cell.get('plan')) + ['']
+            break
+    return '\n'.join(lines).rstrip() + '\n'
 
 
-def main() -> None:
-    args = parse_args()
-    if not osp.isfile(osp.join(args.data_dir, 'mini_uodb.json')):
-        sys.path.insert(0, osp.join(REPO, 'tools', 'misc'))
-        from make_mini_uodb import make_mini_uodb
-        make_mini_uodb(args.data_dir, seed=0, scale='small', convert=True)
-    results = {}
-    for method in args.methods:
-        print(f'==> {METHODS[method][0]}: training {args.iters} iterations', flush=True)
-        results[method] = run_method(method, args)
-    report = format_report(results, args)
-    print(report)
-    os.makedirs(osp.dirname(args.out), exist_ok=True)
-    atomic_write(args.out, report + '\n')
-    print(f'written to {args.out}')
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return runs.run_benchmark(parse_args(argv), lambda a, fp: [make_jobs(a, fp)], render)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

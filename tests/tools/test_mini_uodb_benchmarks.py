@@ -1,0 +1,325 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""The mini-UODB benchmarks' machinery at tiny scale: cells are saved,
+resumed without retraining, re-rendered without data; GEM's two protocols
+share one training run; the curve, few-shot adaptation and ablation paths
+work end to end on real MMEngine runners (one or two iterations)."""
+import copy
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.runner import Runner
+from scipy import stats
+
+from mmgem.models.layers.moe_ffn import MoEFFN
+from mmgem.utils.cell_store import CellStore
+
+
+@pytest.fixture(scope='module')
+def table(load_tool):
+    return load_tool('tools/benchmark/mini_uodb_table.py')
+
+
+@pytest.fixture(scope='module')
+def runs(table):
+    import mini_uodb_runs  # put on sys.path by the table script
+    return mini_uodb_runs
+
+
+@pytest.fixture(autouse=True)
+def _small_cells(runs, monkeypatch):
+    """Cells as the benchmarks make them, only smaller: batch 2, 2 test
+    images per domain, 1 planner probe image, 1 torch thread."""
+    build = runs.build_cfg
+
+    def small(*args, **kwargs):
+        cfg = build(*args, **kwargs)
+        cfg.train_dataloader.batch_size = 2
+        test = cfg.test_dataloader.dataset
+        test.dataset_indices = {n: 2 for n in test.get('select') or test.dataset_names}
+        for hook in cfg.get('custom_hooks', []):
+            if hook.type == 'GEMPlannerHook':
+                hook.num_probe_images = 1
+        return cfg
+
+    monkeypatch.setattr(runs, 'build_cfg', small)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(tmp_path, data_root, *extra):
+    return ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(data_root),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--out', str(tmp_path / 'table.md'), '--seeds', '0', '--threads', '1',
+            '--parallel', '1', *extra]
+
+
+class Calls:
+    """Counts Runner.train / Runner.test calls (and can forbid building)."""
+
+    def __init__(self, monkeypatch):
+        self.train = self.test = 0
+        train, test = Runner.train, Runner.test
+
+        def counted_train(runner):
+            self.train += 1
+            return train(runner)
+
+        def counted_test(runner):
+            self.test += 1
+            return test(runner)
+
+        monkeypatch.setattr(Runner, 'train', counted_train)
+        monkeypatch.setattr(Runner, 'test', counted_test)
+
+
+def test_table_saves_resumes_and_renders(table, runs, tmp_path, mini_uodb_root, monkeypatch):
+    args = _args(tmp_path, mini_uodb_root, '--iters', '1', '--methods', 'dino', 'gem',
+                 '--keep-checkpoints')
+    calls = Calls(monkeypatch)
+    assert table.main(args) == 0
+    assert (calls.train, calls.test) == (2, 2)
+    store = CellStore(str(tmp_path / 'cells'))
+    assert store.keys() == ['dino_s0', 'gem_s0']
+    cells = store.all()
+    for cell in cells.values():
+        assert cell['iters'] == 1 and cell['seed'] == 0
+        assert {f'uodb/{n}_bbox_mAP' for n in cell['names']} <= set(cell['metrics'])
+        assert cell['fingerprint'] and cell['train_s'] > 0 and cell['lengths'][0] == 48
+    assert cells['gem_s0']['plan']['dataset_names'] == cells['gem_s0']['names']
+    assert np.asarray(cells['gem_s0']['utilisation']).shape == (6, 4)
+    assert not [f for f in os.listdir(tmp_path / 'cells') if f.startswith('.')]
+    report = (tmp_path / 'table.md').read_text()
+    assert '| DINO (mixed) | 1 |' in report and '| GEM (dataset known) | 1 |' in report
+    assert 'GEM (dataset known) − DINO (mixed)' in report
+    saved = {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in cells}
+
+    # resume: every cell saved, so nothing is built, trained or tested
+    def forbidden(*a, **k):
+        raise AssertionError('a saved cell was run again')
+
+    from_cfg = Runner.from_cfg
+    monkeypatch.setattr(Runner, 'from_cfg', forbidden)
+    assert table.main(args) == 0
+    assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in cells} == saved
+    monkeypatch.setattr(Runner, 'from_cfg', from_cfg)
+
+    # a lost cell whose training finished: evaluated again from its checkpoint
+    calls = Calls(monkeypatch)
+    os.remove(tmp_path / 'cells' / 'dino_s0.json')
+    assert table.main(args) == 0
+    assert (calls.train, calls.test) == (0, 1)
+    assert (tmp_path / 'cells' / 'gem_s0.json').read_bytes() == saved['gem_s0']
+    assert json.loads((tmp_path / 'cells' / 'dino_s0.json').read_text())['metrics'] == \
+        cells['dino_s0']['metrics']
+
+    # render only: no data needed, the same report
+    report = (tmp_path / 'table.md').read_text()
+    os.remove(tmp_path / 'table.md')
+    render = _args(tmp_path, tmp_path / 'no_data', '--iters', '1', '--methods', 'dino', 'gem',
+                   '--render')
+    assert table.main(render) == 0
+    assert (tmp_path / 'table.md').read_text() == report
+
+
+def test_gem_protocols_share_one_training(runs, tmp_path, mini_uodb_root):
+    def cell(method, seed=0, planner=None):
+        return dict(key=f'{method}_{seed}', config=runs.method_config(method, 1), iters=1,
+                    seed=seed, planner=planner)
+
+    def jobs(*cells):
+        return runs.group_jobs(cells, str(tmp_path / 'c'), str(tmp_path / 'w'),
+                               str(mini_uodb_root), 'data')
+
+    shared = jobs(cell('gem'), cell('gem_unknown'), cell('dino'))
+    assert [[e['key'] for e in j['evals']] for j in shared] == [['gem_0', 'gem_unknown_0'],
+                                                                ['dino_0']]
+    assert shared[0]['evals'][0]['fingerprint'] != shared[0]['evals'][1]['fingerprint']
+    apart = jobs(cell('gem'), cell('gem_unknown', seed=1), cell('gem', planner=dict(beta=1.0)))
+    assert len(apart) == 3
+    for version in (1, 2):  # the dataset-unknown configs differ only in testing
+        cfgs = [runs.build_cfg(runs.method_config(m, version), '.', 5, 0, 'w')
+                for m in ('gem', 'gem_unknown')]
+        assert runs.train_fingerprint(cfgs[0]) == runs.train_fingerprint(cfgs[1])
+        assert cfgs[1].model.test_dataset_known is False
+
+
+def test_a_cell_of_another_setup_is_refused(runs, tmp_path, mini_uodb_root):
+    job = runs.group_jobs([dict(key='dino_s0', config=runs.method_config('dino', 1), iters=1,
+                                seed=0)], str(tmp_path), str(tmp_path / 'w'),
+                          str(mini_uodb_root), 'data')[0]
+    CellStore(str(tmp_path)).save('dino_s0', dict(fingerprint='0123456789abcdef'))
+    with pytest.raises(ValueError, match=r'dino_s0\.json was made by a different setup'):
+        runs.pending(job)
+    with pytest.raises(ValueError, match='holds mini-UODB version 1'):
+        runs.ensure_data(str(mini_uodb_root), 2, 'tiny')
+
+
+def test_parallel_jobs_run_as_subprocesses(runs, tmp_path, mini_uodb_root):
+    """--parallel starts one process per job; a failing job is reported by
+    name (its log kept), the others still finish."""
+    def job(key):
+        return runs.group_jobs([dict(key=key, config=runs.method_config('dino', 1), iters=1,
+                                     seed=0)], str(tmp_path / 'cells'), str(tmp_path / 'w'),
+                               str(mini_uodb_root), 'data')[0]
+
+    done, broken = job('done'), job('broken')
+    CellStore(str(tmp_path / 'cells')).save('done', dict(fingerprint=done['evals'][0][
+        'fingerprint']))
+    broken['train']['config'] = str(tmp_path / 'missing.py')
+    lines = []
+    failed = runs._run_subprocesses([done, broken], 2, 1, lines.append)
+    assert failed == ['broken']
+    assert sum('started' in line for line in lines) == 2
+    assert 'missing.py' in (tmp_path / 'w' / 'broken.log').read_text()
+    assert (tmp_path / 'w' / 'done.log').is_file()
+
+
+def _fake_cell(names, aps, seed, **extra):
+    metrics = {f'uodb/{n}_bbox_mAP': v for n, v in zip(names, aps)}
+    metrics.update({f'uodb/{n}_bbox_mAP_50': v + 0.1 for n, v in zip(names, aps)})
+    cell = dict(fingerprint='f', names=list(names), display=list(names), seed=seed, iters=7,
+                train_fingerprint=f't{seed}{aps[0]}', train_s=60.0, test_s=6.0, iter_s=1.0,
+                iter_median_s=0.8, lengths=[10] * len(names), train_names=list(names),
+                metrics=metrics, utilisation=None, plan=None,
+                machine=dict(machine='x86_64', cpus=2, threads=1, torch='t'))
+    cell.update(extra)
+    return cell
+
+
+def test_render_intervals_and_paired_differences(table, runs, tmp_path):
+    names = list(runs.DATA_VERSIONS[2]['names'])
+    rng = np.random.default_rng(1)
+    gem = {s: rng.uniform(0.1, 0.5, len(names)) for s in range(3)}
+    dino = {s: gem[s] - rng.uniform(0, 0.1, len(names)) for s in range(3)}
+    store = CellStore(str(tmp_path / 'cells'))
+    for s in range(3):
+        store.save(f'gem_s{s}', _fake_cell(names, gem[s].tolist(), s))
+        store.save(f'dino_s{s}', _fake_cell(names, dino[s].tolist(), s))
+    args = table.parse_args(['--data-version', '2', '--iters', '7', '--render', '--methods',
+                             'dino', 'gem', '--results-dir', str(tmp_path / 'cells')])
+    report = table.render(args)
+    rare = runs.rarest(2, 'small')
+    assert rare == ['clipart', 'watercolor']
+    i = [names.index(n) for n in ('street', 'signs')]
+    d = np.array([gem[s][i].mean() - dino[s][i].mean() for s in range(3)])  # same seed
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    want = f'{100 * d.mean():+.1f} ± {100 * half:.1f} (n=3)'
+    row = next(line for line in report.splitlines()
+               if line.startswith('| GEM (dataset known) − DINO (mixed)'))
+    assert row.split(' | ')[3].startswith(want)
+    m = np.array([gem[s].mean() for s in range(3)])
+    half = stats.t.ppf(0.975, 2) * m.std(ddof=1) / np.sqrt(3)
+    gem_row = next(line for line in report.splitlines()
+                   if line.startswith('| GEM (dataset known) | 3 |'))
+    assert gem_row.endswith(f'{100 * m.mean():.1f} ± {100 * half:.1f} |')
+    assert 'Label-conflict pair (street, signs)' in report
+
+
+def test_curve_path(load_tool, tmp_path, mini_uodb_root):
+    curve = load_tool('tools/benchmark/mini_uodb_curve.py')
+    args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--method', 'dino', '--budgets', '2', '1', '--threads', '1', '--parallel', '1']
+    assert curve.main(args) == 0
+    assert CellStore(str(tmp_path / 'cells')).keys() == ['dino_s0_it1', 'dino_s0_it2']
+    report = (tmp_path / 'cells.md').read_text()
+    rows = [line for line in report.splitlines() if line.startswith('| 1 |')
+            or line.startswith('| 2 |')]
+    assert len(rows) == 2
+    assert (tmp_path / 'cells.png').stat().st_size > 1000
+
+
+def test_few_shot_adaptation_path(load_tool, tmp_path, mini_uodb_root):
+    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+    args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--iters', '1', '--adapt-iters', '1', '--methods', 'gem', '--shots', '5',
+            '--scenarios', 'adapt', '--threads', '1', '--parallel', '1']
+    assert few.main(args) == 0
+    store = CellStore(str(tmp_path / 'cells'))
+    base, adapt = store.load('base_gem_s0'), store.load('adapt_gem_5_s0')
+    assert base['names'] == ['natural', 'aerial', 'icons', 'clipart', 'medical']
+    assert adapt['names'] == base['names'] + ['signs']  # the new domain last
+    assert adapt['lengths'][-1] == 5
+    assert adapt['plan']['dataset_names'] == adapt['names']
+    align = json.loads((tmp_path / 'work' / 'adapt_gem_5_s0' / 'expert_alignment.json')
+                       .read_text())
+    assert sorted(align['source_expert']) == [0, 1, 2, 3]
+    report = (tmp_path / 'cells.md').read_text()
+    assert '| GEM (dataset known) |' in report and 'Where the plan put the new domain' in report
+
+
+def test_checkpoint_expansion_keeps_old_rows(load_tool, runs):
+    adapt = load_tool('tools/benchmark/mini_uodb_adapt.py')
+    from mmdet.registry import MODELS
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmdet')
+    cfg = runs.build_cfg(runs.method_config('gem', 1), '.', 1, 0, 'w')
+    small = copy.deepcopy(cfg.model)  # building edits the config it gets
+    small.update(num_datasets=5, label_offsets=[0, 4, 7, 10, 13, 17])
+    small.bbox_head.num_classes = 17
+    old = MODELS.build(small).state_dict()
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    fresh = model.state_dict()
+    state, expanded = adapt.expand_state_dict(old, fresh)
+    assert any('cls_branches' in k for k in expanded)
+    assert any('label_embedding' in k for k in expanded)
+    assert any('domain_classifier' in k for k in expanded)
+    for key, value in state.items():
+        if 'plan_' in key or 'label_offsets' in key:
+            assert torch.equal(value, fresh[key])
+        elif key in expanded:
+            n = old[key].shape[0]
+            assert torch.equal(value[:n], old[key]) and torch.equal(value[n:], fresh[key][n:])
+        else:
+            assert torch.equal(value, old[key])
+    with pytest.raises(ValueError, match='cannot grow'):
+        adapt.expand_state_dict({**old, 'query_embedding.weight': torch.zeros(3, 3)}, fresh)
+
+
+def test_expert_alignment_permutes_the_trained_experts(load_tool):
+    adapt = load_tool('tools/benchmark/mini_uodb_adapt.py')
+    old = np.array([[10, 0, 0, 0], [0, 8, 0, 0], [0, 0, 8, 4]])
+    new = np.array([[0, 0, 10, 0], [8, 0, 0, 0], [0, 9, 0, 3], [0, 0, 0, 3]])  # + new domain
+    assert adapt.expert_permutation(new[:3], old).tolist() == [1, 2, 0, 3]
+    ffn = MoEFFN(8, 16, num_experts=4, num_datasets=4, routing='damex')
+    before = {k: v.detach().clone() for k, v in ffn.named_parameters()}
+    model = SimpleNamespace(moe_ffns=lambda: [ffn], installed_plan_quota=lambda: new)
+    hook = adapt.AlignExpertsHook(dict(dataset_names=['a', 'b', 'c'], quota=old.tolist()))
+    src = hook.align(model, ['a', 'b', 'c', 'new'])
+    assert src.tolist() == [1, 2, 0, 3]
+    for k, v in ffn.named_parameters():
+        if v.shape[0] == 4:  # every expert-indexed tensor, the router's rows too
+            assert torch.equal(v, before[k][src]), k
+    assert any(k.startswith('router') for k in before)
+    with pytest.raises(ValueError, match=r"old datasets \['c'\]"):
+        hook.align(model, ['a', 'b', 'new'])
+
+
+def test_ablation_variants_change_only_the_planner(load_tool, runs, tmp_path, mini_uodb_root):
+    ablation = load_tool('tools/benchmark/mini_uodb_ablation.py')
+    args = ablation.parse_args(['--data-version', '2', '--iters', '3', '--seeds', '0',
+                                '--results-dir', str(tmp_path / 'cells')])
+    jobs = ablation.make_jobs(args, 'data')
+    assert len(jobs) == len(ablation.variants(2)) == 7
+    hooks = {}
+    for job in jobs:
+        cfg = runs.build_cfg(job['train']['config'], '.', 3, 0, 'w',
+                             planner=job['train']['planner'])
+        (hook, ) = [h for h in cfg.custom_hooks if h.type == 'GEMPlannerHook']
+        hooks[job['name'][:-3]] = hook
+    assert hooks['base'].beta == 0.0 and hooks['base'].capacity_factor == 1.25
+    assert hooks['beta1'].beta == 1.0 and hooks['capnone'].capacity_factor is None
+    assert hooks['cap1.0'].capacity_factor == 1.0
+    assert dict(hooks['simlabels'].similarity.sources) == dict(labels=1.0)
+    assert dict(hooks['simfeatures'].similarity.sources) == dict(features=1.0)
+    prior = hooks['simprior'].similarity.prior
+    assert sorted(n for g in prior for n in g) == sorted(runs.DATA_VERSIONS[2]['names'])
+    for name in ('beta1', 'capnone', 'simprior'):  # everything else as the base
+        assert hooks[name].solver == hooks['base'].solver
+        assert hooks[name].num_probe_images == hooks['base'].num_probe_images

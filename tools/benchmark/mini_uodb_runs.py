@@ -1,0 +1,663 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Train-and-evaluate cells of the mini-UODB benchmarks, saved and resumed.
+
+The machinery behind ``mini_uodb_table.py``, ``mini_uodb_curve.py``,
+``mini_uodb_few_shot.py`` and ``mini_uodb_ablation.py`` (one concept each):
+
+- a *job* trains one tiny config (``configs/gem/*-tiny_r18_mini-uodb*.py``)
+  for a budget and seed on the generated mini-UODB, then evaluates the
+  checkpoint under one or more test configs; every evaluation is a *cell*,
+  saved as JSON under the results folder the moment it finishes
+  (:class:`mmgem.utils.cell_store.CellStore`, atomic writes);
+- a cell already saved with the same fingerprint (config, data, budget,
+  seed) is skipped, so an interrupted run resumes where it stopped; a job
+  whose cells are all saved does not train at all; one whose training
+  finished but whose evaluations did not re-uses its checkpoint;
+- jobs run one after another in this process, or ``--parallel N`` at a time
+  as subprocesses with ``--threads`` torch threads each.
+
+Run a job file directly (what ``--parallel`` does)::
+
+    python tools/benchmark/mini_uodb_runs.py --run-job JOB.json --threads 1
+"""
+import argparse
+import copy
+import gc
+import importlib.util
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.runner import Runner
+
+HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(osp.dirname(HERE))
+if REPO not in sys.path:  # run from a checkout
+    sys.path.insert(0, REPO)
+
+import mmgem  # noqa: E402,F401  (registers mmgem's modules)
+from mmgem.datasets import (  # noqa: E402
+    MINI_UODB_DATASETS,
+    MINI_UODB_DISPLAY_NAMES,
+    MINI_UODB_SIZES,
+    MINI_UODB_V2_CONFLICT_PAIR,
+    MINI_UODB_V2_DATASETS,
+    MINI_UODB_V2_DISPLAY_NAMES,
+    MINI_UODB_V2_SIZES,
+    find_uodb_dataset,
+)
+from mmgem.planner import GEMPlan  # noqa: E402
+from mmgem.utils import atomic_write  # noqa: E402
+from mmgem.utils.cell_store import CellStore, fingerprint  # noqa: E402
+
+#: method -> (row title, config stem, config suffix); the config is
+#: ``configs/gem/<stem>-tiny_r18_mini-uodb<version suffix><suffix>.py``.
+METHODS: Dict[str, tuple] = {
+    'dino': ('DINO (mixed)', 'dino', ''),
+    'moe': ('DINO-MoE', 'moe-dino', ''),
+    'damex': ('DAMEX', 'damex-dino', ''),
+    'gem': ('GEM (dataset known)', 'gem-dino', ''),
+    'gem_unknown': ('GEM (dataset unknown)', 'gem-dino', '_dataset-unknown'),
+}
+
+#: per data version: default root, domains, titles, sizes, label-conflict pair
+DATA_VERSIONS: Dict[int, dict] = {
+    1: dict(data_dir='data/mini_uodb', names=MINI_UODB_DATASETS,
+            display=MINI_UODB_DISPLAY_NAMES, sizes=MINI_UODB_SIZES, suffix='',
+            conflict_pair=None),
+    2: dict(data_dir='data/mini_uodb_v2', names=MINI_UODB_V2_DATASETS,
+            display=MINI_UODB_V2_DISPLAY_NAMES, sizes=MINI_UODB_V2_SIZES, suffix='-v2',
+            conflict_pair=MINI_UODB_V2_CONFLICT_PAIR),
+}
+
+#: config keys that only change testing: two configs that differ only here
+#: share one training run (GEM dataset-known and dataset-unknown).
+TEST_ONLY_KEYS = ('model.test_dataset_known', 'model.restrict_test_labels', 'test_dataloader',
+                  'test_evaluator', 'test_cfg', 'val_dataloader', 'val_evaluator', 'val_cfg')
+
+
+# --------------------------------------------------------------------------
+# methods, data and configs
+# --------------------------------------------------------------------------
+def method_config(method: str, version: int) -> str:
+    """str: The tiny config of ``method`` for data ``version``."""
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}, expected one of {list(METHODS)}')
+    _, stem, suffix = METHODS[method]
+    name = f'{stem}-tiny_r18_mini-uodb{DATA_VERSIONS[version]["suffix"]}{suffix}.py'
+    return osp.join(REPO, 'configs', 'gem', name)
+
+
+def rarest(version: int, scale: str, k: int = 2) -> List[str]:
+    """list[str]: The ``k`` domains with the fewest training images."""
+    info = DATA_VERSIONS[version]
+    sizes = info['sizes'][scale]
+    return sorted(info['names'], key=lambda n: (sizes[n][0], info['names'].index(n)))[:k]
+
+
+def load_tool(relpath: str):
+    """Import a script under ``tools/`` by its path (they are no package)."""
+    path = osp.join(REPO, relpath)
+    name = 'mmgem_tool_' + osp.splitext(osp.basename(path))[0]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def ensure_data(data_dir: str, version: int, scale: str, seed: int = 0) -> str:
+    """Generate mini-UODB in ``data_dir`` unless it is there; check it.
+
+    Args:
+        data_dir (str): The root.
+        version (int): 1 or 2.
+        scale (str): ``'tiny'`` or ``'small'``.
+        seed (int): Data seed used when generating. Defaults to 0.
+
+    Returns:
+        str: The fingerprint of the data (of its manifest's bytes).
+
+    Raises:
+        ValueError: The root holds another version or scale (named).
+    """
+    manifest = osp.join(data_dir, 'mini_uodb.json')
+    if not osp.isfile(manifest):
+        print(f'generating mini-UODB v{version} ({scale}) in {data_dir}', flush=True)
+        load_tool('tools/misc/make_mini_uodb.py').make_mini_uodb(
+            data_dir, seed=seed, scale=scale, convert=True, version=version)
+    with open(manifest, 'rb') as f:
+        raw = f.read()
+    meta = json.loads(raw)
+    got = (meta.get('version', 1), meta.get('scale'))
+    if got != (version, scale):
+        raise ValueError(f'{manifest} holds mini-UODB version {got[0]} scale {got[1]!r}, but '
+                         f'version {version} scale {scale!r} was asked; pass another '
+                         '--data-dir or regenerate it')
+    return fingerprint(raw.decode())
+
+
+def set_planner(cfg, **kwargs) -> None:
+    """Set arguments of the config's ``GEMPlannerHook`` in place.
+
+    A value replaces the hook's (a ``similarity`` dict replaces the whole
+    similarity, it is not merged into it).
+
+    Raises:
+        ValueError: The config has no ``GEMPlannerHook``.
+    """
+    hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') == 'GEMPlannerHook']
+    if not hooks:
+        raise ValueError('the config has no GEMPlannerHook to change')
+    for hook in hooks:
+        for key, value in kwargs.items():  # replace, never merge (ConfigDict.update merges)
+            hook[key] = copy.deepcopy(value)
+
+
+def build_cfg(config: str, data_dir: str, iters: int, seed: int, work_dir: str,
+              overrides: Optional[dict] = None, planner: Optional[dict] = None):
+    """A tiny config with the shared data root, budget, seed and schedule.
+
+    The schedule keeps the config's form: linear warm-up over
+    ``min(50, iters // 4)`` iterations, then a step of 0.1 at 3/4 of the
+    budget; one checkpoint (weights only) at the end; no validation (the
+    cells are evaluated by their test runs).
+
+    Args:
+        config (str): The config file.
+        data_dir (str): The mini-UODB root.
+        iters (int): Training iterations.
+        seed (int): ``randomness.seed``.
+        work_dir (str): The work dir.
+        overrides (dict, optional): ``Config.merge_from_dict`` options
+            (dotted keys), applied last.
+        planner (dict, optional): Arguments of the ``GEMPlannerHook``.
+
+    Returns:
+        mmengine.Config: The config.
+    """
+    cfg = Config.fromfile(config)
+    root = osp.abspath(data_dir) + '/'
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[name].dataset.data_root = root
+    cfg.work_dir = osp.abspath(work_dir)
+    # no validation: IterBasedTrainLoop validates at the last iteration unless
+    # val_begin lies beyond it; every cell is evaluated once, by its test run
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters, val_interval=iters + 1,
+                         val_begin=iters + 1)
+    warmup = max(1, min(50, iters // 4))
+    for scheduler in cfg.param_scheduler:
+        if scheduler.type == 'LinearLR':
+            scheduler.end = warmup
+        elif scheduler.type == 'MultiStepLR':
+            scheduler.end = iters
+            scheduler.milestones = [max(warmup, iters * 3 // 4)]
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', by_epoch=False, interval=iters, max_keep_ckpts=1,
+        save_optimizer=False, save_param_scheduler=False)
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=max(1, min(50, iters)))
+    cfg.randomness = dict(seed=seed)
+    if planner:
+        set_planner(cfg, **planner)
+    if overrides:
+        cfg.merge_from_dict(copy.deepcopy(overrides))
+    return cfg
+
+
+def _strip(obj, drop_keys: Sequence[str] = ()):
+    """The config dict without paths and run names (and ``drop_keys``)."""
+    data = copy.deepcopy(obj)
+    for key in ('work_dir', 'experiment_name', 'load_from', 'resume'):
+        data.pop(key, None)
+    for dotted in drop_keys:
+        node, parts = data, dotted.split('.')
+        for part in parts[:-1]:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+
+    def walk(x):
+        if isinstance(x, dict):
+            return {k: ('<data>' if k == 'data_root' else walk(v)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v) for v in x]
+        return x
+
+    return walk(data)
+
+
+def train_fingerprint(cfg) -> str:
+    """str: Fingerprint of everything in ``cfg`` that affects training."""
+    return fingerprint(_strip(cfg.to_dict(), TEST_ONLY_KEYS))
+
+
+def config_fingerprint(cfg) -> str:
+    """str: Fingerprint of the whole config (training and testing)."""
+    return fingerprint(_strip(cfg.to_dict()))
+
+
+def machine_info(threads: int) -> dict:
+    """dict: What ran a cell (for the tables' captions)."""
+    return dict(machine=platform.machine(), cpus=os.cpu_count(), threads=threads,
+                torch=torch.__version__, python=platform.python_version())
+
+
+# --------------------------------------------------------------------------
+# jobs
+# --------------------------------------------------------------------------
+def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp: str,
+             train: dict, evals: Sequence[dict], keep_checkpoint: bool = False,
+             adapt_from: Optional[dict] = None) -> dict:
+    """Describe one training run and the cells it evaluates (JSON-able).
+
+    Args:
+        name (str): The job's name (its work dir under ``work_dir``).
+        results_dir (str): The cells' folder.
+        work_dir (str): Parent of the job's work dir.
+        data_dir (str): The mini-UODB root.
+        data_fp (str): :func:`ensure_data`'s fingerprint.
+        train (dict): ``config``, ``iters``, ``seed`` and optional
+            ``overrides`` / ``planner`` (see :func:`build_cfg`).
+        evals (Sequence[dict]): Per cell: ``key``, ``config`` (the test
+            config; its training part must equal the job's), optional
+            ``overrides`` (added to the job's) and ``meta`` (saved in the
+            cell).
+        keep_checkpoint (bool): Keep the checkpoint after the evaluations
+            (for later jobs that start from it).
+        adapt_from (dict, optional): ``checkpoint`` (and ``plan``) of a model
+            trained on fewer datasets to start from; see
+            ``mini_uodb_adapt.py``.
+
+    Returns:
+        dict: The job, with ``train_fingerprint`` and each cell's
+        ``fingerprint`` filled in.
+    """
+    job = dict(name=name, results_dir=results_dir, work_dir=osp.join(work_dir, name),
+               data_dir=data_dir, data_fingerprint=data_fp, train=dict(train),
+               evals=[dict(e) for e in evals], keep_checkpoint=keep_checkpoint,
+               adapt_from=adapt_from)
+    tcfg = _job_cfg(job, job['train']['config'], {})
+    tfp = fingerprint(dict(train=train_fingerprint(tcfg), data=data_fp,
+                           adapt=(adapt_from or {}).get('fingerprint')))
+    job['train_fingerprint'] = tfp
+    for e in job['evals']:
+        ecfg = _job_cfg(job, e['config'], e.get('overrides') or {})
+        if train_fingerprint(ecfg) != train_fingerprint(tcfg):
+            raise ValueError(f'job {name}: cell {e["key"]} ({e["config"]}) does not train as '
+                             f'the job ({job["train"]["config"]}) does; give it its own job')
+        e['fingerprint'] = fingerprint(dict(train=tfp, test=config_fingerprint(ecfg)))
+    return job
+
+
+def _job_cfg(job: dict, config: str, extra: dict):
+    t = job['train']
+    overrides = dict(t.get('overrides') or {})
+    overrides.update(extra)
+    return build_cfg(config, job['data_dir'], t['iters'], t['seed'], job['work_dir'],
+                     overrides, t.get('planner'))
+
+
+def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir: str,
+               data_fp: str, keep_checkpoint: bool = False) -> List[dict]:
+    """One job per set of cells that train alike.
+
+    Cells whose configs differ only in :data:`TEST_ONLY_KEYS` (for example
+    GEM tested with and without the dataset) share one training run.
+
+    Args:
+        cells (Sequence[dict]): Per cell: ``key``, ``config``, ``iters``,
+            ``seed``, optional ``overrides``, ``planner`` and ``meta``.
+        results_dir, work_dir, data_dir, data_fp, keep_checkpoint: See
+            :func:`make_job`.
+
+    Returns:
+        list[dict]: The jobs, in the order of their first cell.
+    """
+    groups: Dict[str, List[dict]] = {}
+    for c in cells:
+        cfg = build_cfg(c['config'], data_dir, c['iters'], c['seed'], work_dir,
+                        c.get('overrides'), c.get('planner'))
+        groups.setdefault(train_fingerprint(cfg), []).append(c)
+    jobs = []
+    for members in groups.values():
+        first = members[0]
+        train = dict(config=first['config'], iters=first['iters'], seed=first['seed'],
+                     overrides=first.get('overrides') or {}, planner=first.get('planner'))
+        evals = [dict(key=c['key'], config=c['config'], meta=c.get('meta') or {},
+                      overrides=c.get('overrides') or {}) for c in members]
+        jobs.append(make_job(first['key'], results_dir, work_dir, data_dir, data_fp, train,
+                             evals, keep_checkpoint=keep_checkpoint))
+    return jobs
+
+
+def pending(job: dict) -> List[dict]:
+    """list[dict]: The job's evaluations whose cells are not saved yet."""
+    store = CellStore(job['results_dir'])
+    return [e for e in job['evals'] if not store.done(e['key'], e['fingerprint'])]
+
+
+class ExpertUtilisation(Hook):
+    """Sums, per dataset and expert, the decoder tokens of the test images.
+
+    Args:
+        num_datasets (int): K.
+        num_experts (int): M.
+    """
+
+    priority = 'LOWEST'
+
+    def __init__(self, num_datasets: int, num_experts: int) -> None:
+        self.tokens = np.zeros((num_datasets, num_experts), dtype=np.int64)
+        self.available = True
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        ids = [s.metainfo['dataset_id'] for s in data_batch['data_samples']]
+        for ffn in model.moe_ffns():
+            per_image = getattr(ffn, 'routing_stats', {}).get('image_experts')
+            if per_image is None:  # this routing mode does not record it
+                self.available = False
+                return
+            for d, row in zip(ids, per_image.cpu().numpy()):
+                self.tokens[d] += row
+
+
+class IterCPUTimer(Hook):
+    """Process CPU seconds of every training iteration (all threads)."""
+
+    priority = 'LOWEST'
+
+    def __init__(self) -> None:
+        self.times: List[float] = []
+        self._start = 0.0
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._start = time.process_time()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self.times.append(time.process_time() - self._start)
+
+
+def _plan_of(work_dir: str) -> Optional[dict]:
+    path = osp.join(work_dir, 'gem_plan.json')
+    if not osp.isfile(path):
+        return None
+    plan = GEMPlan.load(path)
+    return dict(dataset_names=list(plan.dataset_names), quota=plan.quota.tolist(),
+                hash=plan.hash, lp_bound=plan.lp_bound, rounded_cost=plan.rounded_cost)
+
+
+def run_job(job: dict, threads: int) -> List[str]:
+    """Train (unless done) and evaluate the job's unsaved cells.
+
+    Args:
+        job (dict): From :func:`make_job`.
+        threads (int): torch CPU threads.
+
+    Returns:
+        list[str]: The keys of the cells saved by this call.
+    """
+    todo = pending(job)
+    if not todo:
+        return []
+    torch.set_num_threads(threads)
+    store = CellStore(job['results_dir'])
+    work_dir = job['work_dir']
+    iters = job['train']['iters']
+    ckpt = osp.join(work_dir, f'iter_{iters}.pth')
+    marker = osp.join(work_dir, 'train_done.json')
+    done = None
+    if osp.isfile(marker) and osp.isfile(ckpt):
+        with open(marker) as f:
+            done = json.load(f)
+        if done.get('train_fingerprint') != job['train_fingerprint']:
+            done = None
+    if done is None:
+        for stale in (marker, ckpt):  # of a stale or interrupted run (its logs stay)
+            if osp.isfile(stale):
+                os.remove(stale)
+        cfg = _job_cfg(job, job['train']['config'], {})
+        cfg.experiment_name = f'{job["name"]}_train_{time.strftime("%Y%m%d_%H%M%S")}'
+        if job.get('adapt_from'):
+            load_tool('tools/benchmark/mini_uodb_adapt.py').prepare(cfg, job['adapt_from'])
+        start, cpu = time.perf_counter(), time.process_time()
+        runner = Runner.from_cfg(cfg)
+        cpu_timer = IterCPUTimer()
+        runner.register_hook(cpu_timer)
+        runner.train()
+        train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        dataset = find_uodb_dataset(runner.train_dataloader.dataset)
+        try:  # wall time of each iteration, as IterTimerHook measured it
+            iter_times = [float(t) for t in runner.message_hub.get_scalar('train/time').data[0]]
+        except KeyError:
+            iter_times = []
+        done = dict(train_fingerprint=job['train_fingerprint'], train_s=train_s,
+                    train_cpu_s=train_cpu_s, iter_s=train_s / iters,
+                    iter_median_s=float(np.median(iter_times)) if iter_times else None,
+                    iter_cpu_median_s=float(np.median(cpu_timer.times)),
+                    lengths=[int(n) for n in dataset.dataset_lengths],
+                    train_names=list(dataset.dataset_names), plan=_plan_of(work_dir))
+        del runner
+        gc.collect()
+        atomic_write(marker, json.dumps(done))
+    saved = []
+    for e in todo:
+        cfg = _job_cfg(job, e['config'], e.get('overrides') or {})
+        cfg.load_from = ckpt
+        cfg.work_dir = osp.join(work_dir, f'test_{e["key"]}')
+        cfg.experiment_name = f'{e["key"]}_test_{time.strftime("%Y%m%d_%H%M%S")}'
+        start, cpu = time.perf_counter(), time.process_time()
+        runner = Runner.from_cfg(cfg)
+        util = None
+        if hasattr(runner.model, 'moe_ffns') and runner.model.moe_ffns():
+            util = ExpertUtilisation(runner.model.num_datasets, runner.model.num_experts)
+            runner.register_hook(util)
+        metrics = runner.test()
+        test_s, test_cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        dataset = find_uodb_dataset(runner.test_dataloader.dataset)
+        cell = dict(
+            key=e['key'], fingerprint=e['fingerprint'], job=job['name'],
+            train_fingerprint=job['train_fingerprint'],
+            data_fingerprint=job['data_fingerprint'],
+            config=osp.relpath(e['config'], REPO), seed=job['train']['seed'], iters=iters,
+            metrics={k: float(v) for k, v in metrics.items()},
+            names=list(dataset.dataset_names),
+            display=list(dataset.metainfo['dataset_display_names']),
+            test_images=[int(n) for n in dataset.dataset_lengths],
+            train_names=done['train_names'], lengths=done['lengths'],
+            train_s=done['train_s'], train_cpu_s=done['train_cpu_s'], iter_s=done['iter_s'],
+            iter_median_s=done['iter_median_s'], iter_cpu_median_s=done['iter_cpu_median_s'],
+            test_s=test_s, test_cpu_s=test_cpu_s,
+            utilisation=(util.tokens.tolist() if util is not None and util.available else None),
+            plan=done['plan'], meta=e.get('meta') or {}, machine=machine_info(threads),
+            finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+        store.save(e['key'], cell)
+        saved.append(e['key'])
+        print(f'saved cell {e["key"]}: mean AP {100 * cell["metrics"].get("uodb/bbox_mAP", 0):.1f}'
+              f' (train {done["train_s"] / 60:.1f} min, test {test_s:.0f} s)', flush=True)
+        del runner
+        gc.collect()
+    if not job.get('keep_checkpoint') and not pending(job):
+        start_from = osp.join(work_dir, 'start_from_base.pth')  # mini_uodb_adapt.prepare's
+        for path in (ckpt, marker, start_from):
+            if osp.isfile(path):
+                os.remove(path)
+    return saved
+
+
+def run_jobs(stages: Sequence[Sequence[dict]], parallel: int = 1, threads: int = 0,
+             log=print) -> List[str]:
+    """Run jobs stage by stage (a stage may start from the previous ones).
+
+    Args:
+        stages (Sequence[Sequence[dict]]): Jobs, grouped in stages.
+        parallel (int): Jobs at a time. 1 runs them in this process; more
+            runs each as a subprocess (``--run-job``).
+        threads (int): torch threads per job; 0 means all cores divided by
+            ``parallel``.
+        log (Callable): Where progress lines go.
+
+    Returns:
+        list[str]: Names of the jobs that failed (their cells are missing;
+        rerun to retry them).
+    """
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, parallel))
+    failed = []
+    for jobs in stages:
+        todo = [j for j in jobs if pending(j)]
+        skipped = len(jobs) - len(todo)
+        if skipped:
+            log(f'{skipped} of {len(jobs)} job(s) already saved: skipped')
+        if parallel <= 1:
+            for job in todo:
+                log(f'==> {job["name"]}: {len(pending(job))} cell(s) to make')
+                try:
+                    run_job(job, threads)
+                except Exception:  # keep going: the other cells still count
+                    traceback.print_exc()
+                    failed.append(job['name'])
+        else:
+            failed += _run_subprocesses(todo, parallel, threads, log)
+    return failed
+
+
+def _run_subprocesses(jobs: Sequence[dict], parallel: int, threads: int, log) -> List[str]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get('PYTHONPATH')]
+                                                    if p]))
+    queue, running, failed = list(jobs), [], []
+    while queue or running:
+        while queue and len(running) < parallel:
+            job = queue.pop(0)
+            os.makedirs(job['work_dir'], exist_ok=True)
+            job_file = atomic_write(osp.join(job['work_dir'] + '.job.json'), json.dumps(job))
+            log_file = open(job['work_dir'] + '.log', 'w')
+            proc = subprocess.Popen(
+                [sys.executable, osp.abspath(__file__), '--run-job', job_file, '--threads',
+                 str(threads)], stdout=log_file, stderr=subprocess.STDOUT, env=env)
+            log(f'==> {job["name"]}: started (pid {proc.pid}, log {job["work_dir"]}.log)')
+            running.append((job, proc, log_file))
+        time.sleep(2)
+        for item in list(running):
+            job, proc, log_file = item
+            if proc.poll() is None:
+                continue
+            log_file.close()
+            running.remove(item)
+            status = 'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'
+            log(f'<== {job["name"]}: {status}')
+            if proc.returncode != 0:
+                failed.append(job['name'])
+    return failed
+
+
+def add_common_args(parser: argparse.ArgumentParser, default_iters: Optional[int]) -> None:
+    """Options every mini-UODB benchmark shares."""
+    parser.add_argument('--data-version', type=int, default=2, choices=sorted(DATA_VERSIONS))
+    parser.add_argument('--data-dir', default=None,
+                        help='mini-UODB root (default: data/mini_uodb[_v2]; generated if absent)')
+    parser.add_argument('--scale', default='small', choices=['tiny', 'small'])
+    parser.add_argument('--iters', type=int, default=default_iters,
+                        help='training iterations per cell')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    # measured on the shared 2-core machine: two 1-thread cells at a time made 7x
+    # the iterations per second of one 2-thread cell (README, mini-UODB)
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch threads per cell (0: cores / --parallel)')
+    parser.add_argument('--parallel', type=int, default=2,
+                        help='cells trained at a time (1: in this process; more: one '
+                        'subprocess each)')
+    parser.add_argument('--work-dir', default=None,
+                        help='checkpoints and logs (default: work_dirs/<benchmark>)')
+    parser.add_argument('--results-dir', default=None, help='the saved cells')
+    parser.add_argument('--keep-checkpoints', action='store_true')
+    parser.add_argument('--render', action='store_true',
+                        help='only re-render the tables from the saved cells (no training)')
+    parser.add_argument('--out', default=None, help='markdown file (default: beside the cells)')
+
+
+def resolve_paths(args: argparse.Namespace, bench: str, tag: str) -> None:
+    """Fill ``data_dir``, ``work_dir``, ``results_dir`` and ``out`` defaults."""
+    info = DATA_VERSIONS[args.data_version]
+    args.data_dir = args.data_dir or info['data_dir']
+    if args.data_dir == info['data_dir'] and args.scale != 'small':
+        args.data_dir = f'{args.data_dir}_{args.scale}'
+    name = f'{bench}_v{args.data_version}_{tag}'
+    args.work_dir = args.work_dir or osp.join('work_dirs', name)
+    args.results_dir = args.results_dir or osp.join(REPO, 'tools', 'benchmark', 'results', name)
+    args.out = args.out or osp.join(args.results_dir + '.md')
+
+
+def comparison_groups(version: int, scale: str, names: Sequence[str]) -> Dict[str, List[str]]:
+    """The domain groups every report compares on.
+
+    Returns:
+        dict: ``'Mean AP'`` (all ``names``), the two rarest domains and, for
+        v2, the label-conflict pair, each titled with its domains.
+    """
+    rare = rarest(version, scale)
+    groups = {'Mean AP': list(names), f'Rarest two ({", ".join(rare)})': rare}
+    pair = DATA_VERSIONS[version]['conflict_pair']
+    if pair:
+        groups[f'Label-conflict pair ({", ".join(pair)})'] = list(pair)
+    return groups
+
+
+def run_benchmark(args: argparse.Namespace, make_stages: Callable, render: Callable) -> int:
+    """The common ``main`` of the benchmarks: run the cells, then report.
+
+    Args:
+        args (argparse.Namespace): With :func:`add_common_args`' options.
+        make_stages (Callable): ``(args, data_fingerprint)`` -> an iterable
+            of stages (lists of jobs); a stage is asked for only after the
+            previous one ran.
+        render (Callable): ``(args)`` -> the markdown report.
+
+    Returns:
+        int: The exit status (1 if a job failed).
+    """
+    failed: List[str] = []
+    if not args.render:
+        data_fp = ensure_data(args.data_dir, args.data_version, args.scale)
+        for stage in make_stages(args, data_fp):
+            failed += run_jobs([stage], args.parallel, args.threads)
+    return finish(render(args), args.out, failed)
+
+
+def finish(report: str, out: str, failed: Sequence[str]) -> int:
+    """Print and write the report; the exit status (1 if jobs failed)."""
+    print(report)
+    atomic_write(out, report + '\n')
+    print(f'written to {out}')
+    if failed:
+        print(f'{len(failed)} job(s) failed: {", ".join(failed)}; rerun the same command to '
+              'retry them (saved cells are kept)', file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description='Run one saved benchmark job')
+    parser.add_argument('--run-job', required=True, help='a job JSON file')
+    parser.add_argument('--threads', type=int, default=1)
+    args = parser.parse_args(argv)
+    with open(args.run_job) as f:
+        job = json.load(f)
+    run_job(job, args.threads)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
