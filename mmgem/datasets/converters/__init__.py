@@ -18,15 +18,15 @@ and numpy.
 from .check import REFERENCE_COUNTS, ReferenceCount, check_counts, format_check
 from .coco import convert_coco_json, import_coco
 from .common import (
-                     ClassMap,
-                     CocoBuilder,
-                     ConversionStats,
-                     ImageLinker,
-                     MissingImageError,
-                     SampleError,
-                     format_examples,
-                     format_stats,
-                     image_size,
+    ClassMap,
+    CocoBuilder,
+    ConversionStats,
+    ImageLinker,
+    MissingImageError,
+    SampleError,
+    format_examples,
+    format_stats,
+    image_size,
 )
 from .deeplesion import import_deeplesion, window_hu
 from .dota import clip_polygon, import_dota, polygon_area, window_starts

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from mmgem.planner import GEMPlan
 from mmgem.planner.hashing import threshold_errors
+from mmgem.utils.choices import check_choice
 
 from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
 from ..layers.batch_routing import BatchRouting
@@ -195,15 +196,9 @@ class GEMDINO(DINO):
                  label_offsets: Optional[Sequence[int]] = None,
                  plan_file: Optional[str] = None,
                  **kwargs) -> None:
-        if routing not in ROUTING_MODES:
-            raise ValueError(f'routing must be one of {ROUTING_MODES}, got '
-                             f'{routing!r}')
-        if aux_loss_reduction not in AUX_LOSS_REDUCTIONS:
-            raise ValueError(f'aux_loss_reduction must be one of '
-                             f'{AUX_LOSS_REDUCTIONS}, got {aux_loss_reduction!r}')
-        if balance_tokens not in BALANCE_TOKENS:
-            raise ValueError(f'balance_tokens must be one of {BALANCE_TOKENS}, '
-                             f'got {balance_tokens!r}')
+        check_choice('routing', routing, ROUTING_MODES)
+        check_choice('aux_loss_reduction', aux_loss_reduction, AUX_LOSS_REDUCTIONS)
+        check_choice('balance_tokens', balance_tokens, BALANCE_TOKENS)
         self.num_experts = num_experts
         self.num_datasets = num_datasets
         self.moe_layers = tuple(int(i) for i in moe_layers)

@@ -12,6 +12,8 @@ from mmdet.utils import ConfigType, OptConfigType
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
+from mmgem.utils.choices import check_choice
+
 from .batch_routing import BatchRouting
 from .dispatch import CAPACITY_PRIORITIES, ExpertFn, expert_capacity, image_dispatch, token_dispatch
 from .moe_losses import importance_load_loss, router_ce_loss, tutel_load_importance_loss
@@ -125,19 +127,13 @@ class MoEFFN(BaseModule):
                  num_datasets: Optional[int] = None,
                  init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        if routing not in ROUTING_MODES:
-            raise ValueError(f'routing must be one of {ROUTING_MODES}, got '
-                             f'{routing!r}')
+        check_choice('routing', routing, ROUTING_MODES)
         if num_fcs != 2:
             raise ValueError(f'MoEFFN supports num_fcs=2 only, got {num_fcs}')
         if num_experts < 1:
             raise ValueError(f'num_experts must be >= 1, got {num_experts}')
-        if capacity_priority not in CAPACITY_PRIORITIES:
-            raise ValueError(f'capacity_priority must be one of '
-                             f'{CAPACITY_PRIORITIES}, got {capacity_priority!r}')
-        if balance_loss not in BALANCE_LOSSES:
-            raise ValueError(f'balance_loss must be one of {BALANCE_LOSSES}, '
-                             f'got {balance_loss!r}')
+        check_choice('capacity_priority', capacity_priority, CAPACITY_PRIORITIES)
+        check_choice('balance_loss', balance_loss, BALANCE_LOSSES)
         if routing == 'moe' and gate_noise <= 0:
             raise ValueError('routing="moe" needs gate_noise > 0 for its load '
                              f'loss, got gate_noise={gate_noise}')
