@@ -21,4 +21,4 @@ test: mim
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint:
-	ruff check mmgem tools tests configs demo
+	ruff check mmgem tools tests configs

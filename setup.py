@@ -8,8 +8,8 @@ import warnings
 from setuptools import find_packages, setup
 
 #: What ``mim`` finds in ``<package>/.mim``: configs and tools (``mim train``,
-#: ``mim run``), the model index (``mim search``, ``mim list``), the demo.
-MIM_FILES = ('configs', 'tools', 'demo', 'model-index.yml')
+#: ``mim run``), the model index (``mim search``, ``mim list``).
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
 
 
 def add_mim_extension() -> None:
@@ -65,10 +65,10 @@ def read_requirements(name: str) -> list:
 if __name__ == '__main__':
     add_mim_extension()
     setup(
-        packages=find_packages(exclude=('configs', 'tools', 'tests', 'demo')),
+        packages=find_packages(exclude=('configs', 'tools', 'tests')),
         package_data={
             'mmgem': [
-                '.mim/configs/**/*', '.mim/tools/**/*', '.mim/demo/*',
+                '.mim/configs/**/*', '.mim/tools/**/*',
                 '.mim/model-index.yml'
             ]
         },

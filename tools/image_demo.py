@@ -4,9 +4,9 @@
 The dataset of the images is either unknown (the domain classifier predicts
 it and GEM routes by the prediction) or given with ``--dataset``::
 
-    python demo/image_demo.py img.jpg configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
+    python tools/image_demo.py img.jpg configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
         --weights work_dirs/gem-dino-tiny_r18_mini-uodb/iter_400.pth --out-dir outputs
-    python demo/image_demo.py imgs/ configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
+    python tools/image_demo.py imgs/ configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
         --weights iter_400.pth --dataset natural --out-dir outputs
 
 Drawn images go to ``<out-dir>/vis/`` (``vis/<dataset>/`` with
