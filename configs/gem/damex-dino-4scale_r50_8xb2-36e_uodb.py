@@ -23,5 +23,7 @@ custom_hooks = [
         capacity_factor=None,
         beta=0.0,
         similarity=dict(sources=dict(prior=1.0), prior=damex_groups),
-        solver='ECOS')
+        solver='ECOS'),
+    # exact resume: random states and the data position in every checkpoint
+    dict(type='ResumeStateHook')
 ]

@@ -66,3 +66,7 @@ param_scheduler = [
         milestones=[11, 22, 33],
         gamma=0.1)
 ]
+
+# exact resume: random states and the data position in every checkpoint (the
+# configs that add hooks of their own list it again)
+custom_hooks = [dict(type='ResumeStateHook')]

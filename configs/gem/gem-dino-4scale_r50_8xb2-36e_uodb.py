@@ -27,5 +27,7 @@ custom_hooks = [
         beta=0.0,
         similarity=dict(sources=dict(labels=0.5, features=0.5), prior=None),
         num_probe_images=8,
-        solver='ECOS')
+        solver='ECOS'),
+    # exact resume: random states and the data position in every checkpoint
+    dict(type='ResumeStateHook')
 ]

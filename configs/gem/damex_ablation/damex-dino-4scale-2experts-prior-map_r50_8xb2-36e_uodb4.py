@@ -13,5 +13,7 @@ custom_hooks = [
         similarity=dict(
             sources=dict(prior=1.0), prior=[['clipart', 'voc'],
                                             ['dota', 'kitti']]),
-        solver='ECOS')
+        solver='ECOS'),
+    # exact resume: random states and the data position in every checkpoint
+    dict(type='ResumeStateHook')
 ]

@@ -12,5 +12,7 @@ custom_hooks = [
         similarity=dict(
             sources=dict(prior=1.0), prior=[['clipart', 'dota'],
                                             ['kitti', 'voc']]),
-        solver='ECOS')
+        solver='ECOS'),
+    # exact resume: random states and the data position in every checkpoint
+    dict(type='ResumeStateHook')
 ]
