@@ -113,7 +113,10 @@ fi
 satisfied "${BUILD[@]}" || pip_install "${BUILD[@]}"
 
 step "6/7 mmgem (editable)"
-if (cd / && "${PY}" -c "import mmgem, os, sys; sys.exit(0 if os.path.realpath(mmgem.__path__[0]) == os.path.realpath('${ROOT}/mmgem') else 1)") 2>/dev/null; then
+# a fresh clone at the path of an earlier install lacks the .mim links setup.py makes
+if (cd / && "${PY}" -c "import mmgem, os, sys; sys.exit(0 if os.path.realpath(mmgem.__path__[0]) == os.path.realpath('${ROOT}/mmgem') else 1)") 2>/dev/null \
+    && [ -e "${ROOT}/mmgem/.mim/configs" ] && [ -e "${ROOT}/mmgem/.mim/tools" ] \
+    && [ -e "${ROOT}/mmgem/.mim/model-index.yml" ]; then
     echo "mmgem already installed from ${ROOT}"
 else
     pip_install --no-deps --no-build-isolation -e "${ROOT}"
