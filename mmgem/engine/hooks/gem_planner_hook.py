@@ -418,19 +418,24 @@ class GEMPlannerHook(Hook):
                     beta=self.beta, similarity_spec=self.similarity_spec())
 
     @staticmethod
-    def mismatches(plan: GEMPlan, current: Dict) -> List[str]:
+    def mismatches(plan: GEMPlan, current: Dict, with_ids: bool = True,
+                   skip_unknown: bool = True) -> List[str]:
         """The fields of ``plan`` that differ from :meth:`current_inputs`.
 
         Args:
             plan (GEMPlan): A restored or given plan.
             current (dict): :meth:`current_inputs`.
+            with_ids (bool): Compare the training image-id digests too.
+                Defaults to True.
+            skip_unknown (bool): Leave out the fields that are None in
+                ``current``. Defaults to True.
 
         Returns:
             list[str]: One line per differing field.
         """
         keys = ('dataset_names', 'images', 'num_experts', 'capacity_factor', 'beta',
-                'similarity_spec', 'id_digests')
-        fields = {k: current[k] for k in keys if current[k] is not None}
+                'similarity_spec') + (('id_digests', ) if with_ids else ())
+        fields = {k: current[k] for k in keys if not skip_unknown or current[k] is not None}
         if same_mix(plan.loads, current['loads']):
             fields['images'] = plan.images  # the same mix (e.g. another world size's padding)
         return plan.mismatches(**fields)
@@ -444,12 +449,7 @@ class GEMPlannerHook(Hook):
             (``on_mismatch='replan'``); a mismatch with ``'error'`` raises.
         """
         plan = self.file_plan
-        keys = ('dataset_names', 'images', 'num_experts', 'capacity_factor', 'beta',
-                'similarity_spec')
-        fields = {k: current[k] for k in keys}
-        if same_mix(plan.loads, current['loads']):
-            fields['images'] = plan.images  # the same mix (e.g. another world size's padding)
-        problems = plan.mismatches(**fields)
+        problems = self.mismatches(plan, current, with_ids=False, skip_unknown=False)
         if not problems and all(v is None for v in plan.id_digests):
             runner.logger.info(f'GEMPlannerHook: {self.plan_file} was made from image counts '
                                'only; cutting its routing thresholds at the training images '
