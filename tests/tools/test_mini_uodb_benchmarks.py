@@ -323,3 +323,41 @@ def test_ablation_variants_change_only_the_planner(load_tool, runs, tmp_path, mi
     for name in ('beta1', 'capnone', 'simprior'):  # everything else as the base
         assert hooks[name].solver == hooks['base'].solver
         assert hooks[name].num_probe_images == hooks['base'].num_probe_images
+
+
+def test_cells_of_the_same_setup_are_reused_across_benchmarks(load_tool, table, tmp_path,
+                                                               mini_uodb_root, monkeypatch):
+    """The ablation's base variant and few-shot's mixed ``all`` cell are the
+    table's GEM cell: copied from the table's folder, never trained again."""
+    ablation = load_tool('tools/benchmark/mini_uodb_ablation.py')
+    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+    results = tmp_path / 'results'
+    common = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
+              '--work-dir', str(tmp_path / 'work'), '--iters', '1', '--seeds', '0',
+              '--threads', '1', '--parallel', '1']
+    assert table.main(common + ['--methods', 'gem', '--results-dir', str(results / 'table')]) \
+        == 0
+    before = json.loads((results / 'table' / 'gem_s0.json').read_text())
+
+    def forbidden(*a, **k):
+        raise AssertionError('a cell saved by another benchmark was trained again')
+
+    monkeypatch.setattr(Runner, 'from_cfg', forbidden)
+    assert ablation.main(common + ['--variants', 'base',
+                                   '--results-dir', str(results / 'ablation')]) == 0
+    assert few.main(common + ['--methods', 'gem', '--shots', 'all', '--scenarios', 'mixed',
+                              '--results-dir', str(results / 'few')]) == 0
+    for folder, key, meta in (('ablation', 'base_s0', dict(variant='base')),
+                              ('few', 'mixed_gem_all_s0',
+                               dict(scenario='mixed', method='gem', shots='all'))):
+        cell = json.loads((results / folder / f'{key}.json').read_text())
+        assert cell['metrics'] == before['metrics'] and cell['plan'] == before['plan']
+        assert cell['fingerprint'] == before['fingerprint']
+        assert (cell['key'], cell['meta']) == (key, meta)
+        assert cell['reused_from'] == os.path.join('table', 'gem_s0.json')
+    # another setup (a planner variant) or --reuse without folders: trained (here: refused)
+    assert ablation.main(common + ['--variants', 'beta1',
+                                   '--results-dir', str(results / 'ablation')]) == 1
+    assert ablation.main(common + ['--variants', 'base', '--reuse',
+                                   '--results-dir', str(results / 'ablation2')]) == 1
+    assert not (results / 'ablation2' / 'base_s0.json').exists()

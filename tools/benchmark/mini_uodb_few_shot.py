@@ -72,7 +72,18 @@ def dataset_overrides(config: str, names: Sequence[str], shots: str, domain: str
     """Config options that train on ``names`` (in order), ``domain`` limited.
 
     The model's label space follows the selection: ``num_classes`` and, for
-    GEM-DINO, ``num_datasets`` and ``label_offsets``.
+    GEM-DINO, ``num_datasets`` and ``label_offsets``. Options that equal the
+    config's own are left out, so every domain at ``all`` shots is exactly
+    the config (the table's cell, reused when saved there).
+
+    Args:
+        config (str): The method's tiny config.
+        names (Sequence[str]): The domains to train and test on, in order.
+        shots (str): Training images of ``domain`` (a number or ``'all'``).
+        domain (str): The few-shot domain.
+
+    Returns:
+        dict: Dotted config keys and their values.
     """
     cfg = runs.build_cfg(config, '.', 1, 0, '.')
     dataset = cfg.train_dataloader.dataset
@@ -81,12 +92,21 @@ def dataset_overrides(config: str, names: Sequence[str], shots: str, domain: str
     offsets = [0]
     for n in names:
         offsets.append(offsets[-1] + len(classes[n]))
-    out = {f'{loader}.dataset.select': list(names)
-           for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
-    out['model.bbox_head.num_classes'] = offsets[-1]
+    out = {}
+    if list(names) != list(dataset.get('select') or dataset.dataset_names):
+        out = {f'{loader}.dataset.select': list(names)
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    wanted = {'model.bbox_head.num_classes': offsets[-1]}
     if cfg.model.type == 'GEMDINO':
-        out['model.num_datasets'] = len(names)
-        out['model.label_offsets'] = offsets
+        wanted.update({'model.num_datasets': len(names), 'model.label_offsets': offsets})
+    for key, value in wanted.items():
+        node = cfg
+        for part in key.split('.'):
+            node = node.get(part) if node is not None else None
+        same = (list(node) == value) if isinstance(value, list) and node is not None \
+            else node == value
+        if not same:
+            out[key] = value
     if shots != 'all' and domain in names:
         out['train_dataloader.dataset.dataset_indices'] = {domain: int(shots)}
     return out

@@ -13,6 +13,11 @@ The machinery behind ``mini_uodb_table.py``, ``mini_uodb_curve.py``,
   seed) is skipped, so an interrupted run resumes where it stopped; a job
   whose cells are all saved does not train at all; one whose training
   finished but whose evaluations did not re-uses its checkpoint;
+- a cell another benchmark already saved with the same fingerprint (the
+  same training and test, for example the few-shot benchmark's ``all``
+  shots or the ablation's base variant, which are table cells) is copied
+  from that benchmark's folder instead of being trained again
+  (``--reuse``; by default the folders beside the results folder);
 - jobs run one after another in this process, or ``--parallel N`` at a time
   as subprocesses with ``--threads`` torch threads each.
 
@@ -342,6 +347,60 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
     return jobs
 
 
+def reuse_saved_cells(jobs: Sequence[dict], sources: Sequence[str], log=print) -> int:
+    """Copy cells that other benchmarks saved with the same fingerprint.
+
+    A fingerprint covers the training and test configs (paths aside), the
+    data, the budget and the seed, so a match is the very cell this job
+    would make. The copy keeps the original's results, takes the job's
+    ``key`` and ``meta`` and records ``reused_from``.
+
+    Args:
+        jobs (Sequence[dict]): Jobs of :func:`make_job`.
+        sources (Sequence[str]): Results folders to take cells from
+            (missing ones, the jobs' own folders and copies are ignored).
+        log (Callable): Where progress lines go.
+
+    Returns:
+        int: The number of cells copied.
+    """
+    own = {osp.realpath(j['results_dir']) for j in jobs}
+    found: Dict[str, str] = {}
+    for src in sources:
+        if not osp.isdir(src) or osp.realpath(src) in own:
+            continue
+        store = CellStore(src)
+        for key in store.keys():
+            cell = store.load(key)
+            if cell.get('fingerprint') and not cell.get('reused_from'):  # originals only
+                found.setdefault(cell['fingerprint'], store.path(key))
+    copied = 0
+    for job in jobs:
+        for e in pending(job):
+            path = found.get(e['fingerprint'])
+            if path is None:
+                continue
+            with open(path) as f:
+                cell = json.load(f)
+            cell.update(key=e['key'], meta=e.get('meta') or {},
+                        reused_from=osp.relpath(path, osp.dirname(job['results_dir'])))
+            CellStore(job['results_dir']).save(e['key'], cell)
+            log(f'{e["key"]}: the same cell as {path}, copied')
+            copied += 1
+    return copied
+
+
+def reuse_sources(args: argparse.Namespace) -> List[str]:
+    """list[str]: ``--reuse``'s folders, by default the results' siblings."""
+    if args.reuse is not None:
+        return list(args.reuse)
+    parent = osp.dirname(osp.abspath(args.results_dir))
+    if not osp.isdir(parent):
+        return []
+    return [osp.join(parent, d) for d in sorted(os.listdir(parent))
+            if osp.isdir(osp.join(parent, d))]
+
+
 def pending(job: dict) -> List[dict]:
     """list[dict]: The job's evaluations whose cells are not saved yet."""
     store = CellStore(job['results_dir'])
@@ -586,6 +645,10 @@ def add_common_args(parser: argparse.ArgumentParser, default_iters: Optional[int
     parser.add_argument('--render', action='store_true',
                         help='only re-render the tables from the saved cells (no training)')
     parser.add_argument('--out', default=None, help='markdown file (default: beside the cells)')
+    parser.add_argument('--reuse', nargs='*', default=None,
+                        help='results folders whose cells with the same fingerprint are copied '
+                        'instead of trained again (default: the folders beside --results-dir; '
+                        'none given: reuse nothing)')
 
 
 def resolve_paths(args: argparse.Namespace, bench: str, tag: str) -> None:
@@ -631,7 +694,9 @@ def run_benchmark(args: argparse.Namespace, make_stages: Callable, render: Calla
     failed: List[str] = []
     if not args.render:
         data_fp = ensure_data(args.data_dir, args.data_version, args.scale)
+        sources = reuse_sources(args)
         for stage in make_stages(args, data_fp):
+            reuse_saved_cells(stage, sources)
             failed += run_jobs([stage], args.parallel, args.threads)
     return finish(render(args), args.out, failed)
 
