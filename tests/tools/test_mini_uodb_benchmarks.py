@@ -345,6 +345,9 @@ def test_cells_of_the_same_setup_are_reused_across_benchmarks(load_tool, table, 
     monkeypatch.setattr(Runner, 'from_cfg', forbidden)
     assert ablation.main(common + ['--variants', 'base',
                                    '--results-dir', str(results / 'ablation')]) == 0
+    report = (results / 'ablation.md').read_text()
+    assert 'not trained again (same fingerprint): `base_s0` = `table/gem_s0.json`' in report
+    assert '0 training run(s)' in report
     assert few.main(common + ['--methods', 'gem', '--shots', 'all', '--scenarios', 'mixed',
                               '--results-dir', str(results / 'few')]) == 0
     for folder, key, meta in (('ablation', 'base_s0', dict(variant='base')),

@@ -106,7 +106,8 @@ def render(args: argparse.Namespace) -> str:
              f'`python tools/benchmark/mini_uodb_ablation.py --data-version {args.data_version} '
              f'--iters {args.iters} --seeds {seeds} --variants {" ".join(args.variants)}`: GEM '
              'dataset-known, one planner input changed at a time; box AP, mean over seeds ± '
-             '95 % t-interval; Δ: paired difference to the base variant.', '',
+             '95 % t-interval; Δ: paired difference to the base variant. '
+             + runs.cost_line([c for by in cells.values() for c in by.values()]), '',
              '| Variant | seeds | ' + ' | '.join(groups) + ' | Δ mean AP vs base |',
              '|---' * (len(groups) + 3) + '|']
     for v, by_seed in cells.items():

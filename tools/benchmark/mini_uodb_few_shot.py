@@ -195,7 +195,7 @@ def render(args: argparse.Namespace) -> str:
              f'--adapt-iters {args.adapt_iters} --seeds {seeds}`. `{args.domain}` keeps its first '
              f'N training images; "others" is the mean box AP over the other '
              f'{len(others)} domains; mean over seeds ± 95 % t-interval.', '']
-    any_cell = False
+    seen = []
     for scenario in args.scenarios:
         header = '| Method | ' + ' | '.join(
             f'{s} shots: {args.domain} / others' + (' / others moved' if scenario == 'adapt'
@@ -209,7 +209,7 @@ def render(args: argparse.Namespace) -> str:
                 if not cells:
                     row.append('–')
                     continue
-                any_cell = True
+                seen += cells.values()
                 new = t_interval([table.ap(c, [args.domain]) for c in cells.values()])
                 old = {s: table.ap(c, others) for s, c in cells.items()}
                 text = f'{format_interval(new)} / {format_interval(t_interval(old.values()))}'
@@ -230,8 +230,10 @@ def render(args: argparse.Namespace) -> str:
         lines += [title, '', header, '|---' * (len(args.shots) + 1) + '|'] + rows + ['']
         if placements:
             lines += ['Where the plan put the new domain: ' + '; '.join(placements), '']
-    if not any_cell:
+    if not seen:
         return f'no saved cells in {args.results_dir}'
+    bases = [b for m in args.methods for s in args.seeds if (b := store.load(base_key(m, s)))]
+    lines += [runs.cost_line(seen + bases), '']
     return '\n'.join(lines).rstrip() + '\n'
 
 

@@ -390,6 +390,32 @@ def reuse_saved_cells(jobs: Sequence[dict], sources: Sequence[str], log=print) -
     return copied
 
 
+def cost_line(cells: Sequence[dict]) -> str:
+    """What the cells cost here, and which were copied (for the captions).
+
+    Args:
+        cells (Sequence[dict]): Saved cells; those sharing a training run
+            (``train_fingerprint``) count it once, copied ones not at all.
+
+    Returns:
+        str: One sentence: cells, training runs, minutes, s/iteration and
+        the copied cells with their sources.
+    """
+    own = [c for c in cells if not c.get('reused_from')]
+    copied = [c for c in cells if c.get('reused_from')]
+    trained = {c['train_fingerprint']: c['train_s'] for c in own}
+    total = sum(trained.values()) + sum(c['test_s'] for c in own)
+    text = (f'{len(cells)} cell(s), {len(trained)} training run(s); cell time '
+            f'{total / 60:.0f} min in all (training {sum(trained.values()) / 60:.0f} min')
+    if own:
+        text += f', {np.mean([c["iter_s"] for c in own]):.2f} s/iteration on average'
+    text += ')'
+    if copied:
+        text += ('; copied from another benchmark, not trained again (same fingerprint): '
+                 + ', '.join(f'`{c["key"]}` = `{c["reused_from"]}`' for c in copied))
+    return text + '.'
+
+
 def reuse_sources(args: argparse.Namespace) -> List[str]:
     """list[str]: ``--reuse``'s folders, by default the results' siblings."""
     if args.reuse is not None:

@@ -161,8 +161,6 @@ def caption(cells: Dict[str, Dict[int, dict]], args: argparse.Namespace, command
     first = next(iter(next(iter(cells.values())).values()))
     mach = first['machine']
     cell_list = [c for by_seed in cells.values() for c in by_seed.values()]
-    trained = {c['train_fingerprint']: c['train_s'] for c in cell_list}
-    total = sum(trained.values()) + sum(c['test_s'] for c in cell_list)
     return (
         f'`{command}` on {mach["machine"]} CPU ({mach["cpus"]} cores, {mach["threads"]} torch '
         f'thread(s) per cell), torch {mach["torch"]}. Tiny DINO (ResNet-18 from scratch, 160 px), '
@@ -170,9 +168,7 @@ def caption(cells: Dict[str, Dict[int, dict]], args: argparse.Namespace, command
         f'every method; test split of every domain (mini-UODB v{args.data_version}, '
         f'`{args.scale}`). Training images per domain: '
         + ', '.join(f'{n} {k}' for n, k in zip(first['train_names'], first['lengths']))
-        + f'. {len(cell_list)} cell(s), {len(trained)} training run(s); cell time '
-        f'{total / 60:.0f} min in all (training {sum(trained.values()) / 60:.0f} min, '
-        f'{np.mean([c["iter_s"] for c in cell_list]):.2f} s/iteration on average).')
+        + '. ' + runs.cost_line(cell_list))
 
 
 def render(args: argparse.Namespace) -> str:
