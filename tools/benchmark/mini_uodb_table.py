@@ -22,8 +22,10 @@ The report (markdown, printed and written beside the cells) holds:
 The table is a measurement: the data generator is not tuned to any
 method's result. Examples::
 
-    # the v2 benchmark, 3 seeds (the lead's long run; resumable)
+    # the v2 benchmark, 1000 iterations, 3 seeds (about 4 h here; resumable)
     python tools/benchmark/mini_uodb_table.py --data-version 2 --seeds 0 1 2
+    # the start of training: the same at 300 iterations
+    python tools/benchmark/mini_uodb_table.py --data-version 2 --iters 300 --seeds 0 1 2
     # the v1 table of 600 iterations, one seed (issue 10's rerun)
     python tools/benchmark/mini_uodb_table.py --data-version 1 --iters 600 --seeds 0
     # re-render the markdown from the saved cells, no training
@@ -46,8 +48,9 @@ from mmgem.evaluation.seed_statistics import (  # noqa: E402
 )
 from mmgem.utils.cell_store import CellStore  # noqa: E402
 
-#: iterations per cell by data version (see the README's calibration)
-DEFAULT_ITERS = {1: 600, 2: 300}
+#: iterations per cell by data version: v2's is where the curve shows learning
+#: (``mini_uodb_curve.py``; README "where the budget sits"), about 20 min a cell here
+DEFAULT_ITERS = {1: 600, 2: 1000}
 BASELINES = ('dino', 'moe', 'damex')
 GEM_ROWS = ('gem', 'gem_unknown')
 
