@@ -365,23 +365,20 @@ def reuse_saved_cells(jobs: Sequence[dict], sources: Sequence[str], log=print) -
         int: The number of cells copied.
     """
     own = {osp.realpath(j['results_dir']) for j in jobs}
-    found: Dict[str, str] = {}
+    found: Dict[str, tuple] = {}  # fingerprint -> (path, cell)
     for src in sources:
         if not osp.isdir(src) or osp.realpath(src) in own:
             continue
-        store = CellStore(src)
-        for key in store.keys():
-            cell = store.load(key)
+        for key, cell in CellStore(src).all().items():
             if cell.get('fingerprint') and not cell.get('reused_from'):  # originals only
-                found.setdefault(cell['fingerprint'], store.path(key))
+                found.setdefault(cell['fingerprint'], (CellStore(src).path(key), cell))
     copied = 0
     for job in jobs:
         for e in pending(job):
-            path = found.get(e['fingerprint'])
-            if path is None:
+            if e['fingerprint'] not in found:
                 continue
-            with open(path) as f:
-                cell = json.load(f)
+            path, original = found[e['fingerprint']]
+            cell = dict(original)
             cell.update(key=e['key'], meta=e.get('meta') or {},
                         reused_from=osp.relpath(path, osp.dirname(job['results_dir'])))
             CellStore(job['results_dir']).save(e['key'], cell)
