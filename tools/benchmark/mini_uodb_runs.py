@@ -369,9 +369,10 @@ def reuse_saved_cells(jobs: Sequence[dict], sources: Sequence[str], log=print) -
     for src in sources:
         if not osp.isdir(src) or osp.realpath(src) in own:
             continue
-        for key, cell in CellStore(src).all().items():
+        store = CellStore(src)
+        for key, cell in store.all().items():
             if cell.get('fingerprint') and not cell.get('reused_from'):  # originals only
-                found.setdefault(cell['fingerprint'], (CellStore(src).path(key), cell))
+                found.setdefault(cell['fingerprint'], (store.path(key), cell))
     copied = 0
     for job in jobs:
         for e in pending(job):
