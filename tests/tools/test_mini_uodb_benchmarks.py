@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.runner import Runner
 from scipy import stats
 
@@ -252,6 +253,48 @@ def test_few_shot_adaptation_path(load_tool, tmp_path, mini_uodb_root):
     assert sorted(align['source_expert']) == [0, 1, 2, 3]
     report = (tmp_path / 'cells.md').read_text()
     assert '| GEM (dataset known) |' in report and 'Where the plan put the new domain' in report
+    # the control: the base model fine-tuned as long, on the old domains only
+    control = store.load('control_gem_s0')
+    assert control['train_names'] == base['names'] and control['iters'] == 1
+    assert control['meta'] == dict(scenario='control', method='gem', base='base_gem_s0')
+    work = tmp_path / 'work' / 'control_gem_s0'
+    cfg = Config.fromfile(str(work / 'gem-dino-tiny_r18_mini-uodb.py'))
+    assert cfg.load_from == str(work / 'start_from_base.pth')  # prepared from the base model
+    align = json.loads((work / 'expert_alignment.json').read_text())
+    assert sorted(align['source_expert']) == [0, 1, 2, 3]
+    assert '**Interference**' in report
+
+
+def test_interference_is_adaptation_minus_control_paired_by_seed(load_tool, runs, tmp_path):
+    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+    names = list(runs.DATA_VERSIONS[2]['names'])
+    others = [n for n in names if n != 'street']
+    rng = np.random.default_rng(2)
+    base = {s: rng.uniform(0.1, 0.3, len(others)) for s in range(3)}
+    control = {s: base[s] + rng.uniform(0.0, 0.1, len(others)) for s in range(3)}
+    adapt = {s: control[s] - rng.uniform(-0.02, 0.05, len(others)) for s in range(3)}
+    store = CellStore(str(tmp_path / 'cells'))
+    for s in range(3):
+        store.save(f'base_gem_s{s}', _fake_cell(others, base[s].tolist(), s))
+        store.save(f'control_gem_s{s}', _fake_cell(others, control[s].tolist(), s))
+        store.save(f'adapt_gem_10_s{s}', _fake_cell(others + ['street'],
+                                                    adapt[s].tolist() + [0.05], s))
+    args = few.parse_args(['--data-version', '2', '--iters', '7', '--render', '--methods', 'gem',
+                           '--scenarios', 'adapt', '--shots', '10', '100', '--seeds', '0', '1',
+                           '2', '--results-dir', str(tmp_path / 'cells')])
+    report = few.render(args)
+
+    def paired(a, b):
+        d = np.array([a[s].mean() - b[s].mean() for s in range(3)])
+        half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+        return f'{100 * d.mean():+.1f} ± {100 * half:.1f}'
+
+    after = np.array([control[s].mean() for s in range(3)])
+    half = stats.t.ppf(0.975, 2) * after.std(ddof=1) / np.sqrt(3)
+    row = next(line for line in report.split('**Interference**')[1].splitlines()
+               if line.startswith('| GEM'))
+    assert row == (f'| GEM (dataset known) | {100 * after.mean():.1f} ± {100 * half:.1f} / '
+                   f'{paired(control, base)} | {paired(adapt, control)} | – |')
 
 
 def test_checkpoint_expansion_keeps_old_rows(load_tool, runs):

@@ -12,11 +12,15 @@ per (scenario, method, shots, seed):
   seed), then fine-tune that model for ``--adapt-iters`` with the few-shot
   domain added (``mini_uodb_adapt.py``: old weights kept, the new domain's
   classes appended, GEM re-plans with the new domain and the experts are
-  renumbered to keep serving their old datasets).
+  renumbered to keep serving their old datasets). With it, per method and
+  seed, a *control* cell: the same base model fine-tuned the same way for
+  the same iterations on the other domains only, so further training and
+  the new domain's interference can be told apart.
 
 The report shows, per method and shots, the new domain's AP and the mean AP
 of the other domains; for ``adapt`` also how much the other domains' mean
-moved from the base model, and where GEM's plan put the new domain.
+moved from the base model, where GEM's plan put the new domain, and the
+interference: the other domains' mean after adaptation minus the control's.
 Example::
 
     python tools/benchmark/mini_uodb_few_shot.py --data-version 2 --seeds 0
@@ -121,8 +125,33 @@ def base_key(method: str, seed: int) -> str:
     return f'base_{method}_s{seed}'
 
 
+def control_key(method: str, seed: int) -> str:
+    """str: The key of the base model fine-tuned without the new domain."""
+    return f'control_{method}_s{seed}'
+
+
+def _from_base(args, data_fp, store, base_job: dict, base: dict, key: str, names,
+               shots: str, meta: dict) -> dict:
+    """A job fine-tuning the base model for ``--adapt-iters`` on ``names``."""
+    config, seed, method = base['config'], base['seed'], base['meta']['method']
+    overrides = dataset_overrides(config, names, shots, args.domain)
+    train = dict(config=config, iters=args.adapt_iters, seed=seed, overrides=overrides)
+    adapt_from = dict(checkpoint=osp.join(base_job['work_dir'], f'iter_{args.iters}.pth'),
+                      fingerprint=base_job['train_fingerprint'])
+    base_cell = store.load(base['key'])
+    if base_cell and base_cell.get('plan'):
+        adapt_from['plan'] = base_cell['plan']
+    elif method != 'dino':
+        adapt_from['plan'] = 'from-base-cell'  # filled when stage 2 starts
+    evals = [dict(key=key, config=config, overrides=overrides,
+                  meta=dict(meta, method=method, base=base['key']))]
+    return runs.make_job(key, args.results_dir, args.work_dir, args.data_dir, data_fp, train,
+                         evals, adapt_from=adapt_from)
+
+
 def stages(args: argparse.Namespace, data_fp: str) -> List[List[dict]]:
-    """Jobs in two stages: mixed and base cells first, then adaptations."""
+    """Jobs in two stages: mixed and base cells first, then adaptations
+    and their controls."""
     names = list(runs.DATA_VERSIONS[args.data_version]['names'])
     others = [n for n in names if n != args.domain]
     order = others + [args.domain]  # the new domain last: old offsets stay
@@ -148,24 +177,12 @@ def stages(args: argparse.Namespace, data_fp: str) -> List[List[dict]]:
                                        data_fp, keep_checkpoint=True)[0]
             first.append(base_job)
             for shots in args.shots:
-                key = _key('adapt', m, shots, seed)
-                overrides = dataset_overrides(config, order, shots, args.domain)
-                train = dict(config=config, iters=args.adapt_iters, seed=seed,
-                             overrides=overrides)
-                adapt_from = dict(
-                    checkpoint=osp.join(base_job['work_dir'], f'iter_{args.iters}.pth'),
-                    fingerprint=base_job['train_fingerprint'])
-                base_cell = store.load(base['key'])
-                if base_cell and base_cell.get('plan'):
-                    adapt_from['plan'] = base_cell['plan']
-                elif m != 'dino':
-                    adapt_from['plan'] = 'from-base-cell'  # filled when stage 2 starts
-                evals = [dict(key=key, config=config, overrides=overrides,
-                              meta=dict(scenario='adapt', method=m, shots=shots,
-                                        base=base['key']))]
-                second.append(runs.make_job(key, args.results_dir, args.work_dir,
-                                            args.data_dir, data_fp, train, evals,
-                                            adapt_from=adapt_from))
+                second.append(_from_base(args, data_fp, store, base_job, base,
+                                         _key('adapt', m, shots, seed), order, shots,
+                                         dict(scenario='adapt', shots=shots)))
+            second.append(_from_base(args, data_fp, store, base_job, base,
+                                     control_key(m, seed), others, 'all',
+                                     dict(scenario='control')))
     return [first, second]
 
 
@@ -230,11 +247,54 @@ def render(args: argparse.Namespace) -> str:
         lines += [title, '', header, '|---' * (len(args.shots) + 1) + '|'] + rows + ['']
         if placements:
             lines += ['Where the plan put the new domain: ' + '; '.join(placements), '']
+    if 'adapt' in args.scenarios:
+        lines += _interference(args, store, others, seen)
     if not seen:
         return f'no saved cells in {args.results_dir}'
     bases = [b for m in args.methods for s in args.seeds if (b := store.load(base_key(m, s)))]
     lines += [runs.cost_line(seen + bases), '']
     return '\n'.join(lines).rstrip() + '\n'
+
+
+def _interference(args: argparse.Namespace, store: CellStore, others: Sequence[str],
+                  seen: list) -> List[str]:
+    """The interference table: adaptation's others minus the control's.
+
+    Args:
+        args (argparse.Namespace): The parsed options.
+        store (CellStore): The saved cells.
+        others (Sequence[str]): The old domains.
+        seen (list): Cells shown so far (the controls are appended).
+
+    Returns:
+        list: Markdown lines (a title, the table and a blank line).
+    """
+    rows = []
+    for m in args.methods:
+        controls = {s: c for s in args.seeds if (c := store.load(control_key(m, s)))}
+        if not controls:
+            rows.append(f'| {runs.METHODS[m][0]} | ' + ' | '.join(['–'] * (len(args.shots) + 1))
+                        + ' |')
+            continue
+        seen += controls.values()
+        after = {s: table.ap(c, others) for s, c in controls.items()}
+        before = {s: table.ap(b, others) for s in controls if (b := store.load(base_key(m, s)))}
+        row = [f'{format_interval(t_interval(after.values()))} / '
+               f'{format_interval(paired_difference(after, before), signed=True)}']
+        for shots in args.shots:
+            adapted = {s: table.ap(c, others) for s in controls
+                       if (c := store.load(_key('adapt', m, shots, s)))}
+            row.append(format_interval(paired_difference(adapted, after), signed=True)
+                       if adapted else '–')
+        rows.append(f'| {runs.METHODS[m][0]} | ' + ' | '.join(row) + ' |')
+    header = ('| Method | control: others / others moved | '
+              + ' | '.join(f'{s} shots: others minus control' for s in args.shots) + ' |')
+    title = (f'**Interference**: the control is the base model fine-tuned the same '
+             f'{args.adapt_iters} iterations on the others only, without {args.domain}; '
+             f'"others minus control": the others\' mean after adaptation minus the '
+             'control\'s, paired by seed (below zero: adding the new domain cost the old ones '
+             'AP beyond what further training gives)')
+    return [title, '', header, '|---' * (len(args.shots) + 2) + '|'] + rows + ['']
 
 
 def run_stages(args: argparse.Namespace, data_fp: str):
