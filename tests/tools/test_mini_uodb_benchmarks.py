@@ -253,16 +253,31 @@ def test_few_shot_adaptation_path(load_tool, tmp_path, mini_uodb_root):
     assert sorted(align['source_expert']) == [0, 1, 2, 3]
     report = (tmp_path / 'cells.md').read_text()
     assert '| GEM (dataset known) |' in report and 'Where the plan put the new domain' in report
-    # the control: the base model fine-tuned as long, on the old domains only
-    control = store.load('control_gem_s0')
-    assert control['train_names'] == base['names'] and control['iters'] == 1
-    assert control['meta'] == dict(scenario='control', method='gem', base='base_gem_s0')
-    work = tmp_path / 'work' / 'control_gem_s0'
-    cfg = Config.fromfile(str(work / 'gem-dino-tiny_r18_mini-uodb.py'))
+    assert store.load('control_gem_s0') is None  # not asked for
+
+
+def test_few_shot_control_fine_tunes_the_base_without_the_domain(load_tool, tmp_path,
+                                                                 mini_uodb_root):
+    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+    args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--iters', '1', '--adapt-iters', '2', '--methods', 'dino', '--scenarios', 'control',
+            '--threads', '1', '--parallel', '1']
+    assert few.main(args) == 0
+    store = CellStore(str(tmp_path / 'cells'))
+    assert store.keys() == ['base_dino_s0', 'control_dino_s0']
+    base, control = store.load('base_dino_s0'), store.load('control_dino_s0')
+    assert control['train_names'] == base['names'] == ['natural', 'aerial', 'icons', 'clipart',
+                                                       'medical']
+    assert control['iters'] == 2
+    assert control['meta'] == dict(scenario='control', method='dino', base='base_dino_s0')
+    work = tmp_path / 'work' / 'control_dino_s0'
+    cfg = Config.fromfile(str(work / 'dino-tiny_r18_mini-uodb.py'))
     assert cfg.load_from == str(work / 'start_from_base.pth')  # prepared from the base model
-    align = json.loads((work / 'expert_alignment.json').read_text())
-    assert sorted(align['source_expert']) == [0, 1, 2, 3]
-    assert '**Interference**' in report
+    report = (tmp_path / 'cells.md').read_text()
+    row = next(line for line in report.split('**Interference**')[1].splitlines()
+               if line.startswith('| DINO'))
+    assert row.endswith('| – | – | – | – |')  # no adaptation cells to compare
 
 
 def test_interference_is_adaptation_minus_control_paired_by_seed(load_tool, runs, tmp_path):
@@ -280,8 +295,8 @@ def test_interference_is_adaptation_minus_control_paired_by_seed(load_tool, runs
         store.save(f'adapt_gem_10_s{s}', _fake_cell(others + ['street'],
                                                     adapt[s].tolist() + [0.05], s))
     args = few.parse_args(['--data-version', '2', '--iters', '7', '--render', '--methods', 'gem',
-                           '--scenarios', 'adapt', '--shots', '10', '100', '--seeds', '0', '1',
-                           '2', '--results-dir', str(tmp_path / 'cells')])
+                           '--scenarios', 'adapt', 'control', '--shots', '10', '100', '--seeds',
+                           '0', '1', '2', '--results-dir', str(tmp_path / 'cells')])
     report = few.render(args)
 
     def paired(a, b):

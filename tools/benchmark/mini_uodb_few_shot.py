@@ -4,7 +4,7 @@
 Task interference in few-shot adaptation (the GEM paper), in DAMEX Table
 2's layout: one domain (``--domain``, default v2 ``street``, UODB's KITTI)
 keeps only its first N training images (``--shots``, ``all`` for every
-image), the others are whole. Two scenarios, each a saved, resumable cell
+image), the others are whole. Three scenarios, each a saved, resumable cell
 per (scenario, method, shots, seed):
 
 - ``mixed``: train on all domains at once, from scratch;
@@ -12,10 +12,10 @@ per (scenario, method, shots, seed):
   seed), then fine-tune that model for ``--adapt-iters`` with the few-shot
   domain added (``mini_uodb_adapt.py``: old weights kept, the new domain's
   classes appended, GEM re-plans with the new domain and the experts are
-  renumbered to keep serving their old datasets). With it, per method and
-  seed, a *control* cell: the same base model fine-tuned the same way for
-  the same iterations on the other domains only, so further training and
-  the new domain's interference can be told apart.
+  renumbered to keep serving their old datasets);
+- ``control``: per method and seed, the same base model fine-tuned the
+  same way for the same iterations on the other domains only, so further
+  training and the new domain's interference can be told apart.
 
 The report shows, per method and shots, the new domain's AP and the mean AP
 of the other domains; for ``adapt`` also how much the other domains' mean
@@ -43,6 +43,7 @@ from mmgem.utils.cell_store import CellStore  # noqa: E402
 
 DEFAULT_DOMAIN = {1: 'signs', 2: 'street'}
 METHODS = ('dino', 'damex', 'gem')
+SCENARIOS = ('mixed', 'adapt', 'control')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -52,8 +53,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--shots', nargs='+', default=['10', '25', '100', 'all'],
                         help='training images of the domain (or "all")')
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
-    parser.add_argument('--scenarios', nargs='+', default=['mixed', 'adapt'],
-                        choices=['mixed', 'adapt'])
+    parser.add_argument('--scenarios', nargs='+', default=list(SCENARIOS), choices=SCENARIOS,
+                        help='control: the base model fine-tuned as long without the domain')
     parser.add_argument('--adapt-iters', type=int, default=None,
                         help='fine-tuning iterations of the adaptation (default: iters / 2)')
     parser.set_defaults(seeds=[0])
@@ -168,7 +169,7 @@ def stages(args: argparse.Namespace, data_fp: str) -> List[List[dict]]:
                                 meta=dict(scenario='mixed', method=m, shots=shots))
                     first += runs.group_jobs([cell], args.results_dir, args.work_dir,
                                              args.data_dir, data_fp)
-            if 'adapt' not in args.scenarios:
+            if not {'adapt', 'control'} & set(args.scenarios):
                 continue
             base = dict(key=base_key(m, seed), config=config, iters=args.iters, seed=seed,
                         overrides=dataset_overrides(config, others, 'all', args.domain),
@@ -176,13 +177,14 @@ def stages(args: argparse.Namespace, data_fp: str) -> List[List[dict]]:
             base_job = runs.group_jobs([base], args.results_dir, args.work_dir, args.data_dir,
                                        data_fp, keep_checkpoint=True)[0]
             first.append(base_job)
-            for shots in args.shots:
+            for shots in args.shots if 'adapt' in args.scenarios else []:
                 second.append(_from_base(args, data_fp, store, base_job, base,
                                          _key('adapt', m, shots, seed), order, shots,
                                          dict(scenario='adapt', shots=shots)))
-            second.append(_from_base(args, data_fp, store, base_job, base,
-                                     control_key(m, seed), others, 'all',
-                                     dict(scenario='control')))
+            if 'control' in args.scenarios:
+                second.append(_from_base(args, data_fp, store, base_job, base,
+                                         control_key(m, seed), others, 'all',
+                                         dict(scenario='control')))
     return [first, second]
 
 
@@ -213,7 +215,7 @@ def render(args: argparse.Namespace) -> str:
              f'N training images; "others" is the mean box AP over the other '
              f'{len(others)} domains; mean over seeds ± 95 % t-interval.', '']
     seen = []
-    for scenario in args.scenarios:
+    for scenario in [s for s in args.scenarios if s != 'control']:
         header = '| Method | ' + ' | '.join(
             f'{s} shots: {args.domain} / others' + (' / others moved' if scenario == 'adapt'
                                                    else '') for s in args.shots) + ' |'
@@ -247,7 +249,7 @@ def render(args: argparse.Namespace) -> str:
         lines += [title, '', header, '|---' * (len(args.shots) + 1) + '|'] + rows + ['']
         if placements:
             lines += ['Where the plan put the new domain: ' + '; '.join(placements), '']
-    if 'adapt' in args.scenarios:
+    if 'control' in args.scenarios:
         lines += _interference(args, store, others, seen)
     if not seen:
         return f'no saved cells in {args.results_dir}'
