@@ -131,23 +131,28 @@ def control_key(method: str, seed: int) -> str:
     return f'control_{method}_s{seed}'
 
 
-def _from_base(args, data_fp, store, base_job: dict, base: dict, key: str, names,
-               shots: str, meta: dict) -> dict:
-    """A job fine-tuning the base model for ``--adapt-iters`` on ``names``."""
-    config, seed, method = base['config'], base['seed'], base['meta']['method']
-    overrides = dataset_overrides(config, names, shots, args.domain)
-    train = dict(config=config, iters=args.adapt_iters, seed=seed, overrides=overrides)
-    adapt_from = dict(checkpoint=osp.join(base_job['work_dir'], f'iter_{args.iters}.pth'),
-                      fingerprint=base_job['train_fingerprint'])
+def _start_from(args, store: CellStore, base: dict, base_job: dict) -> dict:
+    """Where the jobs fine-tuning the base model start: its checkpoint and plan."""
+    start = dict(checkpoint=osp.join(base_job['work_dir'], f'iter_{args.iters}.pth'),
+                 fingerprint=base_job['train_fingerprint'])
     base_cell = store.load(base['key'])
     if base_cell and base_cell.get('plan'):
-        adapt_from['plan'] = base_cell['plan']
-    elif method != 'dino':
-        adapt_from['plan'] = 'from-base-cell'  # filled when stage 2 starts
+        start['plan'] = base_cell['plan']
+    elif base['meta']['method'] != 'dino':
+        start['plan'] = 'from-base-cell'  # filled when stage 2 starts
+    return start
+
+
+def _from_base(args, data_fp, base: dict, start: dict, key: str, names, shots: str,
+               meta: dict) -> dict:
+    """A job fine-tuning the base model for ``--adapt-iters`` on ``names``."""
+    config = base['config']
+    overrides = dataset_overrides(config, names, shots, args.domain)
+    train = dict(config=config, iters=args.adapt_iters, seed=base['seed'], overrides=overrides)
     evals = [dict(key=key, config=config, overrides=overrides,
-                  meta=dict(meta, method=method, base=base['key']))]
+                  meta=dict(meta, method=base['meta']['method'], base=base['key']))]
     return runs.make_job(key, args.results_dir, args.work_dir, args.data_dir, data_fp, train,
-                         evals, adapt_from=adapt_from)
+                         evals, adapt_from=dict(start))  # a copy: fill_plans edits it
 
 
 def stages(args: argparse.Namespace, data_fp: str) -> List[List[dict]]:
@@ -177,14 +182,14 @@ def stages(args: argparse.Namespace, data_fp: str) -> List[List[dict]]:
             base_job = runs.group_jobs([base], args.results_dir, args.work_dir, args.data_dir,
                                        data_fp, keep_checkpoint=True)[0]
             first.append(base_job)
+            start = _start_from(args, store, base, base_job)
             for shots in args.shots if 'adapt' in args.scenarios else []:
-                second.append(_from_base(args, data_fp, store, base_job, base,
+                second.append(_from_base(args, data_fp, base, start,
                                          _key('adapt', m, shots, seed), order, shots,
                                          dict(scenario='adapt', shots=shots)))
             if 'control' in args.scenarios:
-                second.append(_from_base(args, data_fp, store, base_job, base,
-                                         control_key(m, seed), others, 'all',
-                                         dict(scenario='control')))
+                second.append(_from_base(args, data_fp, base, start, control_key(m, seed),
+                                         others, 'all', dict(scenario='control')))
     return [first, second]
 
 
@@ -233,8 +238,7 @@ def render(args: argparse.Namespace) -> str:
                 old = {s: table.ap(c, others) for s, c in cells.items()}
                 text = f'{format_interval(new)} / {format_interval(t_interval(old.values()))}'
                 if scenario == 'adapt':
-                    base = {s: store.load(base_key(m, s)) for s in cells}
-                    before = {s: table.ap(b, others) for s, b in base.items() if b}
+                    before = _others_by_seed(store, {s: base_key(m, s) for s in cells}, others)
                     text += f' / {format_interval(paired_difference(old, before), signed=True)}'
                     plan = next(iter(cells.values())).get('plan')
                     if plan:
@@ -256,6 +260,12 @@ def render(args: argparse.Namespace) -> str:
     bases = [b for m in args.methods for s in args.seeds if (b := store.load(base_key(m, s)))]
     lines += [runs.cost_line(seen + bases), '']
     return '\n'.join(lines).rstrip() + '\n'
+
+
+def _others_by_seed(store: CellStore, keys: dict, others: Sequence[str]) -> dict:
+    """dict: Seed -> the old domains' mean AP, for the saved cells of ``keys``
+    (seed -> cell key)."""
+    return {s: table.ap(c, others) for s, k in keys.items() if (c := store.load(k))}
 
 
 def _interference(args: argparse.Namespace, store: CellStore, others: Sequence[str],
@@ -280,12 +290,12 @@ def _interference(args: argparse.Namespace, store: CellStore, others: Sequence[s
             continue
         seen += controls.values()
         after = {s: table.ap(c, others) for s, c in controls.items()}
-        before = {s: table.ap(b, others) for s in controls if (b := store.load(base_key(m, s)))}
+        before = _others_by_seed(store, {s: base_key(m, s) for s in controls}, others)
         row = [f'{format_interval(t_interval(after.values()))} / '
                f'{format_interval(paired_difference(after, before), signed=True)}']
         for shots in args.shots:
-            adapted = {s: table.ap(c, others) for s in controls
-                       if (c := store.load(_key('adapt', m, shots, s)))}
+            adapted = _others_by_seed(store, {s: _key('adapt', m, shots, s) for s in controls},
+                                      others)
             row.append(format_interval(paired_difference(adapted, after), signed=True)
                        if adapted else '–')
         rows.append(f'| {runs.METHODS[m][0]} | ' + ' | '.join(row) + ' |')
@@ -300,7 +310,8 @@ def _interference(args: argparse.Namespace, store: CellStore, others: Sequence[s
 
 
 def run_stages(args: argparse.Namespace, data_fp: str):
-    """Yield the mixed and base jobs, then (with their plans) the adaptations."""
+    """Yield the mixed and base jobs, then (with their plans) the adaptations
+    and controls."""
     first, second = stages(args, data_fp)
     yield first
     if second:
