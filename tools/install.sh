@@ -18,7 +18,9 @@
 #      take seconds.
 #   5. mmdet 3.3.0, runtime and test requirements (requirements/optional.txt,
 #      e.g. tensorboard, is not installed: it is optional)
-#   6. mmgem itself, editable
+#   6. mmgem itself, editable, and a link site-packages/mmgem -> the checkout's
+#      mmgem so that `mim search/run/train mmgem` find its .mim folder
+#      (tools/misc/link_editable_for_mim.py says why)
 #   7. a check that `import mmcv.ops, mmdet, mmgem` works
 #   8. with --with-mim only: openmim, with requirements/mim.txt but without
 #      opendatalab/openxlab (which pin an old setuptools; mim needs them only
@@ -121,6 +123,9 @@ if (cd / && "${PY}" -c "import mmgem, os, sys; sys.exit(0 if os.path.realpath(mm
 else
     pip_install --no-deps --no-build-isolation -e "${ROOT}"
 fi
+# mim looks for <site-packages>/mmgem/.mim, which a PEP 660 editable install lacks: link
+# site-packages/mmgem to the checkout's package (recorded, so `pip uninstall mmgem` removes it)
+"${PY}" "${ROOT}/tools/misc/link_editable_for_mim.py"
 
 step "7/7 check imports"
 (cd / && "${PY}" - <<'EOF'

@@ -248,7 +248,7 @@ def test_output_is_atomic_and_deterministic(cli, tmp_path, capsys):
 # --------------------------------------------------------------------------
 # --from native: the 11 datasets' own formats
 # --------------------------------------------------------------------------
-FULL_GEM_CONFIG = 'configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py'
+DEBUG_GEM_CONFIG = 'configs/gem/gem-dino-4scale_r18_debug-2it_uodb.py'
 
 
 @pytest.fixture(scope='module')
@@ -256,68 +256,12 @@ def native_fixtures(load_tool):
     return load_tool('tests/datasets/native_fixtures.py')
 
 
-def _scale_pipeline(pipeline, factor: int):
-    """The config's pipeline with every size divided by ``factor`` (the
-    tiny-model override keeps the transforms, not the R-50 resolution)."""
-    def scale(value):
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
-            return tuple(max(v // factor, 8) for v in value)
-        if isinstance(value, (list, tuple)):
-            return [scale(v) for v in value]
-        if isinstance(value, dict):
-            return {k: scale(v) if k in ('scale', 'scales', 'crop_size', 'transforms')
-                    else v for k, v in value.items()}
-        return value
-    return [scale(t) for t in pipeline]
-
-
-def _tiny_override(repo_root: Path, data_root: Path, path: Path) -> Path:
-    """A config that inherits the full-UODB GEM config and swaps in the tiny
-    DINO (configs/_base_/models/dino_tiny.py) with the GEM settings of the
-    full config, smaller images, 2 iterations, validation after them."""
-    from mmengine.config import Config
-    full = Config.fromfile(str(repo_root / FULL_GEM_CONFIG))
-    model = Config.fromfile(str(repo_root / 'configs/_base_/models/dino_tiny.py')).model
-    model = model.to_dict()
-    gem = {k: full.model[k] for k in ('type', 'routing', 'num_experts', 'num_datasets',
-                                      'label_offsets', 'dataset_aware', 'test_dataset_known',
-                                      'restrict_test_labels', 'domain_classifier',
-                                      'domain_loss_weight')}
-    model.update(gem, moe_layers=(0, 2))  # the tiny decoder has 3 layers
-    model['bbox_head'].update(type=full.model.bbox_head.type, num_classes=full.num_classes)
-    train_pipeline = _scale_pipeline(full.train_dataloader.dataset.pipeline, 8)
-    test_pipeline = _scale_pipeline(full.test_dataloader.dataset.pipeline, 8)
-    loaders = {
-        'train_dataloader': dict(batch_size=2, num_workers=0, persistent_workers=False,
-                                 dataset=dict(data_root=f'{data_root}/',
-                                              pipeline=train_pipeline)),
-        'val_dataloader': dict(num_workers=0, persistent_workers=False,
-                               dataset=dict(data_root=f'{data_root}/',
-                                            pipeline=test_pipeline)),
-    }
-    text = '\n'.join([
-        f'_base_ = [{str(repo_root / FULL_GEM_CONFIG)!r}]',
-        f'model = dict(_delete_=True, **{model!r})',
-        f'train_dataloader = {loaders["train_dataloader"]!r}',
-        f'val_dataloader = {loaders["val_dataloader"]!r}',
-        'test_dataloader = val_dataloader',
-        "train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2, "
-        'val_interval=2)',
-        'param_scheduler = []',
-        "default_hooks = dict(checkpoint=dict(by_epoch=False, interval=100), "
-        'logger=dict(interval=1))',
-        'log_processor = dict(by_epoch=False)',
-        "env_cfg = dict(dist_cfg=dict(backend='gloo'))",
-    ]) + '\n'
-    path.write_text(text)
-    return path
-
-
 def test_native_tree_converts_and_trains_the_full_uodb_gem_config(
         cli, native_fixtures, repo_root, tmp_path, capsys):
     """Done criterion of the native importers: a tree holding all 11 native
     fixtures converts with --from native, and tools/train.py on the full-UODB
-    GEM config (tiny-model override) builds its loaders, plans, trains 2
+    GEM config's documented debug override (DEBUG_GEM_CONFIG) builds its
+    loaders, plans, trains 2
     iterations on CPU and evaluates every dataset."""
     import subprocess
     import sys
@@ -332,13 +276,16 @@ def test_native_tree_converts_and_trains_the_full_uodb_gem_config(
     for name in UODB_DATASETS:
         for split in UODB_SPLITS[name]:
             assert (out / name / 'annotations' / f'{split}.json').is_file(), (name, split)
-    cfg = _tiny_override(repo_root, out, tmp_path / 'gem_tiny_uodb.py')
+    cfg = repo_root / DEBUG_GEM_CONFIG
+    data = [f'{loader}.dataset.data_root={out}/'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
     work_dir = tmp_path / 'work'
     env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS='1')
     env = {k: v for k, v in env.items() if not k.startswith('PYTEST')}
     proc = subprocess.run(
         [sys.executable, str(repo_root / 'tools' / 'train.py'), str(cfg), '--work-dir',
-         str(work_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+         str(work_dir), '--cfg-options', *data],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
     assert 'Iter(train) [2/2]' in log
