@@ -1,15 +1,12 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Model-zoo metadata for mim, and a regular (non-editable) install that mim can read."""
 import importlib.util
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tool_utils import check_mim_search_list_run, copy_checkout, system_site_venv
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / 'configs/gem').rglob('*.py'))
@@ -51,45 +48,16 @@ def test_cited_config_names_exist():
     assert len(cited) > 20
 
 
-def _copy_checkout(dst: Path) -> Path:
-    """This checkout's files, without build outputs (pip writes into the source)."""
-    ignore = shutil.ignore_patterns('.git', '.mim', 'build', '*.egg-info', 'work_dirs', 'data',
-                                    '__pycache__', '.pytest_cache', '.ruff_cache')
-    return Path(shutil.copytree(REPO, dst, ignore=ignore, symlinks=True))
-
-
 @pytest.mark.skipif(importlib.util.find_spec('mim') is None,
                     reason='openmim is not installed: `make mim` (or `make test`) installs it')
 def test_regular_install_is_searchable_and_runnable_by_mim(tmp_path):
     """``pip install .`` into a fresh virtualenv, then mim search / list / run."""
-    src = _copy_checkout(tmp_path / 'src')
-    venv = tmp_path / 'venv'
-    # the system's site-packages provide torch/mmcv/mmdet (a build takes minutes)
-    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)],
-                   check=True)
-    python = str(venv / 'bin' / 'python')
-    env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST')}
-    env.pop('PYTHONPATH', None)  # mmgem must come from the virtualenv's install
-
-    def run(*args, cwd=tmp_path):
-        proc = subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=600)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, f'{" ".join(args)}:\n{out[-4000:]}'
-        return out
-
+    src = copy_checkout(tmp_path / 'src')
+    run = system_site_venv(tmp_path / 'venv', cwd=tmp_path)
     run('-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps',
         '--no-build-isolation', '--no-index', str(src))
     where = run('-c', 'import mmgem, os; print(os.path.dirname(mmgem.__file__))').split()[-1]
-    assert Path(where).resolve().is_relative_to(venv.resolve()), where
+    assert Path(where).resolve().is_relative_to((tmp_path / 'venv').resolve()), where
     assert (Path(where) / '.mim' / 'model-index.yml').is_file()
 
-    out = run('-m', 'mim', 'search', 'mmgem')
-    listed = set(re.findall(r'^config id: (\S+)$', out, re.M))
-    assert listed == {Path(c).stem for c in CONFIGS}
-    assert re.search(r'^mmgem\s+\d', run('-m', 'mim', 'list'), re.M)
-
-    out = run('-m', 'mim', 'run', 'mmgem', 'gem_plan', '--stats',
-              str(src / 'configs/_base_/datasets/uodb_stats.json'), '--experts', '8',
-              '--out-dir', str(tmp_path / 'plan'))
-    assert (tmp_path / 'plan' / 'gem_plan.json').is_file(), out
+    check_mim_search_list_run(run, src, tmp_path / 'plan')

@@ -261,8 +261,7 @@ def test_native_tree_converts_and_trains_the_full_uodb_gem_config(
     """Done criterion of the native importers: a tree holding all 11 native
     fixtures converts with --from native, and tools/train.py on the full-UODB
     GEM config's documented debug override (DEBUG_GEM_CONFIG) builds its
-    loaders, plans, trains 2
-    iterations on CPU and evaluates every dataset."""
+    loaders, plans, trains 2 iterations on CPU and evaluates every dataset."""
     import subprocess
     import sys
     src = native_fixtures.write_native_uodb(tmp_path / 'downloads')

@@ -2,10 +2,12 @@
 """Helpers of the mmdet-tool tests: run a tool, point a config at mini-UODB."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Sequence
+from typing import Callable, List, Sequence
 
 from mmengine.config import Config
 
@@ -52,3 +54,61 @@ def tiny_gem_config(root: Path) -> Config:
     for loader in LOADERS:
         cfg[loader].dataset.data_root = f'{root}/'
     return cfg
+
+
+def copy_checkout(dst: Path) -> Path:
+    """This checkout's files, without build outputs (pip writes into the source)."""
+    ignore = shutil.ignore_patterns('.git', '.mim', 'build', '*.egg-info', 'work_dirs', 'data',
+                                    '__pycache__', '.pytest_cache', '.ruff_cache')
+    return Path(shutil.copytree(REPO, dst, ignore=ignore, symlinks=True))
+
+
+def system_site_venv(venv: Path, cwd: Path) -> Callable[..., str]:
+    """A fresh virtualenv that also sees this Python's packages.
+
+    The system's site-packages provide torch, mmcv, mmdet and openmim (a
+    build takes minutes); mmgem is what the test installs into the
+    virtualenv, whose site-packages come first.
+
+    Args:
+        venv (Path): Where to create it.
+        cwd (Path): The working directory of the commands.
+
+    Returns:
+        Callable: ``run(*args, ok=True)`` runs the virtualenv's ``python``
+        with ``args`` (no ``PYTHONPATH``: mmgem comes from the install) and
+        returns stdout and stderr; it fails the test when the exit status is
+        not zero (``ok=True``) or is zero (``ok=False``).
+    """
+    subprocess.run([sys.executable, '-m', 'venv', '--system-site-packages', str(venv)],
+                   check=True)
+    python = str(venv / 'bin' / 'python')
+    env = {k: v for k, v in os.environ.items() if not k.startswith('PYTEST')}
+    env.pop('PYTHONPATH', None)
+
+    def run(*args: str, ok: bool = True) -> str:
+        proc = subprocess.run([python, *args], cwd=cwd, env=env, capture_output=True,
+                              text=True, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert (proc.returncode == 0) == ok, f'{" ".join(args)}: {proc.returncode}\n{out[-4000:]}'
+        return out
+
+    return run
+
+
+def check_mim_search_list_run(run: Callable[..., str], src: Path, out_dir: Path) -> None:
+    """``mim search / list / run mmgem`` through ``run`` (see :func:`system_site_venv`).
+
+    Args:
+        run (Callable): Runs the installed Python with arguments.
+        src (Path): The checkout mmgem was installed from.
+        out_dir (Path): Where ``mim run mmgem gem_plan`` writes its plan.
+    """
+    out = run('-m', 'mim', 'search', 'mmgem')
+    listed = set(re.findall(r'^config id: (\S+)$', out, re.M))
+    assert listed == {p.stem for p in (src / 'configs/gem').rglob('*.py')}
+    assert re.search(r'^mmgem\s+\d', run('-m', 'mim', 'list'), re.M)
+    out = run('-m', 'mim', 'run', 'mmgem', 'gem_plan', '--stats',
+              str(src / 'configs/_base_/datasets/uodb_stats.json'), '--experts', '8',
+              '--out-dir', str(out_dir))
+    assert (out_dir / 'gem_plan.json').is_file(), out
