@@ -21,9 +21,9 @@ def add_mim_extension() -> None:
     .``, ``setup.py develop``) get symlinks so edits show up at once; wheels
     and sdists get copies. mim finds an installed package's files from its
     ``dist-info`` location, which for a PEP 660 editable install is
-    site-packages, not the source tree: ``mim search/list/run/train mmgem``
-    need a regular install (``pip install .``); ``mim train mmdet <config>``
-    works with either.
+    site-packages, not the source tree: ``tools/install.sh`` therefore runs
+    ``tools/misc/link_editable_for_mim.py`` after ``pip install -e``, which
+    links ``site-packages/mmgem`` to the checkout's package.
     """
     if 'develop' in sys.argv or 'editable_wheel' in sys.argv:
         mode = 'symlink'
