@@ -7,8 +7,8 @@
 #      iteration (LP with CVXPY, rounded to a capacity-aware map);
 #   3. evaluate every domain separately (COCO box AP and AP50, DAMEX Table 1 layout);
 #   4. print the plan table and the per-dataset AP table.
-# Leaves in $WORK_DIR: the config, the log, the checkpoint, gem_plan.json, gem_plan.png and
-# uodb_table.md.
+# Leaves in $WORK_DIR: the config, the log, the checkpoint iter_$DEMO_ITERS.pth, gem_plan.json,
+# gem_plan.png, the routing heat maps moe_routing_{train,test}_*.png and uodb_table.md.
 #
 # Environment: DEMO_ITERS (training iterations, default 600), WORK_DIR (default
 # work_dirs/demo_gem), DATA_DIR (default data/mini_uodb), PYTHON (default python3).
@@ -70,15 +70,21 @@ print()
 print('Per-dataset box AP of tiny GEM-DINO on mini-UODB (test split):')
 print(open(osp.join(work_dir, 'uodb_table.md')).read())
 EOF
+IMAGES=("${DATA_DIR}"/signs/JPEGImages/*.jpg)
 cat <<EOF
 
-Done in $(( $(date +%s) - START )) s. In ${WORK_DIR}: $(cd "${WORK_DIR}" && ls -d *.py *.pth gem_plan.* uodb_table.md 2>/dev/null | tr '\n' ' ')
+Done in $(( $(date +%s) - START )) s. In ${WORK_DIR}: $(cd "${WORK_DIR}" && find . -maxdepth 1 -type f -printf '%f\n' | sort | tr '\n' ' ')
 and the training log under ${WORK_DIR}/<timestamp>/.
 
-Real UODB (rebuild it from the original datasets, convert, then train on 8 GPUs):
-  python tools/dataset_converters/uodb2coco.py data/uodb --preset uodb
+Detect objects in an image with this checkpoint (it also prints the highest-scoring boxes, drawn
+or not: a ${ITERS}-iteration model often scores below the default --pred-score-thr 0.3):
+  ${PY} tools/image_demo.py ${IMAGES[0]} ${CONFIG} \\
+      --weights ${WORK_DIR}/iter_${ITERS}.pth --dataset signs --out-dir outputs --pred-score-thr 0.1
+
+Real UODB (the 11 datasets' own downloads, converted, then 8 GPUs; see the README's Data section):
+  python tools/dataset_converters/uodb2coco.py data/uodb_src --from native --out data/uodb --check
   bash tools/dist_train.sh configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py 8
   bash tools/dist_test.sh configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py \\
       work_dirs/gem-dino-4scale_r50_8xb2-36e_uodb/epoch_36.pth 8
-  (or: mim train mmdet configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py --gpus 8 --launcher pytorch)
+  (or: mim train mmgem gem-dino-4scale_r50_8xb2-36e_uodb.py --gpus 8 --launcher pytorch)
 EOF

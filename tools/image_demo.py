@@ -5,15 +5,20 @@ The dataset of the images is either unknown (the domain classifier predicts
 it and GEM routes by the prediction) or given with ``--dataset``::
 
     python tools/image_demo.py img.jpg configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
-        --weights work_dirs/gem-dino-tiny_r18_mini-uodb/iter_400.pth --out-dir outputs
+        --weights work_dirs/gem-dino-tiny_r18_mini-uodb/iter_600.pth --out-dir outputs
     python tools/image_demo.py imgs/ configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
-        --weights iter_400.pth --dataset natural --out-dir outputs
+        --weights iter_600.pth --dataset natural --out-dir outputs
 
 Drawn images go to ``<out-dir>/vis/`` (``vis/<dataset>/`` with
 ``--dataset``), predictions to ``<out-dir>/preds/`` (with
-``dataset_name`` and ``label_names``) unless ``--no-save-pred``.
+``dataset_name`` and ``label_names``) unless ``--no-save-pred``. For each
+image it prints how many boxes reach ``--pred-score-thr`` (those are drawn)
+and the highest-scoring boxes whatever their score, so that a model whose
+scores stay low (a short training run such as ``make demo``'s) shows what it
+found and which threshold would draw it.
 """
 import argparse
+from typing import List, Sequence
 
 from mmengine.config import Config, DictAction
 
@@ -45,6 +50,35 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def describe(predictions: Sequence[dict], score_thr: float, top: int = 3) -> List[str]:
+    """One line per image: the boxes at or above the threshold, and the best ones.
+
+    Args:
+        predictions (Sequence[dict]): The inferencer's ``predictions`` (dicts
+            with ``scores``, ``bboxes`` and ``label_names`` or ``labels``,
+            and ``dataset_name``).
+        score_thr (float): The drawing threshold.
+        top (int): How many of the highest-scoring boxes to list. Defaults to 3.
+
+    Returns:
+        list[str]: ``image <i> (<dataset>): <n> boxes >= <thr> drawn; highest:
+        <label> <score> [x1 y1 x2 y2], ...``.
+    """
+    lines = []
+    for i, pred in enumerate(predictions):
+        scores = list(pred.get('scores', []))
+        names = pred.get('label_names') or [str(label) for label in pred.get('labels', [])]
+        order = sorted(range(len(scores)), key=lambda j: -scores[j])[:top]
+        boxes = [' '.join(f'{v:.0f}' for v in pred['bboxes'][j]) for j in order]
+        best = ', '.join(f'{names[j]} {scores[j]:.3f} [{box}]' for j, box in zip(order, boxes))
+        drawn = sum(score >= score_thr for score in scores)
+        lines.append(f'image {i} ({pred.get("dataset_name") or "dataset unknown"}): {drawn} boxes '
+                     f'>= {score_thr} drawn; highest: {best or "none"}')
+        if not drawn and scores:
+            lines[-1] += f' (lower --pred-score-thr below {scores[order[0]]:.3f} to draw them)'
+    return lines
+
+
 def main() -> None:
     args = parse_args()
     model = args.model
@@ -53,10 +87,11 @@ def main() -> None:
         model.merge_from_dict(args.cfg_options)
     inferencer = GEMDetInferencer(model, args.weights, dataset=args.dataset,
                                   device=args.device, palette=args.palette)
-    inferencer(args.inputs, batch_size=args.batch_size, out_dir=args.out_dir,
-               show=args.show, pred_score_thr=args.pred_score_thr,
-               no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred,
-               print_result=args.print_result)
+    results = inferencer(args.inputs, batch_size=args.batch_size, out_dir=args.out_dir,
+                         show=args.show, pred_score_thr=args.pred_score_thr,
+                         no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred,
+                         print_result=args.print_result)
+    print('\n'.join(describe(results['predictions'], args.pred_score_thr)))
     if args.out_dir and not (args.no_save_vis and args.no_save_pred):
         print(f'results written to {args.out_dir}')
 

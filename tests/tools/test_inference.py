@@ -2,6 +2,7 @@
 """A GEM model without a training run: model.plan_file, get_flops.py, DetInferencer."""
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -131,3 +132,24 @@ def test_plain_det_inferencer_needs_the_dataset(tiny_gem_checkpoint, test_datase
                           show_progress=False)
     with pytest.raises(KeyError, match='no dataset_id in its metainfo'):
         plain(test_dataset.get_data_info(0)['img_path'])
+
+
+def test_image_demo_prints_the_best_boxes_below_the_threshold(mini_uodb_root, tiny_gem_checkpoint,
+                                                              tmp_path):
+    """A briefly trained model scores below the default 0.3: image_demo.py
+    still says what it found, with its score, and which threshold draws it."""
+    image = next((mini_uodb_root / 'signs' / 'JPEGImages').glob('*.jpg'))
+    args = [str(REPO / 'tools/image_demo.py'), str(image), str(REPO / GEM_CONFIG), '--weights',
+            str(tiny_gem_checkpoint), '--dataset', 'signs', '--out-dir', str(tmp_path / 'out'),
+            '--cfg-options', *data_options(mini_uodb_root)]
+    out = run_tool(args, cwd=tmp_path)
+    line = next(x for x in out.splitlines() if x.startswith('image 0 (signs): '))
+    scores = [float(s) for s in re.findall(r' (\d\.\d{3}) \[', line)]
+    assert len(scores) == 3 and scores == sorted(scores, reverse=True), line
+    drawn = int(re.search(r': (\d+) boxes >= 0\.3 drawn', line).group(1))
+    assert (drawn == 0) == (scores[0] < 0.3), line
+    if drawn == 0:
+        assert f'below {scores[0]:.3f}' in line
+    # the saved prediction holds the same best score
+    pred = json.loads(next((tmp_path / 'out' / 'preds').rglob('*.json')).read_text())
+    assert max(pred['scores']) == pytest.approx(scores[0], abs=5e-4)
