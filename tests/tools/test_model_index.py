@@ -48,6 +48,17 @@ def test_cited_config_names_exist():
     assert len(cited) > 20
 
 
+def test_cited_test_files_exist():
+    """Every ``tests/...py`` file that code, configs and docs cite is a real file."""
+    texts = [REPO / 'README.md', *REPO.glob('**/README.md'), *REPO.glob('mmgem/**/*.py'),
+             *REPO.glob('tools/**/*.py'), *REPO.glob('tools/*.sh'), *REPO.glob('configs/**/*.py')]
+    cited = {(path.relative_to(REPO).as_posix(), ref) for path in texts
+             for ref in re.findall(r'\btests/[\w/]+\.py\b', path.read_text())}
+    missing = sorted((where, ref) for where, ref in cited if not (REPO / ref).is_file())
+    assert not missing, missing
+    assert cited
+
+
 @pytest.mark.skipif(importlib.util.find_spec('mim') is None,
                     reason='openmim is not installed: `make mim` (or `make test`) installs it')
 def test_regular_install_is_searchable_and_runnable_by_mim(tmp_path):

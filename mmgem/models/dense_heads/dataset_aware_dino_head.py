@@ -39,7 +39,8 @@ class DatasetAwareDINOHead(DINOHead):
     paths (the mmcv CUDA op on GPU and the python implementation on CPU).
     The Hungarian matching needs no change: mmdet's ``FocalLossCost`` reads
     only the columns of the image's ground-truth labels, which lie in its
-    range (``tests/models/test_dataset_aware_losses.py`` checks that other
+    range (``test_matching_reads_only_the_ground_truth_classes`` in
+    ``tests/models/test_dataset_aware_head.py`` checks that other
     classes' logits do not change the assignment).
 
     Without label ranges the head is exactly :class:`DINOHead`.
