@@ -7,6 +7,7 @@ import textwrap
 
 import mmcv
 import mmdet
+import pytest
 from mmengine.config import Config
 from mmengine.utils import digit_version
 
@@ -52,3 +53,26 @@ def test_mmdet_base_config_with_custom_imports(tmp_path):
     assert cfg.model.num_queries == 300
     assert cfg.model.decoder.num_layers == 6  # inherited from mmdet's base
     assert cfg.custom_imports['imports'] == ['mmgem']
+
+
+def test_a_user_config_inherits_an_mmgem_config_by_path(tmp_path):
+    """The README's way to inherit mmgem's configs: a path, absolute from anywhere
+    (or relative inside the checkout), since mmengine's ``<scope>::`` bases are
+    only for the OpenMMLab packages it knows and refuse ``mmgem::``."""
+    base = osp.join(REPO, 'configs', 'gem', 'gem-dino-tiny_r18_mini-uodb.py')
+    cfg_file = tmp_path / 'my_gem.py'
+    cfg_file.write_text(textwrap.dedent(f"""
+        _base_ = {base!r}
+        model = dict(num_experts=2)
+        train_dataloader = dict(dataset=dict(data_root='my_data/'))
+        """))
+    cfg = Config.fromfile(str(cfg_file))
+    assert cfg.model.type == 'GEMDINO' and cfg.model.num_experts == 2
+    assert cfg.model.moe_layers == Config.fromfile(base).model.moe_layers  # inherited
+    assert cfg.custom_imports['imports'] == ['mmgem']  # mmgem's configs import it for you
+    assert cfg.train_dataloader.dataset.data_root == 'my_data/'
+
+    scoped = tmp_path / 'scoped.py'
+    scoped.write_text("_base_ = 'mmgem::gem/gem-dino-tiny_r18_mini-uodb.py'\n")
+    with pytest.raises(AssertionError, match='does not support to load mmgem config'):
+        Config.fromfile(str(scoped))

@@ -34,7 +34,7 @@ def test_model_index_lists_every_config_once():
 def test_cited_config_names_exist():
     """Every config name the docs, tools and configs cite is a real file."""
     names = {Path(c).name for c in CONFIGS}
-    texts = [REPO / 'README.md', REPO / 'configs/gem/README.md', REPO / 'Makefile',
+    texts = [REPO / 'README.md', *REPO.glob('**/README.md'), REPO / 'Makefile',
              *REPO.glob('tools/**/*.py'), *REPO.glob('tools/*.sh'),
              *REPO.glob('configs/**/*.py'), *REPO.glob('mmgem/**/*.py')]
     config_name = re.compile(r'[a-z0-9-]*dino[a-z0-9-]*(?:_[a-z0-9-]+){2,}\.py')
