@@ -5,7 +5,7 @@ The dataset of the images is either unknown (the domain classifier predicts
 it and GEM routes by the prediction) or given with ``--dataset``::
 
     python tools/image_demo.py img.jpg configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
-        --weights work_dirs/gem-dino-tiny_r18_mini-uodb/iter_600.pth --out-dir outputs
+        --weights work_dirs/demo_gem/iter_600.pth --out-dir outputs
     python tools/image_demo.py imgs/ configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
         --weights iter_600.pth --dataset natural --out-dir outputs
 
