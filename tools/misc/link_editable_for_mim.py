@@ -127,7 +127,11 @@ def link_for_mim(dist: metadata.Distribution, package: str = 'mmgem') -> str:
     else:  # no link yet, or one to an earlier install's checkout: replaced atomically
         tmp = osp.join(site, f'.{package}.link.{os.getpid()}')
         os.symlink(target, tmp, target_is_directory=True)
-        os.replace(tmp, link)
+        try:
+            os.replace(tmp, link)
+        except BaseException:
+            os.remove(tmp)
+            raise
         done = f'linked {link} -> {target}'
 
     with open(record, encoding='utf-8', newline='') as f:
