@@ -8,7 +8,8 @@
 #   3. evaluate every domain separately (COCO box AP and AP50, DAMEX Table 1 layout);
 #   4. print the plan table and the per-dataset AP table.
 # Leaves in $WORK_DIR: the config, the log, the checkpoint iter_$DEMO_ITERS.pth, gem_plan.json,
-# gem_plan.png, the routing heat maps moe_routing_{train,test}_*.png and uodb_table.md.
+# gem_plan.png, the routing heat maps moe_routing_test_*.png with their table moe_routing_test.md,
+# and uodb_table.md.
 #
 # Environment: DEMO_ITERS (training iterations, default 600), WORK_DIR (default
 # work_dirs/demo_gem), DATA_DIR (default data/mini_uodb), PYTHON (default python3).
