@@ -57,6 +57,7 @@ from .common import (
     ImageLinker,
     MissingImageError,
     SampleError,
+    confined_path,
     image_size,
     skip_or_raise,
     split_builder,
@@ -217,6 +218,7 @@ def import_kitti(kitti_root: str,
                 if found is None:
                     raise MissingImageError(f'image of {label_file} not found: '
                                             f'{osp.join(img_dir, image_id)}.png')
+                confined_path(img_dir, found, label_file, 'image file')
                 width, height = image_size(osp.join(img_dir, found))
                 cats = [builder.class_map.lookup(t, f'{label_file}:{n}', stats)
                         for t, _, n in objects]
