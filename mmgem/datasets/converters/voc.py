@@ -253,7 +253,7 @@ def add_voc_images(builder: CocoBuilder,
                           'image id')
             ann = parse_voc_xml(osp.join(ann_dir, f'{stem}.xml'))
             found = confined_path(img_dir, ann.filename or f'{stem}.jpg', ann.path,
-                                  '<filename>' if ann.filename else 'image id')
+                                  '<filename>' if ann.filename else 'image file')
             width, height = ann.width, ann.height
             if check_images or linker is not None:
                 found = find_image(img_dir, stem, ann.filename, ann.path)
