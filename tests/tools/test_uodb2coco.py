@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -386,7 +388,6 @@ def test_cli_native_failure_prints_what_converted_and_writes_nothing(
 def _comic_with_filename(nf, tmp_path: Path, filename: str):
     """A native Comic download whose first XML names ``filename`` (its own
     image absent), and a victim file outside the download and OUT."""
-    from mmgem.datasets import UODB_CLASSES
     src = tmp_path / 'downloads'
     ddir = nf.write_cross_domain(src, 'comic', UODB_CLASSES['comic'])
     xml = ddir / 'Annotations' / 'comic_1.xml'
@@ -484,9 +485,6 @@ def test_cli_from_uodb_never_writes_an_absolute_file_name(cli, tmp_path, capsys,
 def test_stale_staging_of_a_killed_run_is_removed(cli, native_fixtures, tmp_path):
     """A run killed while staging leaves ``.uodb2coco-staging-*``; the next
     run removes it (a live run's staging folder is kept)."""
-    import subprocess
-    import sys
-    from mmgem.datasets import UODB_CLASSES
     src = tmp_path / 'downloads'
     native_fixtures.write_cross_domain(src, 'comic', UODB_CLASSES['comic'])
     out = tmp_path / 'uodb'
