@@ -249,7 +249,8 @@ def add_voc_images(builder: CocoBuilder,
     stats = builder.stats
     for stem in stems:
         try:
-            confined_path(ann_dir, f'{stem}.xml', f'the split list of {dataset_dir}',
+            confined_path(ann_dir, stem,
+                          f'the split list in {osp.join(dataset_dir, "ImageSets", "Main")}',
                           'image id')
             ann = parse_voc_xml(osp.join(ann_dir, f'{stem}.xml'))
             found = confined_path(img_dir, ann.filename or f'{stem}.jpg', ann.path,
