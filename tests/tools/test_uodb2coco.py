@@ -413,11 +413,12 @@ def test_cli_refuses_image_paths_outside_the_download(cli, native_fixtures, tmp_
     out = tmp_path / 'uodb'
     args = [str(src), '--from', 'native', '--datasets', 'comic', '--out', str(out),
             '--link', link]
-    assert cli.main(args) == 1
+    rc = cli.main(args)
+    assert victim.read_bytes() == before and not victim.is_symlink()
+    assert rc == 1
     err = capsys.readouterr().err
     assert f'{xml}: <filename> {value!r} is ' in err, err
     assert ('an absolute path' if kind == 'absolute' else "a '..' component") in err
-    assert victim.read_bytes() == before and not victim.is_symlink()
     assert os.listdir(out) == []
     assert not (out / 'victim').exists()
 
