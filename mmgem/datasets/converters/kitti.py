@@ -138,7 +138,7 @@ def kitti_split(kitti_root: str, ids: Sequence[str],
         known = set(ids)
         out = {}
         for split, path in lists.items():
-            listed = _read_list(path)
+            listed = [confined_path(None, i, path, 'image id') for i in _read_list(path)]
             unknown = [i for i in listed if i not in known]
             if unknown:
                 raise ValueError(f'{path}: image {unknown[0]!r} has no label file in '
