@@ -134,6 +134,11 @@ class StagingDir:
     ``root`` that has no marker (it was not written by a staging run), with
     an error naming it.
 
+    The staging folder holds an owner file (:attr:`OWNER`: host and pid);
+    creating a staging folder first removes those of earlier runs with the
+    same prefix whose process is gone (:meth:`remove_stale`), so a killed
+    run leaves nothing behind after the next one.
+
     Args:
         root (str): The final output root (created if needed).
         prefix (str): Name prefix of the staging folder.
