@@ -12,6 +12,7 @@ from mmengine.dataset import BaseDataset, force_full_init
 from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
 
+from .box_audit import dropped_boxes, format_dropped
 from .mini_uodb_meta import MINI_UODB_DISPLAY_NAMES
 from .uodb_meta import UODB_DISPLAY_NAMES
 
@@ -364,6 +365,12 @@ class UODBDataset(BaseDataset):
             raise ValueError(
                 f'UODBDataset: cannot parse {ann_file} of dataset {name!r}: '
                 f'{err}') from None
+        counts = dropped_boxes(content)
+        dropped = sum(v for k, v in counts.items() if k != 'total')
+        print_log(f'UODBDataset: dataset {name!r} ({ann_file}): mmdet '
+                  f'{format_dropped(counts)} at load time',
+                  logger='current',
+                  level=logging.WARNING if dropped else logging.INFO)
         in_file = [c['name'] for c in categories]
         classes = list(self._dataset_classes[name])
         missing = [c for c in classes if c not in in_file]

@@ -21,6 +21,7 @@ from .hashing import (
     threshold_errors,
 )
 from .lp import LPSolution
+from .plan_schema import check_plan_fields, parse_plan_json, read_plan_file
 
 PLAN_FORMAT = 'mmgem.GEMPlan'
 PLAN_VERSION = 2
@@ -449,6 +450,7 @@ class GEMPlan:
                             'so an edited or hand-written plan is refused. To use a plan '
                             'edited on purpose, load it with force=True (GEMPlannerHook('
                             'force_plan=True)), which re-validates its capacity and cost.')
+        check_plan_fields(data, source, allow_missing_hash=force)
         notes = []
         try:
             k = len(data['dataset_names'])
@@ -491,7 +493,7 @@ class GEMPlan:
             plan = cls(**kwargs)
         except KeyError as err:
             raise PlanError(f'{source} misses the field {err.args[0]!r}') from err
-        except (TypeError, ValueError, IndexError) as err:
+        except (TypeError, ValueError, IndexError, OverflowError) as err:
             if isinstance(err, PlanError):
                 raise PlanError(f'{source}: {err}') from err
             raise PlanError(f'{source} is malformed: {err}') from err
@@ -540,7 +542,8 @@ class GEMPlan:
 
     @classmethod
     def from_json(cls, text: str, source: str = 'plan JSON', force: bool = False) -> 'GEMPlan':
-        """Parse :meth:`to_json` output.
+        """Parse :meth:`to_json` output (hostile text is refused, see
+        :mod:`.plan_schema`).
 
         Args:
             text (str): The JSON text.
@@ -550,10 +553,7 @@ class GEMPlan:
         Returns:
             GEMPlan: The plan.
         """
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise PlanError(f'{source} is not valid JSON: {err}') from err
+        data = parse_plan_json(text, source)
         return cls.from_dict(data, source=source, force=force)
 
     def save(self, path: str) -> str:
@@ -570,7 +570,8 @@ class GEMPlan:
 
     @classmethod
     def load(cls, path: str, force: bool = False) -> 'GEMPlan':
-        """Read a plan written by :meth:`save`.
+        """Read a plan written by :meth:`save` (a file larger than
+        :data:`~.plan_schema.MAX_PLAN_BYTES` is refused before reading).
 
         Args:
             path (str): The JSON file.
@@ -579,10 +580,7 @@ class GEMPlan:
         Returns:
             GEMPlan: The plan.
         """
-        if not osp.isfile(path):
-            raise PlanError(f'plan file {path!r} does not exist')
-        with open(path, encoding='utf-8') as f:
-            return cls.from_json(f.read(), source=f'plan file {path!r}', force=force)
+        return cls.from_json(read_plan_file(path), source=f'plan file {path!r}', force=force)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GEMPlan) and self.to_json() == other.to_json()

@@ -13,7 +13,9 @@ uids.
 import os
 import os.path as osp
 import shutil
+import socket
 import tempfile
+import time
 from typing import List, Optional, Tuple, Union
 
 
@@ -73,12 +75,44 @@ def atomic_write(path: str, data: Union[str, bytes]) -> str:
         os.chmod(tmp, file_mode())
         with os.fdopen(fd, mode, encoding=encoding) as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name is
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+    fsync_dir(folder)
     return path
+
+
+def fsync_dir(folder: str) -> None:
+    """Flush a folder's entries (a rename into it) to disk, where the
+    platform allows it (a no-op where folders cannot be opened).
+
+    Args:
+        folder (str): The folder.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 class StagingDir:
@@ -100,6 +134,11 @@ class StagingDir:
     ``root`` that has no marker (it was not written by a staging run), with
     an error naming it.
 
+    The staging folder holds an owner file (:attr:`OWNER`: host and pid);
+    creating a staging folder first removes those of earlier runs with the
+    same prefix whose process is gone (:meth:`remove_stale`), so a killed
+    run leaves nothing behind after the next one.
+
     Args:
         root (str): The final output root (created if needed).
         prefix (str): Name prefix of the staging folder.
@@ -112,14 +151,61 @@ class StagingDir:
 
     MARKER = '.mmgem_staged'
 
+    #: The file in a staging folder naming the run that owns it
+    #: (``<host> <pid>``).
+    OWNER = '.mmgem_owner'
+
+    #: A staging folder without an owner file is taken for stale once it is
+    #: this old (seconds): its run died before writing one.
+    UNOWNED_GRACE_S = 10.0
+
     def __init__(self, root: str, prefix: str = '.mmgem-staging-') -> None:
         self.root = osp.abspath(root)
         os.makedirs(self.root, exist_ok=True)
+        self.removed_stale = self.remove_stale(self.root, prefix)
         self.path = tempfile.mkdtemp(prefix=prefix, dir=self.root)
         os.chmod(self.path, dir_mode())
+        with open(osp.join(self.path, self.OWNER), 'w', encoding='utf-8') as f:
+            f.write(f'{socket.gethostname()} {os.getpid()}\n')
         self._files: List[str] = []
         self._trees: List[str] = []
         self.committed = False
+
+    @classmethod
+    def remove_stale(cls, root: str, prefix: str) -> List[str]:
+        """Remove the staging folders that runs killed earlier left in
+        ``root``.
+
+        A folder named ``<prefix>*`` is stale when its owner file names a
+        process of this host that no longer runs, or when it has no owner
+        file and is older than :attr:`UNOWNED_GRACE_S`. Folders of live runs
+        and of other hosts are kept.
+
+        Args:
+            root (str): The output root.
+            prefix (str): The staging folders' name prefix.
+
+        Returns:
+            list[str]: The folders removed.
+        """
+        removed = []
+        host = socket.gethostname()
+        for name in sorted(os.listdir(root)):
+            path = osp.join(root, name)
+            if not name.startswith(prefix) or osp.islink(path) or not osp.isdir(path):
+                continue
+            try:
+                with open(osp.join(path, cls.OWNER), encoding='utf-8') as f:
+                    owner_host, pid = f.read().split()
+                stale = owner_host == host and not _pid_alive(int(pid))
+            except FileNotFoundError:
+                stale = time.time() - os.stat(path).st_mtime > cls.UNOWNED_GRACE_S
+            except (OSError, ValueError):
+                stale = False
+            if stale:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
 
     def file(self, relpath: str) -> str:
         """Register one output file and return where to write it.

@@ -121,3 +121,118 @@ def test_unknown_dataset_options_and_missing_download(tmp_path):
         convert_native(str(tmp_path), datasets=['dota'], options=dict(dota=dict(size=3)))
     with pytest.raises(FileNotFoundError, match=r'lisa: download folder not found: .*lisa'):
         convert_native(str(tmp_path), datasets=['lisa'])
+
+
+# --- paths read from annotations stay inside their dataset's folder ---------
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def _hostile_lisa(src, nf, victim):
+    lisa = nf.write_lisa(src)
+    value = '../../victim.png'
+    _replace(lisa / 'allAnnotations.csv',
+             'aiua120214-0/frameAnnotations-a/speedLimit25_2.png', value)
+    return lisa / 'allAnnotations.csv', 'Filename', value
+
+
+def _hostile_widerface(src, nf, victim):
+    wf = nf.write_widerface(src)
+    gt = wf / 'wider_face_split' / 'wider_face_train_bbx_gt.txt'
+    value = '../../../../victim.png'
+    _replace(gt, '1--Handshaking/1_b.jpg', value)
+    return gt, 'image path', value
+
+
+def _hostile_coco(src, nf, victim):
+    from mmgem.datasets import UODB_CLASSES
+    coco = nf.write_coco(src, UODB_CLASSES['coco'])
+    ann = coco / 'annotations' / 'instances_val2014.json'
+    _replace(ann, 'COCO_val2014_000000000001.jpg', str(victim))
+    return ann, 'file_name', str(victim)
+
+
+def _hostile_deeplesion(src, nf, victim):
+    dl = nf.write_deeplesion(src)
+    value = '../../../victim_01_01_010.png'
+    csv = dl / 'DL_info.csv'  # one more lesion row, of a slice outside
+    row = next(line for line in csv.read_text().splitlines() if line.startswith('000003'))
+    csv.write_text(csv.read_text() + row.replace('000003_02_01_007.png', value) + '\n')
+    return csv, 'File_name', value
+
+
+def _hostile_kitti(src, nf, victim):
+    kitti = nf.write_kitti(src)
+    img = kitti / 'training' / 'image_2' / '000001.png'
+    img.unlink()
+    img.symlink_to(victim)
+    return kitti / 'training' / 'label_2' / '000001.txt', 'image file', '000001.png'
+
+
+def _hostile_kitchen(src, nf, victim):
+    kitchen = nf.write_kitchen(src)
+    scene = kitchen / 'gmu_scene_002'
+    (scene / 'Images' / 'rgb_1.png').unlink()
+    _replace(scene / 'Annotations' / 'rgb_1.xml', '<filename>rgb_1.png<', f'<filename>{victim}<')
+    return scene / 'Annotations' / 'rgb_1.xml', '<filename>', str(victim)
+
+
+def _hostile_voc(src, nf, victim):
+    voc = nf.write_voc(src)
+    split = voc / 'VOC2007' / 'ImageSets' / 'Main' / 'test.txt'
+    split.write_text(split.read_text() + '../../../../victim\n')
+    (victim.parent / 'victim.xml').write_text(nf.voc_xml('victim.png', (20, 20), []))
+    return voc / 'VOC2007' / 'ImageSets' / 'Main', 'image id', '../../../../victim'
+
+
+@pytest.mark.parametrize('name,make', [
+    ('lisa', _hostile_lisa), ('widerface', _hostile_widerface), ('coco', _hostile_coco),
+    ('deeplesion', _hostile_deeplesion), ('kitti', _hostile_kitti),
+    ('kitchen', _hostile_kitchen), ('voc', _hostile_voc)])
+def test_native_importers_refuse_paths_leaving_the_download(tmp_path, nf, name, make):
+    """Every importer refuses an annotation path that leaves its folder
+    (absolute, ``..`` or a symlink out), naming the annotation file, the
+    field and the value; the outside file is untouched and OUT stays empty;
+    with ``skip_bad`` the image is skipped and counted as ``unsafe path``."""
+    from mmgem.datasets.converters import UnsafePathError
+    victim = nf.image(tmp_path / 'victim.png', (20, 20), seed=9)
+    before = victim.read_bytes()
+    src, out = tmp_path / 'src', tmp_path / 'out'
+    where, field, value = make(src, nf, victim)
+    with pytest.raises(UnsafePathError) as info:
+        convert_native(str(src), out=str(out), datasets=[name])
+    message = str(info.value)
+    assert str(where) in message and f'{field} {value!r} is ' in message, message
+    assert victim.read_bytes() == before and not victim.is_symlink()
+    assert os.listdir(out) == []
+    results = convert_native(str(src), out=str(out), datasets=[name], skip_bad=True)
+    assert sum(s.skipped_images['unsafe path'] for s in results) == 1
+    assert victim.read_bytes() == before
+    for stats in results:
+        coco = json.loads(Path(stats.out_file).read_text())
+        for img in coco['images']:
+            assert not os.path.isabs(img['file_name']) and '..' not in img['file_name']
+
+
+def test_image_linker_writes_only_inside_its_folder(tmp_path, nf):
+    """``ImageLinker.link`` refuses an output name that leaves its folder
+    (before: it removed the outside file and linked over it)."""
+    from mmgem.datasets.converters import ImageLinker, UnsafePathError
+    victim = nf.image(tmp_path / 'victim.png', (20, 20), seed=9)
+    before = victim.read_bytes()
+    src = nf.image(tmp_path / 'src' / 'a.png', (20, 20), seed=1)
+    linker = ImageLinker(str(tmp_path / 'out' / 'JPEGImages'), str(tmp_path / 'final'), 'copy')
+    for name in (str(victim), '../../victim.png'):
+        with pytest.raises(UnsafePathError, match='output image name'):
+            linker.link(str(src), name)
+        assert victim.read_bytes() == before
+    (tmp_path / 'out' / 'JPEGImages').mkdir(parents=True)
+    (tmp_path / 'out' / 'JPEGImages' / 'sub').symlink_to(tmp_path)  # a folder link out
+    with pytest.raises(UnsafePathError, match='resolves to'):
+        linker.link(str(src), 'sub/victim.png')
+    assert victim.read_bytes() == before
+    linker.link(str(src), 'a.png')
+    assert (tmp_path / 'out' / 'JPEGImages' / 'a.png').read_bytes() == src.read_bytes()

@@ -5,6 +5,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -325,3 +327,128 @@ def test_cli_native_failure_prints_what_converted_and_writes_nothing(
     assert re.search(r'\| widerface \| train \| 1 \| 2 \|.*\| missing image:1 \|', printed)
     assert '[skipped]' in printed and '1_b.jpg' in printed
     assert sorted(os.listdir(out)) == ['voc', 'widerface']
+
+
+# --- hostile paths in annotations: confined to the dataset's folder ---------
+
+def _comic_with_filename(nf, tmp_path: Path, filename: str):
+    """A native Comic download whose first XML names ``filename`` (its own
+    image absent), and a victim file outside the download and OUT."""
+    src = tmp_path / 'downloads'
+    ddir = nf.write_cross_domain(src, 'comic', UODB_CLASSES['comic'])
+    xml = ddir / 'Annotations' / 'comic_1.xml'
+    xml.write_text(re.sub(r'<filename>[^<]*</filename>', f'<filename>{filename}</filename>',
+                          xml.read_text()))
+    (ddir / 'JPEGImages' / 'comic_1.jpg').unlink()
+    victim = nf.image(tmp_path / 'victim' / 'precious.jpg', (48, 32), seed=7)
+    return src, xml, victim
+
+
+@pytest.mark.parametrize('link', ['symlink', 'copy'])
+@pytest.mark.parametrize('kind', ['absolute', 'dotdot'])
+def test_cli_refuses_image_paths_outside_the_download(cli, native_fixtures, tmp_path, capsys,
+                                                      kind, link):
+    """An XML naming an image outside its folder (absolute or ``../``) is
+    refused with the XML, the field and the value; the outside file keeps
+    its bytes and OUT stays empty (before: the victim was replaced by a
+    symlink to itself, or deleted with ``--link copy``)."""
+    victim_path = tmp_path / 'victim' / 'precious.jpg'
+    value = str(victim_path) if kind == 'absolute' else '../../../victim/precious.jpg'
+    src, xml, victim = _comic_with_filename(native_fixtures, tmp_path, value)
+    before = victim.read_bytes()
+    out = tmp_path / 'uodb'
+    args = [str(src), '--from', 'native', '--datasets', 'comic', '--out', str(out),
+            '--link', link]
+    rc = cli.main(args)
+    assert victim.read_bytes() == before and not victim.is_symlink()
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f'{xml}: <filename> {value!r} is ' in err, err
+    assert ('an absolute path' if kind == 'absolute' else "a '..' component") in err
+    assert os.listdir(out) == []
+    assert not (out / 'victim').exists()
+
+
+def test_cli_refuses_a_symlink_resolving_outside(cli, native_fixtures, tmp_path, capsys):
+    """An image of the download that is a symlink to a file outside it is
+    refused like an absolute path."""
+    src, xml, victim = _comic_with_filename(native_fixtures, tmp_path, 'comic_1.jpg')
+    link = src / 'comic' / 'JPEGImages' / 'comic_1.jpg'
+    link.symlink_to(victim)
+    out = tmp_path / 'uodb'
+    assert cli.main([str(src), '--from', 'native', '--datasets', 'comic', '--out',
+                     str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{xml}: <filename> 'comic_1.jpg' is a link that resolves to" in err \
+        and str(victim) in err, err
+    assert os.listdir(out) == []
+    # found by its stem (no <filename>), the link is refused all the same
+    xml.write_text(re.sub(r'<filename>[^<]*</filename>', '', xml.read_text()))
+    assert cli.main([str(src), '--from', 'native', '--datasets', 'comic', '--out',
+                     str(out)]) == 1
+    assert f"{xml}: image file 'comic_1.jpg' is a link that resolves to" in \
+        capsys.readouterr().err
+
+
+def test_cli_skip_bad_skips_and_counts_unsafe_paths(cli, native_fixtures, tmp_path, capsys):
+    src, xml, victim = _comic_with_filename(native_fixtures, tmp_path,
+                                            '../../../victim/precious.jpg')
+    ddir = src / 'comic'  # a good second train image, so train is not empty
+    (ddir / 'Annotations' / 'comic_3.xml').write_text(
+        (ddir / 'Annotations' / 'comic_2.xml').read_text().replace('comic_2', 'comic_3'))
+    shutil.copy(ddir / 'JPEGImages' / 'comic_2.jpg', ddir / 'JPEGImages' / 'comic_3.jpg')
+    (ddir / 'ImageSets' / 'Main' / 'train.txt').write_text('comic_1\ncomic_3\n')
+    before = victim.read_bytes()
+    out = tmp_path / 'uodb'
+    assert cli.main([str(src), '--from', 'native', '--datasets', 'comic', '--out', str(out),
+                     '--skip-bad']) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r'\| comic \| train \| 1 \| 1 \|.*\| unsafe path:1 \|', printed), printed
+    assert '[skipped]' in printed and 'comic_1.xml' in printed
+    assert victim.read_bytes() == before
+    train = json.loads((out / 'comic' / 'annotations' / 'train.json').read_text())
+    assert [i['file_name'] for i in train['images']] == ['comic_3.jpg']
+    assert sorted(os.listdir(out / 'comic' / 'JPEGImages')) == [
+        '.mmgem_staged', 'comic_2.jpg', 'comic_3.jpg']
+
+
+@pytest.mark.parametrize('check', [True, False])
+def test_cli_from_uodb_never_writes_an_absolute_file_name(cli, tmp_path, capsys, check):
+    """``--from uodb`` (with or without image checks) refuses an absolute
+    ``<filename>`` instead of writing it into the JSON."""
+    victim = tmp_path / 'victim.jpg'
+    Image.new('RGB', (40, 30)).save(victim)
+    ddir = _voc_dataset(tmp_path / 'uodb', 'widerface', 'val',
+                        {'a': _xml(40, 30, [('face', (2, 2, 10, 10), 0)], str(victim))})
+    args = [str(tmp_path / 'uodb'), '--datasets', 'widerface', '--splits', 'val']
+    if not check:
+        args.append('--no-check-images')
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert f"a.xml: <filename> '{victim}' is an absolute path" in err, err
+    assert not (ddir / 'annotations').exists()
+
+
+def test_stale_staging_of_a_killed_run_is_removed(cli, native_fixtures, tmp_path):
+    """A run killed while staging leaves ``.uodb2coco-staging-*``; the next
+    run removes it (a live run's staging folder is kept)."""
+    src = tmp_path / 'downloads'
+    native_fixtures.write_cross_domain(src, 'comic', UODB_CLASSES['comic'])
+    out = tmp_path / 'uodb'
+    out.mkdir()
+    code = ('import os, sys; from mmgem.utils import StagingDir; '
+            's = StagingDir(sys.argv[1], prefix=".uodb2coco-staging-"); '
+            'open(os.path.join(s.path, "half.json"), "w").write("{"); '
+            'print(s.path, flush=True); os.kill(os.getpid(), 9)')
+    proc = subprocess.run([sys.executable, '-c', code, str(out)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert proc.returncode == -9
+    stale = Path(proc.stdout.strip())
+    assert stale.is_dir() and stale.name.startswith('.uodb2coco-staging-')
+    live = out / '.uodb2coco-staging-live'
+    live.mkdir()
+    (live / '.mmgem_owner').write_text(f'{os.uname().nodename} {os.getpid()}\n')
+    assert cli.main([str(src), '--from', 'native', '--datasets', 'comic', '--out',
+                     str(out)]) == 0
+    assert not stale.exists()
+    assert sorted(os.listdir(out)) == ['.uodb2coco-staging-live', 'comic']

@@ -88,3 +88,30 @@ def test_staging_commits_whole_and_rolls_back(tmp_path):
         with pytest.raises(FileExistsError, match='theirs exists and was not written by mmgem'):
             stage.commit()
     assert (root / 'keep' / 'new.json').read_text() == 'new'
+
+
+def test_atomic_write_fsyncs_the_data_before_the_rename(tmp_path, monkeypatch):
+    """The temporary file's content is flushed to disk (``fsync`` of its
+    descriptor) before ``os.replace`` gives it the final name, so a crash
+    cannot leave an empty file under that name."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        target = os.readlink(f'/proc/self/fd/{fd}')
+        events.append(('fsync', os.path.basename(target), os.path.getsize(target)
+                       if os.path.isfile(target) else None))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(('replace', os.path.basename(src), os.path.basename(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'replace', replace)
+    atomic_write(str(tmp_path / 'a.json'), '{"x": 1}')
+    kinds = [e[0] for e in events]
+    assert 'replace' in kinds and 'fsync' in kinds[:kinds.index('replace')], events
+    synced = [e for e in events[:kinds.index('replace')] if e[0] == 'fsync']
+    tmp_name = events[kinds.index('replace')][1]
+    assert ('fsync', tmp_name, len('{"x": 1}')) in synced, events

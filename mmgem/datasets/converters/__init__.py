@@ -24,6 +24,8 @@ from .common import (
     ImageLinker,
     MissingImageError,
     SampleError,
+    UnsafePathError,
+    confined_path,
     format_examples,
     format_stats,
     image_size,
@@ -46,5 +48,5 @@ __all__ = [
     'MissingImageError', 'format_stats', 'format_examples', 'image_size', 'check_counts',
     'format_check', 'REFERENCE_COUNTS', 'ReferenceCount', 'LISA_TAG_TO_CLASS', 'PRESETS',
     'NATIVE_SOURCES', 'NATIVE_OPTIONS', 'coco_json_source', 'output_file', 'window_hu',
-    'clip_polygon', 'polygon_area', 'window_starts'
+    'clip_polygon', 'polygon_area', 'window_starts', 'UnsafePathError', 'confined_path'
 ]

@@ -32,6 +32,7 @@ from .common import (
     MissingImageError,
     SampleError,
     check_size,
+    confined_path,
     image_size,
     skip_or_raise,
 )
@@ -113,6 +114,8 @@ def coco_subset(src: dict,
             continue
         width, height = img['width'], img['height']
         try:
+            confined_path(img_dir, img.get('file_name'), f'{src_file} image {img["id"]}',
+                          'file_name')
             if img_dir is not None:
                 path = osp.join(img_dir, img['file_name'])
                 if not osp.isfile(path):
@@ -232,9 +235,16 @@ def import_coco(coco_root: str,
             linker=linker if check_images else None,
             final_out_file=osp.join(final_dir, 'annotations', f'{split}.json'),
             split_rule=rule))
-        if not check_images:  # still link, without checking
+        if not check_images:  # still link, without checking (the names are confined)
             for img in src['images']:
                 if ids is None or img['id'] in ids:
+                    try:
+                        confined_path(img_dir, img['file_name'],
+                                      f'{src_file} image {img["id"]}', 'file_name')
+                    except SampleError:
+                        if skip_bad:  # counted by coco_subset
+                            continue
+                        raise
                     linker.link(osp.join(img_dir, img['file_name']), img['file_name'])
 
     if version == '2014':

@@ -24,10 +24,19 @@ Conventions of every importer:
 - A bad sample (unreadable annotation, missing or unreadable image, unknown
   class) raises :class:`SampleError` naming the file; with ``skip_bad`` the
   importer skips that image instead and counts it by reason.
+- Annotations are not trusted with paths: every path read from one (an
+  image name, an image id of a split list) goes through
+  :func:`confined_path`, which refuses absolute paths, ``..`` components and
+  paths whose symlinks resolve outside the folder they are relative to
+  (:class:`UnsafePathError`, naming the annotation file, the field and the
+  value; skipped and counted as ``unsafe path`` with ``skip_bad``). Outputs
+  are only written inside the output folder being staged
+  (:class:`ImageLinker` refuses anything else).
 """
 import json
 import os
 import os.path as osp
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -61,6 +70,64 @@ class MissingImageError(SampleError, FileNotFoundError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason='missing image')
+
+
+class UnsafePathError(SampleError):
+    """A path read from an annotation that would leave its folder (absolute,
+    with ``..``, or a symlink resolving outside); the message names the
+    annotation file, the field and the value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason='unsafe path')
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def confined_path(base: Optional[str], value: str, where: str, field: str) -> str:
+    """Check that a path read from an annotation stays inside ``base``.
+
+    This is the one check every importer applies to the paths its
+    annotations give (image file names, image ids of split lists, ...).
+    Refused: an empty value, a NUL byte, an absolute path (POSIX, UNC or a
+    drive letter), any ``..`` component, and, when ``base`` is given, a path
+    whose existing part resolves (through symlinks) outside the resolved
+    ``base``.
+
+    Args:
+        base (str, optional): The folder ``value`` is relative to; None for
+            the lexical checks only (nothing on disk is looked at).
+        value (str): The path as written in the annotation.
+        where (str): The annotation file (and line), for the message.
+        field (str): The field it was read from, e.g. ``'<filename>'``.
+
+    Returns:
+        str: ``value``, unchanged.
+
+    Raises:
+        UnsafePathError: If the path would leave ``base``.
+    """
+    problem = None
+    if not isinstance(value, str) or not value.strip():
+        problem = 'empty'
+    elif '\x00' in value:
+        problem = 'a path with a NUL byte'
+    elif osp.isabs(value) or value.startswith(('/', '\\')) or re.match(r'^[A-Za-z]:', value):
+        problem = 'an absolute path'
+    elif '..' in re.split(r'[/\\]', value):
+        problem = "a path with a '..' component"
+    elif base is not None:
+        real_base = osp.realpath(base)
+        real = osp.realpath(osp.join(base, value))
+        if not _inside(real, real_base):
+            problem = f'a link that resolves to {real}, outside {real_base}'
+    if problem:
+        inside = f' {base}' if base is not None else ' its dataset folder'
+        raise UnsafePathError(
+            f'{where}: {field} {value!r} is {problem}; paths read from an annotation must '
+            f'stay inside{inside}')
+    return value
 
 
 @dataclass
@@ -165,21 +232,30 @@ def image_size(path: str) -> Tuple[int, int]:
 
 
 def find_image(img_dir: str, stem: str,
-               filename: Optional[str] = None) -> Optional[str]:
+               filename: Optional[str] = None, where: str = '') -> Optional[str]:
     """The file of an image: ``<stem>.<ext>`` first, then ``filename``.
 
     The annotation's own name (its stem) identifies the image, as mmdet's
     ``XMLDataset`` does; a written ``filename`` is only a fallback, so an
     annotation that names another image cannot make two entries of it.
+    Both must stay inside ``img_dir`` (:func:`confined_path`).
 
     Args:
         img_dir (str): The image folder.
         stem (str): The annotation's stem.
         filename (str, optional): The file name written in the annotation.
+        where (str): The annotation file, for messages.
 
     Returns:
         str | None: The file name relative to ``img_dir``, or None.
+
+    Raises:
+        UnsafePathError: If ``stem``, ``filename`` or the file found would
+            leave ``img_dir``.
     """
+    confined_path(img_dir, stem, where, 'image id')
+    if filename:
+        confined_path(img_dir, filename, where, '<filename>')
     candidates = [stem + ext for ext in IMAGE_EXTENSIONS]
     if filename and osp.splitext(filename)[0] == stem:
         candidates.insert(0, filename)  # its own image, written extension
@@ -187,7 +263,7 @@ def find_image(img_dir: str, stem: str,
         candidates.append(filename)
     for cand in candidates:
         if osp.isfile(osp.join(img_dir, cand)):
-            return cand
+            return confined_path(img_dir, cand, where, 'image file')
     return None
 
 
@@ -552,14 +628,27 @@ class ImageLinker:
         """Make ``file_name`` (relative to the image folder) point at
         ``src``.
 
+        Nothing outside the output image folder is created, replaced or
+        removed: ``file_name`` must be a relative path without ``..`` whose
+        folder resolves inside it.
+
         Args:
             src (str): The native image.
             file_name (str): Its name in the output image folder.
+
+        Raises:
+            UnsafePathError: If ``file_name`` would leave the output folder.
         """
+        confined_path(None, file_name, src, 'output image name')
+        folder = osp.dirname(file_name)
+        if folder:  # its folder resolves inside, before and after it is made
+            confined_path(self.out_dir, folder, src, 'output image name')
         dst = osp.join(self.out_dir, file_name)
         os.makedirs(osp.dirname(dst), exist_ok=True)
+        if folder:
+            confined_path(self.out_dir, folder, src, 'output image name')
         if osp.lexists(dst):
-            os.remove(dst)
+            os.remove(dst)  # a link or file of this staging folder
         src = osp.abspath(src)
         if self.mode == 'symlink':
             final_parent = osp.dirname(osp.join(self.final_dir, file_name))

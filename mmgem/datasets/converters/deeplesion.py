@@ -39,6 +39,7 @@ from .common import (
     MissingImageError,
     SampleError,
     check_size,
+    confined_path,
     skip_or_raise,
     split_builder,
 )
@@ -204,6 +205,9 @@ def import_deeplesion(root: str,
             where = f'{csv_file}:{entry["rows"][0]}'
             if name not in written:
                 try:
+                    confined_path(None, name, where, 'File_name')
+                    confined_path(images_dir, osp.relpath(slice_path(images_dir, name),
+                                                          images_dir), where, 'File_name')
                     written[name] = _write_slice(
                         slice_path(images_dir, name), osp.join(img_out, name), where,
                         entry['windows'][0] if window == 'dicom' else (low, high), Image)

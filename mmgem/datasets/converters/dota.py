@@ -48,6 +48,7 @@ from .common import (
     ConversionStats,
     MissingImageError,
     SampleError,
+    confined_path,
     image_size,
     skip_or_raise,
     split_builder,
@@ -287,6 +288,7 @@ def _import_dota(dota_root, out_dir, final_dir, classes, splits, dataset, patch_
                 if found is None:
                     raise MissingImageError(f'image of {label_file} not found: '
                                             f'{osp.join(img_dir, stem)}.png')
+                confined_path(img_dir, found, label_file, 'image file')
                 width, height = image_size(osp.join(img_dir, found))
             except SampleError as err:
                 skip_or_raise(err, skip_bad, stats)

@@ -57,6 +57,7 @@ from .common import (
     ImageLinker,
     MissingImageError,
     SampleError,
+    confined_path,
     image_size,
     skip_or_raise,
     split_builder,
@@ -137,7 +138,7 @@ def kitti_split(kitti_root: str, ids: Sequence[str],
         known = set(ids)
         out = {}
         for split, path in lists.items():
-            listed = _read_list(path)
+            listed = [confined_path(None, i, path, 'image id') for i in _read_list(path)]
             unknown = [i for i in listed if i not in known]
             if unknown:
                 raise ValueError(f'{path}: image {unknown[0]!r} has no label file in '
@@ -217,6 +218,7 @@ def import_kitti(kitti_root: str,
                 if found is None:
                     raise MissingImageError(f'image of {label_file} not found: '
                                             f'{osp.join(img_dir, image_id)}.png')
+                confined_path(img_dir, found, label_file, 'image file')
                 width, height = image_size(osp.join(img_dir, found))
                 cats = [builder.class_map.lookup(t, f'{label_file}:{n}', stats)
                         for t, _, n in objects]

@@ -41,6 +41,7 @@ from .common import (
     ConversionStats,
     ImageLinker,
     SampleError,
+    confined_path,
     image_size,
     skip_or_raise,
     split_builder,
@@ -182,6 +183,7 @@ def import_lisa(root: str,
                 continue
             where = f'{csv_file}:{frame["signs"][0][3]}'
             try:
+                confined_path(root, name, where, 'Filename')
                 width, height = image_size(osp.join(root, name))
                 cats = [builder.class_map.lookup(tag, f'{csv_file}:{line}', stats)
                         for tag, _, _, line in frame['signs']]

@@ -31,6 +31,7 @@ from .common import (
     MissingImageError,
     SampleError,
     check_size,
+    confined_path,
     find_image,
     image_size,
     skip_or_raise,
@@ -248,11 +249,15 @@ def add_voc_images(builder: CocoBuilder,
     stats = builder.stats
     for stem in stems:
         try:
+            confined_path(ann_dir, stem,
+                          f'the split list in {osp.join(dataset_dir, "ImageSets", "Main")}',
+                          'image id')
             ann = parse_voc_xml(osp.join(ann_dir, f'{stem}.xml'))
-            found = ann.filename or f'{stem}.jpg'
+            found = confined_path(img_dir, ann.filename or f'{stem}.jpg', ann.path,
+                                  '<filename>' if ann.filename else 'image file')
             width, height = ann.width, ann.height
             if check_images or linker is not None:
-                found = find_image(img_dir, stem, ann.filename)
+                found = find_image(img_dir, stem, ann.filename, ann.path)
                 if found is None:
                     tried = osp.join(img_dir, ann.filename or f'{stem}.jpg')
                     raise MissingImageError(

@@ -28,6 +28,8 @@ from .common import (
     ConversionStats,
     ImageLinker,
     SampleError,
+    UnsafePathError,
+    confined_path,
     image_size,
     skip_or_raise,
     split_builder,
@@ -129,7 +131,11 @@ def import_widerface(root: str,
         for name, faces, line in parse_bbx_gt(gt_file):
             where = f'{gt_file}:{line}'
             try:
+                confined_path(img_dir, name, where, 'image path')
                 width, height = image_size(osp.join(img_dir, name))
+            except UnsafePathError as err:
+                skip_or_raise(err, skip_bad, stats)
+                continue
             except SampleError as err:
                 skip_or_raise(SampleError(f'{where}: {err}', err.reason), skip_bad, stats)
                 continue

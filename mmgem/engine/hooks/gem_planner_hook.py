@@ -207,8 +207,8 @@ class GEMPlannerHook(Hook):
         if plan_file is not None:
             try:
                 self.file_plan = GEMPlan.load(plan_file, force=self.force_plan)
-            except PlanError as err:
-                raise ValueError(f'GEMPlannerHook: plan_file={plan_file!r}: {err}') from err
+            except PlanError as err:  # a ValueError too
+                raise PlanError(f'GEMPlannerHook: plan_file={plan_file!r}: {err}') from err
         self.plan: Optional[GEMPlan] = None
 
     @staticmethod
