@@ -44,12 +44,22 @@ def _mim(*args: str, cwd: Path) -> str:
 @needs_mim
 def test_editable_install_is_found_by_mim_once_linked(tmp_path):
     """``pip install -e`` alone leaves mim without ``site-packages/mmgem/.mim``;
-    the link script fixes that, and ``pip uninstall`` removes the link."""
+    the link script refuses a folder it did not make, then links, and
+    ``pip uninstall`` removes the link (one virtualenv: each costs seconds)."""
     src = copy_checkout(tmp_path / 'src')
     run = system_site_venv(tmp_path / 'venv', cwd=tmp_path)
     run('-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps',
         '--no-build-isolation', '--no-index', '-e', str(src))
     assert 'model-index.yml' in run('-m', 'mim', 'search', 'mmgem', ok=False)
+
+    # something other than a link at site-packages/mmgem is left alone
+    site = Path(run('-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+                .split()[-1])
+    (site / 'mmgem').mkdir()
+    out = run(str(src / LINK), ok=False)
+    assert 'is not a link' in out and str(site / 'mmgem') in out
+    assert (site / 'mmgem').is_dir() and not (site / 'mmgem').is_symlink()
+    (site / 'mmgem').rmdir()
 
     assert 'linked' in run(str(src / LINK))
     assert 'already linked' in run(str(src / LINK))  # idempotent, as install.sh reruns it
@@ -60,20 +70,6 @@ def test_editable_install_is_found_by_mim_once_linked(tmp_path):
     run('-m', 'pip', 'uninstall', '-y', '-q', 'mmgem')
     assert not os.path.lexists(where)
     assert (src / 'mmgem' / '__init__.py').is_file()  # the link went, not the checkout
-
-
-def test_link_script_refuses_a_folder_it_did_not_make(tmp_path):
-    """Something other than a link at ``site-packages/mmgem`` is left alone."""
-    src = copy_checkout(tmp_path / 'src')
-    run = system_site_venv(tmp_path / 'venv', cwd=tmp_path)
-    run('-m', 'pip', 'install', '--disable-pip-version-check', '-q', '--no-deps',
-        '--no-build-isolation', '--no-index', '-e', str(src))
-    site = Path(run('-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-                .split()[-1])
-    (site / 'mmgem').mkdir()
-    out = run(str(src / LINK), ok=False)
-    assert 'is not a link' in out and str(site / 'mmgem') in out
-    assert (site / 'mmgem').is_dir() and not (site / 'mmgem').is_symlink()
 
 
 def test_mim_search_and_run_find_the_installed_mmgem(tmp_path):
