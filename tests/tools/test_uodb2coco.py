@@ -24,8 +24,10 @@ def conv():
 
 
 @pytest.fixture(scope='module')
-def cli(load_tool):
-    return load_tool('tools/dataset_converters/uodb2coco.py')
+def cli():
+    from tools.dataset_converters import uodb2coco
+
+    return uodb2coco
 
 
 def _voc_dataset(root: Path, name: str, split: str, xmls: dict) -> Path:
@@ -252,8 +254,10 @@ FULL_GEM_CONFIG = 'configs/gem/gem-dino-4scale_r50_8xb2-36e_uodb.py'
 
 
 @pytest.fixture(scope='module')
-def native_fixtures(load_tool):
-    return load_tool('tests/datasets/native_fixtures.py')
+def native_fixtures():
+    import native_fixtures
+
+    return native_fixtures
 
 
 def _scale_pipeline(pipeline, factor: int):
