@@ -11,8 +11,8 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mmgem.datasets import (
-    MINI_UODB_CLASSES,
+from mmgem.datasets import MINI_UODB_CLASSES
+from mmgem.datasets.mini_uodb_v2_meta import (
     MINI_UODB_V2_CLASSES,
     MINI_UODB_V2_CONFLICT_PAIR,
     MINI_UODB_V2_DATASETS,
