@@ -148,8 +148,7 @@ def test_scaling_benchmark_runs_and_writes_markdown(tmp_path):
 
 
 def test_quality_benchmark_measures_against_the_milp():
-    import planner_instances as pi  # on sys.path through the benchmark
-
+    from tools.benchmark import planner_instances as pi
     from tools.benchmark import planner_quality as bench
     rows = [bench.run_instance(pi.random_instance(f, 1)) for f in ('uniform', 'labels')]
     for r in rows:
