@@ -28,7 +28,7 @@ def table():
 
 @pytest.fixture(scope='module')
 def runs(table):
-    import mini_uodb_runs  # put on sys.path by the table script
+    from tools.benchmark import mini_uodb_runs
     return mini_uodb_runs
 
 
