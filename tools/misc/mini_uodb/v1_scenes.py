@@ -324,6 +324,16 @@ DRAWERS = {
 
 # --- scenes -----------------------------------------------------------------
 
+def _photographed(img, draw, objects, rng, blur: float, noise: float) -> Image.Image:
+    """Draw the objects as photos (not flat), blur, add Gaussian noise."""
+    for name, box in objects:
+        DRAWERS[name](draw, box, rng, False)
+    img = img.filter(ImageFilter.GaussianBlur(blur))
+    h, w = img.height, img.width
+    arr = np.asarray(img, np.float32) + rng.normal(0, noise, size=(h, w, 3))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
 def _natural(rng, w, h, objects):
     sky = np.array(_jitter(rng, (150, 185, 220), 25), np.float32)
     ground = np.array(
@@ -336,11 +346,7 @@ def _natural(rng, w, h, objects):
         + 12 * _smooth_noise(rng, w, h, 24)
     img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for name, box in objects:
-        DRAWERS[name](draw, box, rng, False)
-    img = img.filter(ImageFilter.GaussianBlur(0.7))
-    arr = np.asarray(img, np.float32) + rng.normal(0, 7, size=(h, w, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return _photographed(img, draw, objects, rng, 0.7, 7)
 
 
 def _flat(rng, w, h, objects):
@@ -398,11 +404,7 @@ def _signs(rng, w, h, objects):
     for _, box in objects:  # poles under the signs
         cx = (box[0] + box[2]) / 2
         draw.rectangle([cx - 1, box[3], cx + 1, h], fill=(120, 120, 120))
-    for name, box in objects:
-        DRAWERS[name](draw, box, rng, False)
-    img = img.filter(ImageFilter.GaussianBlur(0.5))
-    arr = np.asarray(img, np.float32) + rng.normal(0, 6, size=(h, w, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return _photographed(img, draw, objects, rng, 0.5, 6)
 
 
 def _medical(rng, w, h, objects):
