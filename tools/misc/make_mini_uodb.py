@@ -231,7 +231,7 @@ def check_identifiability(out: str, version: int = 1,
     """How well global statistics name the domain of a generated image.
 
     Leave-one-out 1-NN on the 14 statistics of
-    :mod:`mmgem.datasets.domain_identifiability` over the first
+    :mod:`tools.misc.mini_uodb.identifiability` over the first
     ``max_images`` training images of every domain.
 
     Args:
