@@ -65,7 +65,9 @@ def read_requirements(name: str) -> list:
 if __name__ == '__main__':
     add_mim_extension()
     setup(
-        packages=find_packages(exclude=('configs', 'tools', 'tests')),
+        # tools/ is a package for `python -m tools...`, shipped only in .mim
+        packages=find_packages(exclude=('configs', 'configs.*', 'tools', 'tools.*', 'tests',
+                                        'tests.*')),
         package_data={
             'mmgem': [
                 '.mim/configs/**/*', '.mim/tools/**/*',

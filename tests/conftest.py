@@ -8,46 +8,15 @@ converts it to COCO JSON; point a mini-UODB config at it with::
     for loader in (cfg.train_dataloader, cfg.val_dataloader):
         loader.dataset.data_root = str(mini_uodb_root)
 """
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
-from typing import Callable
 
 import pytest
+
+from tools.misc import make_mini_uodb
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = (REPO_ROOT / '..' / 'shared').resolve()
 MINI_UODB_SEED = 0
-
-_tools = {}
-
-
-def load_tool_module(relpath: str) -> ModuleType:
-    """Import a script under ``tools/`` (not a package) by its path.
-
-    Args:
-        relpath (str): Path relative to the repository root, e.g.
-            ``'tools/misc/make_mini_uodb.py'``.
-
-    Returns:
-        ModuleType: The module, loaded once per session.
-    """
-    if relpath not in _tools:
-        path = REPO_ROOT / relpath
-        name = 'mmgem_tool_' + path.stem
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses need the module registered
-        spec.loader.exec_module(module)
-        _tools[relpath] = module
-    return _tools[relpath]
-
-
-@pytest.fixture(scope='session')
-def load_tool() -> Callable[[str], ModuleType]:
-    """Return :func:`load_tool_module`, to import ``tools/`` scripts."""
-    return load_tool_module
 
 
 @pytest.fixture(scope='session')
@@ -76,6 +45,6 @@ def mini_uodb_root(tmp_path_factory) -> Path:
     ``configs/_base_/datasets/mini_uodb.py``.
     """
     root = tmp_path_factory.mktemp('mini_uodb')
-    load_tool_module('tools/misc/make_mini_uodb.py').make_mini_uodb(
+    make_mini_uodb.make_mini_uodb(
         str(root), seed=MINI_UODB_SEED, scale='tiny', convert=True)
     return root

@@ -2,7 +2,7 @@
 """The domains of mini-UODB v2, in one place.
 
 ``python tools/misc/make_mini_uodb.py --version 2`` draws these domains
-(scenes in :mod:`mmgem.datasets.mini_uodb_v2_scenes`) and
+(scenes in ``tools/misc/mini_uodb/v2_scenes.py``) and
 ``configs/_base_/datasets/mini_uodb_v2.py`` mirrors the names, classes and
 splits (a test checks that they agree). Pure Python, no torch or mmdet.
 

@@ -19,6 +19,12 @@ supplies and capacities it has an optimal solution in whole images, and
 * **HiGHS' dual simplex**, only if the float arithmetic of the paths above
   hits a rounding cycle: the transportation LP in shares (well scaled); its
   optimal vertex is integral.
+
+HiGHS alone would do, but slower and not the same plans: on the level-2
+problems of 20 random planner instances and a 50 x 16 one (323 solves, one
+core) the paths took 0.83 s in all, HiGHS 5.26 s; both found the optimal
+cost every time, but another optimal flow (a tie) in 15 of the 323, which
+changes those plans and their hashes.
 """
 from typing import Optional
 

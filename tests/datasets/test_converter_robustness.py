@@ -12,8 +12,10 @@ from mmgem.datasets.converters import SampleError, convert_native, convert_uodb
 
 
 @pytest.fixture(scope='module')
-def nf(load_tool):
-    return load_tool('tests/datasets/native_fixtures.py')
+def nf():
+    import native_fixtures
+
+    return native_fixtures
 
 
 def _uodb_folder(root: Path, name: str, split: str, xmls: dict, images: dict) -> Path:

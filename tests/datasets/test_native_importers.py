@@ -1,7 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Each native importer on a small tree in its dataset's own format.
 
-The trees come from ``tests/datasets/native_fixtures.py`` (annotations
+The trees come from ``tests/native_fixtures.py`` (annotations
 written from each format's documentation); the expected COCO values below
 are worked out by hand from those annotations (comments give the
 arithmetic).
@@ -27,8 +27,10 @@ from mmgem.datasets.converters import (
 
 
 @pytest.fixture(scope='module')
-def nf(load_tool):
-    return load_tool('tests/datasets/native_fixtures.py')
+def nf():
+    import native_fixtures
+
+    return native_fixtures
 
 
 def _coco(out: Path, name: str, split: str) -> dict:

@@ -28,8 +28,9 @@ from mmgem.engine.hooks.expert_parallel_checkpoint_hook import ExpertParallelChe
 from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExchangeHook
 from mmgem.engine.optim import GlobalNormOptimWrapper
 from mmgem.engine.wrappers import GEMDistributedDataParallel
-from mmgem.models.layers import BatchRouting, MoEFFN
+from mmgem.models.layers import MoEFFN
 from mmgem.planner.hashing import image_bucket, route_bucket
+from tools.benchmark.routing import routing_from_plan
 
 DIM, EXPERTS, STEPS, MAX_NORM = 8, 4, 3, 0.05
 QUOTA = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1]], dtype=np.int64)
@@ -46,7 +47,7 @@ class ToyMoEModel(BaseModel):
 
     def forward(self, inputs, ids=None, buckets=None, target=None,
                 mode='loss'):
-        routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets)
+        routing = routing_from_plan(torch.from_numpy(QUOTA), ids, buckets)
         y = self.out(self.moe(self.inp(inputs), routing=routing))
         if mode == 'predict':
             return list(y.detach())

@@ -17,10 +17,11 @@ import torch
 from dist_utils import run_distributed
 from torch import nn
 
-from mmgem.models.layers import BatchRouting, MoEFFN
+from mmgem.models.layers import MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN, convert_to_expert_parallel
 from mmgem.planner.hashing import image_bucket, route_bucket
+from tools.benchmark.routing import routing_from_plan
 
 DIM, HIDDEN, EXPERTS = 8, 16, 4
 QUOTA = np.array([[3, 1, 0, 0], [0, 0, 2, 2], [1, 1, 1, 1]], dtype=np.int64)
@@ -48,7 +49,7 @@ def _images(rank, local_only):
 def _run(layer, rank, x, ids, buckets, upstream):
     torch.manual_seed(100 + rank)  # same gate noise for both layers
     x = x.clone().requires_grad_()
-    out = layer(x, routing=BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets))
+    out = layer(x, routing=routing_from_plan(torch.from_numpy(QUOTA), ids, buckets))
     loss = (out * upstream).sum()
     aux = layer.aux_loss()
     if aux is not None:
@@ -80,7 +81,7 @@ def _case(rank, routing, local_only):
     exchange_stats().reset()
     got = _run(ep, rank, x, ids, buckets, upstream)
     stats = exchange_stats().snapshot()
-    experts = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets).image_experts
+    experts = routing_from_plan(torch.from_numpy(QUOTA), ids, buckets).image_experts
     return dict(ref=ref, got=got, stats=stats, experts=experts,
                 stats_ep=ep.routing_stats, stats_ref=full.routing_stats)
 
@@ -115,7 +116,7 @@ def _amp_case(rank):
     ref = _run(full, rank, x, ids, buckets, upstream)
     exchange_stats().reset()
     xin = x.clone().requires_grad_()
-    routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids, buckets)
+    routing = routing_from_plan(torch.from_numpy(QUOTA), ids, buckets)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = ep(xin, routing=routing)
     (out.float() * upstream).sum().backward()
@@ -150,7 +151,7 @@ def _stack_case(rank):
                             generator=torch.Generator().manual_seed(rank))
             for forward in range(2):
                 ids, buckets = _images(rank, local_only=False)
-                routing = BatchRouting.from_plan(torch.from_numpy(QUOTA), ids,
+                routing = routing_from_plan(torch.from_numpy(QUOTA), ids,
                                                  buckets)
                 y = x
                 for layer in layers:

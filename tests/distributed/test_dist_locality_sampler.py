@@ -31,10 +31,11 @@ from torch import nn
 from mmgem.datasets.samplers.locality_sampler import ExpertLocalitySampler
 from mmgem.datasets.samplers.uodb_sampler import UODBSampler
 from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExchangeHook
-from mmgem.models.layers import BatchRouting, MoEFFN
+from mmgem.models.layers import MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
 from mmgem.planner import build_similarity, image_bucket, make_plan, route_bucket
+from tools.benchmark.routing import routing_from_plan
 
 DATA_CONFIG = 'configs/_base_/datasets/mini_uodb.py'
 EXPERTS, DIM, TOKENS, BATCH = 4, 8, 6, 4
@@ -160,7 +161,7 @@ def _worker(rank, world_size, out_dir, repo_root, data_root, quota):
         ids, buckets = _routing(dataset, batch)
         x = torch.randn(BATCH, TOKENS, DIM, requires_grad=True)
         exchange_stats().reset()
-        routing = BatchRouting.from_plan(torch.from_numpy(quota), ids, buckets)
+        routing = routing_from_plan(torch.from_numpy(quota), ids, buckets)
         layer(x, routing=routing).sum().backward()
         results[kind] = dict(epoch=epoch, stats=exchange_stats().snapshot(),
                              expected=sampler.expected_images_per_dataset())

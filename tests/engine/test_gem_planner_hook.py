@@ -303,7 +303,7 @@ def test_hook_num_experts_is_checked_before_planning(trained, tmp_path, monkeypa
         build_runner(cfg).train()
 
 
-def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path, load_tool):
+def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path):
     """The offline plan of a few-shot config is the training plan, bit for bit."""
     config = tmp_path / 'few_shot.py'
     config.write_text(
@@ -318,7 +318,7 @@ def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path, load_to
     trained_plan = planner_hook(runner).plan
     assert trained_plan.images[list(trained_plan.dataset_names).index('signs')] == 3
     assert trained_plan.similarity_spec['sources'] == dict(labels=0.5, features=0.5)
-    gem_plan = load_tool('tools/analysis_tools/gem_plan.py')
+    from tools.analysis_tools import gem_plan
     offline = gem_plan.plan_from_config(str(config))
     assert offline.hash == trained_plan.hash
 

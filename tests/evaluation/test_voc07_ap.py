@@ -230,3 +230,27 @@ def test_dataset_without_countable_ground_truth_is_left_out(repo_root, mini_uodb
     assert results['uodb/voc07_AP50'] == results['uodb/icons_voc07_AP50'] > 0
     rows = metric.last_table.strip().split('\n')[2:]
     assert all(row.split(' | ')[2] == '-' for row in rows)  # the Medical column
+
+
+def test_an_iou_of_exactly_the_threshold_is_no_match():
+    """VOC's (and UODB's) rule is IoU > 0.5; mmdet's eval_map matches at >=.
+    Legacy widths: [0,0,9,4] covers 10 x 5 of the 10 x 10 box, IoU exactly .5."""
+    gts = [dict(bboxes=np.array([[0., 0., 9., 9.]]), labels=np.array([0]))]
+
+    def ap(y2):
+        det = [dict(bboxes=np.array([[0., 0., 9., y2]]), scores=np.array([1.]),
+                    labels=np.array([0]))]
+        return voc07_map(det, gts, 1)['mAP']
+
+    assert ap(4.) == 0.0  # IoU .5: a false positive
+    assert ap(5.) == pytest.approx(1.0)  # IoU .6
+
+
+def test_a_recall_of_three_fifths_misses_the_point_six_threshold():
+    """As VOC's code (float64, thresholds ``np.arange(0, 1.1, .1)``): 3 of 5
+    found at precision 1 gives recall .6 < .6000000000000001, so 6 of the 11
+    points (a float32 recall, .6000000238, would reach the seventh)."""
+    boxes = np.array([[20. * i, 0., 20. * i + 9., 9.] for i in range(5)])
+    gts = [dict(bboxes=boxes, labels=np.zeros(5, int))]
+    dets = [dict(bboxes=boxes[:3], scores=np.array([.9, .8, .7]), labels=np.zeros(3, int))]
+    assert voc07_map(dets, gts, 1)['mAP'] == pytest.approx(6 / 11)

@@ -9,6 +9,7 @@ from mmcv.cnn.bricks.transformer import FFN
 
 from mmgem.models.layers import BatchRouting, MoEFFN, capacity_keep_mask, expert_capacity
 from mmgem.planner.hashing import BUCKET_END, image_bucket, route_bucket
+from tools.benchmark.routing import routing_from_plan
 
 DIM, HIDDEN = 16, 32
 QUOTA = np.array([[3, 1, 0, 0], [0, 0, 2, 2], [1, 1, 1, 1]], dtype=np.int64)
@@ -31,7 +32,7 @@ def _gem_layer(**kwargs):
 
 
 def _route(dataset_ids, buckets, quota=QUOTA):
-    return BatchRouting.from_plan(torch.as_tensor(quota), dataset_ids, buckets)
+    return routing_from_plan(torch.as_tensor(quota), dataset_ids, buckets)
 
 
 def _expert_ref(layer, e, token):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_gem_dino import OFFSETS, _batch, _build, _gem_cfg
 
-from mmgem.models.layers import BatchRouting, quantile_thresholds, route_images
+from mmgem.models.layers import quantile_thresholds, route_images
 from mmgem.planner import (
     BUCKET_END,
     bucket_thresholds,
@@ -14,6 +14,7 @@ from mmgem.planner import (
     image_bucket,
     make_plan,
 )
+from tools.benchmark.routing import routing_from_plan
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 
@@ -71,11 +72,11 @@ def test_quantile_thresholds_are_the_planners():
         assert t[d].tolist() == bucket_thresholds(quota[d].numpy()).tolist()
     ids = torch.tensor([0, 1, 0])
     buckets = torch.tensor([BUCKET_END - 5, 7, 10])
-    assert BatchRouting.from_plan(quota[:2], ids, buckets).image_experts.tolist() == [1, 2, 0]
+    assert routing_from_plan(quota[:2], ids, buckets).image_experts.tolist() == [1, 2, 0]
     # explicit thresholds win
     exact = torch.tensor([[8, BUCKET_END, BUCKET_END, BUCKET_END],
                           [0, 0, 8, BUCKET_END]])
-    assert BatchRouting.from_plan(quota[:2], ids, buckets, exact).image_experts.tolist() == \
+    assert routing_from_plan(quota[:2], ids, buckets, exact).image_experts.tolist() == \
         [1, 2, 1]
 
 

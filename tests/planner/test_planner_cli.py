@@ -20,8 +20,10 @@ SPEC_NUM_CLASSES = dict(voc=20, widerface=1, kitti=3, lisa=4, dota=15, coco=80, 
 
 
 @pytest.fixture
-def gem_plan(load_tool):
-    return load_tool('tools/analysis_tools/gem_plan.py')
+def gem_plan():
+    from tools.analysis_tools import gem_plan
+
+    return gem_plan
 
 
 def test_uodb_stats_file_matches_the_uodb_config():
@@ -130,8 +132,8 @@ def test_cli_reads_a_training_config(gem_plan, tmp_path, capsys):
         gem_plan.main(['--config', str(cfg), '--data-root', str(tmp_path / 'data')])
 
 
-def test_scaling_benchmark_runs_and_writes_markdown(load_tool, tmp_path):
-    bench = load_tool('tools/benchmark/planner_scaling.py')
+def test_scaling_benchmark_runs_and_writes_markdown(tmp_path):
+    from tools.benchmark import planner_scaling as bench
     rows, worst = bench.run([(6, 3)], ['ECOS'], repeats=1, seeds=[0], capacity_factor=1.25,
                             time_limit=60.0)
     assert len(rows) == 1 and rows[0]['ratio'] >= 1 - 1e-6
@@ -145,9 +147,9 @@ def test_scaling_benchmark_runs_and_writes_markdown(load_tool, tmp_path):
     assert '| 6 x 3 | ECOS |' in text and 'Worst case: K=6, M=3' in text
 
 
-def test_quality_benchmark_measures_against_the_milp(load_tool):
-    bench = load_tool('tools/benchmark/planner_quality.py')
-    import planner_instances as pi  # on sys.path through the benchmark
+def test_quality_benchmark_measures_against_the_milp():
+    from tools.benchmark import planner_instances as pi
+    from tools.benchmark import planner_quality as bench
     rows = [bench.run_instance(pi.random_instance(f, 1)) for f in ('uniform', 'labels')]
     for r in rows:
         assert r['milp_status'] == 'optimal'

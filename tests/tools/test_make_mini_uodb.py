@@ -16,8 +16,10 @@ from mmgem.datasets import MINI_UODB_CLASSES, MINI_UODB_DATASETS, MINI_UODB_SIZE
 
 
 @pytest.fixture(scope='module')
-def gen(load_tool):
-    return load_tool('tools/misc/make_mini_uodb.py')
+def gen():
+    from tools.misc import make_mini_uodb
+
+    return make_mini_uodb
 
 
 @pytest.fixture(scope='module')

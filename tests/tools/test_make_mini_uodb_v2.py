@@ -11,8 +11,8 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mmgem.datasets import (
-    MINI_UODB_CLASSES,
+from mmgem.datasets import MINI_UODB_CLASSES
+from mmgem.datasets.mini_uodb_v2_meta import (
     MINI_UODB_V2_CLASSES,
     MINI_UODB_V2_CONFLICT_PAIR,
     MINI_UODB_V2_DATASETS,
@@ -23,21 +23,23 @@ from mmgem.datasets import (
     MINI_UODB_V2_SPLITS,
     MINI_UODB_V2_STANDS_FOR,
 )
-from mmgem.datasets.domain_identifiability import (
+from tools.misc.mini_uodb.identifiability import (
     STAT_NAMES,
     domain_identifiability,
     global_statistics,
     leave_one_out_1nn,
 )
-from mmgem.datasets.mini_uodb_v2_scenes import draw_image, draw_scene
+from tools.misc.mini_uodb.v2_scenes import draw_image, draw_scene
 
 SHARED = [d for d in MINI_UODB_V2_DATASETS
           if list(MINI_UODB_V2_LOOKS.values()).count(MINI_UODB_V2_LOOKS[d]) > 1]
 
 
 @pytest.fixture(scope='module')
-def gen(load_tool):
-    return load_tool('tools/misc/make_mini_uodb.py')
+def gen():
+    from tools.misc import make_mini_uodb
+
+    return make_mini_uodb
 
 
 @pytest.fixture(scope='module')
@@ -270,8 +272,8 @@ def test_cli_prints_the_check(gen, tmp_path, capsys):
     assert 'bound < 60%' in out
 
 
-def test_identifiability_tool_reads_the_looks_from_the_manifest(load_tool, v2_root, capsys):
-    tool = load_tool('tools/analysis_tools/domain_identifiability.py')
+def test_identifiability_tool_reads_the_looks_from_the_manifest(v2_root, capsys):
+    from tools.analysis_tools import domain_identifiability as tool
     assert tool.main([str(v2_root), '--max-images', '6', '--bound', '0.6']) == 0
     out = capsys.readouterr().out
     assert '| photo_part (shares a look) | 6 |' in out and '| aerial | 6 |' in out

@@ -16,17 +16,19 @@ from mmengine.runner import Runner
 from scipy import stats
 
 from mmgem.models.layers.moe_ffn import MoEFFN
-from mmgem.utils.cell_store import CellStore
+from tools.benchmark.cell_store import CellStore
 
 
 @pytest.fixture(scope='module')
-def table(load_tool):
-    return load_tool('tools/benchmark/mini_uodb_table.py')
+def table():
+    from tools.benchmark import mini_uodb_table
+
+    return mini_uodb_table
 
 
 @pytest.fixture(scope='module')
 def runs(table):
-    import mini_uodb_runs  # put on sys.path by the table script
+    from tools.benchmark import mini_uodb_runs
     return mini_uodb_runs
 
 
@@ -221,8 +223,8 @@ def test_render_intervals_and_paired_differences(table, runs, tmp_path):
     assert 'Label-conflict pair (street, signs)' in report
 
 
-def test_curve_path(load_tool, tmp_path, mini_uodb_root):
-    curve = load_tool('tools/benchmark/mini_uodb_curve.py')
+def test_curve_path(tmp_path, mini_uodb_root):
+    from tools.benchmark import mini_uodb_curve as curve
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
             '--method', 'dino', '--budgets', '2', '1', '--threads', '1', '--parallel', '1']
@@ -235,8 +237,8 @@ def test_curve_path(load_tool, tmp_path, mini_uodb_root):
     assert (tmp_path / 'cells.png').stat().st_size > 1000
 
 
-def test_few_shot_adaptation_path(load_tool, tmp_path, mini_uodb_root):
-    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+def test_few_shot_adaptation_path(tmp_path, mini_uodb_root):
+    from tools.benchmark import mini_uodb_few_shot as few
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
             '--iters', '1', '--adapt-iters', '1', '--methods', 'gem', '--shots', '5',
@@ -256,9 +258,9 @@ def test_few_shot_adaptation_path(load_tool, tmp_path, mini_uodb_root):
     assert store.load('control_gem_s0') is None  # not asked for
 
 
-def test_few_shot_control_fine_tunes_the_base_without_the_domain(load_tool, tmp_path,
+def test_few_shot_control_fine_tunes_the_base_without_the_domain(tmp_path,
                                                                  mini_uodb_root):
-    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+    from tools.benchmark import mini_uodb_few_shot as few
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
             '--iters', '1', '--adapt-iters', '2', '--methods', 'dino', '--scenarios', 'control',
@@ -280,8 +282,8 @@ def test_few_shot_control_fine_tunes_the_base_without_the_domain(load_tool, tmp_
     assert row.endswith('| – | – | – | – |')  # no adaptation cells to compare
 
 
-def test_interference_is_adaptation_minus_control_paired_by_seed(load_tool, runs, tmp_path):
-    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+def test_interference_is_adaptation_minus_control_paired_by_seed(runs, tmp_path):
+    from tools.benchmark import mini_uodb_few_shot as few
     names = list(runs.DATA_VERSIONS[2]['names'])
     others = [n for n in names if n != 'street']
     rng = np.random.default_rng(2)
@@ -312,10 +314,11 @@ def test_interference_is_adaptation_minus_control_paired_by_seed(load_tool, runs
                    f'{paired(control, base)} | {paired(adapt, control)} | – |')
 
 
-def test_checkpoint_expansion_keeps_old_rows(load_tool, runs):
-    adapt = load_tool('tools/benchmark/mini_uodb_adapt.py')
+def test_checkpoint_expansion_keeps_old_rows(runs):
     from mmdet.registry import MODELS
     from mmengine.registry import init_default_scope
+
+    from tools.benchmark import mini_uodb_adapt as adapt
     init_default_scope('mmdet')
     cfg = runs.build_cfg(runs.method_config('gem', 1), '.', 1, 0, 'w')
     small = copy.deepcopy(cfg.model)  # building edits the config it gets
@@ -340,8 +343,8 @@ def test_checkpoint_expansion_keeps_old_rows(load_tool, runs):
         adapt.expand_state_dict({**old, 'query_embedding.weight': torch.zeros(3, 3)}, fresh)
 
 
-def test_expert_alignment_permutes_the_trained_experts(load_tool):
-    adapt = load_tool('tools/benchmark/mini_uodb_adapt.py')
+def test_expert_alignment_permutes_the_trained_experts():
+    from tools.benchmark import mini_uodb_adapt as adapt
     old = np.array([[10, 0, 0, 0], [0, 8, 0, 0], [0, 0, 8, 4]])
     new = np.array([[0, 0, 10, 0], [8, 0, 0, 0], [0, 9, 0, 3], [0, 0, 0, 3]])  # + new domain
     assert adapt.expert_permutation(new[:3], old).tolist() == [1, 2, 0, 3]
@@ -359,8 +362,8 @@ def test_expert_alignment_permutes_the_trained_experts(load_tool):
         hook.align(model, ['a', 'b', 'new'])
 
 
-def test_ablation_variants_change_only_the_planner(load_tool, runs, tmp_path, mini_uodb_root):
-    ablation = load_tool('tools/benchmark/mini_uodb_ablation.py')
+def test_ablation_variants_change_only_the_planner(runs, tmp_path, mini_uodb_root):
+    from tools.benchmark import mini_uodb_ablation as ablation
     args = ablation.parse_args(['--data-version', '2', '--iters', '3', '--seeds', '0',
                                 '--results-dir', str(tmp_path / 'cells')])
     jobs = ablation.make_jobs(args, 'data')
@@ -383,12 +386,12 @@ def test_ablation_variants_change_only_the_planner(load_tool, runs, tmp_path, mi
         assert hooks[name].num_probe_images == hooks['base'].num_probe_images
 
 
-def test_cells_of_the_same_setup_are_reused_across_benchmarks(load_tool, table, tmp_path,
+def test_cells_of_the_same_setup_are_reused_across_benchmarks(table, tmp_path,
                                                                mini_uodb_root, monkeypatch):
     """The ablation's base variant and few-shot's mixed ``all`` cell are the
     table's GEM cell: copied from the table's folder, never trained again."""
-    ablation = load_tool('tools/benchmark/mini_uodb_ablation.py')
-    few = load_tool('tools/benchmark/mini_uodb_few_shot.py')
+    from tools.benchmark import mini_uodb_ablation as ablation
+    from tools.benchmark import mini_uodb_few_shot as few
     results = tmp_path / 'results'
     common = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
               '--work-dir', str(tmp_path / 'work'), '--iters', '1', '--seeds', '0',

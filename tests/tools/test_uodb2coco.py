@@ -26,8 +26,10 @@ def conv():
 
 
 @pytest.fixture(scope='module')
-def cli(load_tool):
-    return load_tool('tools/dataset_converters/uodb2coco.py')
+def cli():
+    from tools.dataset_converters import uodb2coco
+
+    return uodb2coco
 
 
 def _voc_dataset(root: Path, name: str, split: str, xmls: dict) -> Path:
@@ -254,8 +256,10 @@ DEBUG_GEM_CONFIG = 'configs/gem/gem-dino-4scale_r18_debug-2it_uodb.py'
 
 
 @pytest.fixture(scope='module')
-def native_fixtures(load_tool):
-    return load_tool('tests/datasets/native_fixtures.py')
+def native_fixtures():
+    import native_fixtures
+
+    return native_fixtures
 
 
 def test_native_tree_converts_and_trains_the_full_uodb_gem_config(

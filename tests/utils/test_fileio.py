@@ -36,11 +36,12 @@ def test_atomic_write_uses_the_umask(tmp_path, mask):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a.txt', 'b.bin']
 
 
-def test_conversion_outputs_readable_by_others(tmp_path, load_tool):
+def test_conversion_outputs_readable_by_others(tmp_path):
     """A whole native conversion under umask 022: every file 0644, every
     folder 0755 (the staging folder's 0700 must not leak into the output)."""
+    import native_fixtures as nf
+
     from mmgem.datasets.converters import convert_native
-    nf = load_tool('tests/datasets/native_fixtures.py')
     src = tmp_path / 'src'
     nf.write_dota(src)
     nf.write_deeplesion(src)

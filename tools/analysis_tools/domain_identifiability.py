@@ -3,7 +3,7 @@
 
 Leave-one-out 1-nearest-neighbour on 14 global statistics of the first
 images of every domain of a UODB-style root
-(:mod:`mmgem.datasets.domain_identifiability`). A generated mini-UODB's
+(:mod:`tools.misc.mini_uodb.identifiability`). A generated mini-UODB's
 manifest says which domains share a look; ``--shared`` names them for any
 other root. Example::
 
@@ -18,11 +18,10 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-try:
-    import mmgem  # noqa: F401
-except ImportError:  # pragma: no cover - run from a checkout, not installed
-    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmgem.datasets.domain_identifiability import (  # noqa: E402
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from tools.misc.mini_uodb.identifiability import (  # noqa: E402
     domain_identifiability,
     format_identifiability,
     read_statistics,

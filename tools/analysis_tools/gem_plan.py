@@ -46,9 +46,7 @@ OVERRIDES = ('capacity_factor', 'beta', 'similarity', 'weights', 'prior', 'solve
 
 
 def _import_planner():
-    """Import mmgem.planner; without mmdet installed, bypass mmgem/__init__."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
+    """Import mmgem.planner; without mmgem or mmdet installed, bypass mmgem/__init__."""
     try:
         import mmgem.planner as planner
     except ImportError:

@@ -47,9 +47,12 @@ from mmengine.config import Config
 from mmengine.structures import InstanceData
 from torch import nn
 
-import mmgem  # noqa: F401
-from mmgem.utils import atomic_write
-from mmgem.utils.benchmark import add_timing_args, device_name, setup_timing, synchronize
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+import mmgem  # noqa: E402,F401
+from mmgem.utils import atomic_write  # noqa: E402
+from tools.benchmark.timing import add_timing_args, device_name, setup_timing, synchronize  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DINO_CFG = osp.join(REPO, 'configs/gem/dino-tiny_r18_mini-uodb.py')

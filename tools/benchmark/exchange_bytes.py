@@ -56,7 +56,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmgem.utils import atomic_write
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from mmgem.utils import atomic_write  # noqa: E402
+from tools.benchmark.routing import routing_from_plan  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 KINDS = ('UODBSampler', 'locality (default)', 'locality strict')
@@ -137,7 +141,7 @@ def _worker(rank, args, port, out_dir):
     dist.init_process_group(args.backend,
                             init_method=f'tcp://127.0.0.1:{port}',
                             rank=rank, world_size=args.world_size)
-    from mmgem.models.layers import BatchRouting, MoEFFN
+    from mmgem.models.layers import MoEFFN
     from mmgem.models.layers.ep_exchange_stats import exchange_stats
     from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
     from mmgem.planner.hashing import image_bucket
@@ -175,7 +179,7 @@ def _worker(rank, args, port, out_dir):
             dist.barrier()
             exchange_stats().reset()
             start = time.perf_counter()
-            routing = BatchRouting.from_plan(
+            routing = routing_from_plan(
                 torch.from_numpy(plan.quota), ids, buckets)
             y = x
             for layer in layers:

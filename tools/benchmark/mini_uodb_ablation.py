@@ -19,21 +19,21 @@ variant (paired by seed) and the plan it made. Example::
     python tools/benchmark/mini_uodb_ablation.py --data-version 2 --seeds 0
 """
 import argparse
-import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import mini_uodb_runs as runs  # noqa: E402
-import mini_uodb_table as table  # noqa: E402
-
-from mmgem.datasets import MINI_UODB_V2_PRIOR  # noqa: E402
-from mmgem.evaluation.seed_statistics import (  # noqa: E402
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from mmgem.datasets.mini_uodb_v2_meta import MINI_UODB_V2_PRIOR  # noqa: E402
+from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
+from tools.benchmark import mini_uodb_table as table  # noqa: E402
+from tools.benchmark.cell_store import CellStore  # noqa: E402
+from tools.benchmark.seed_statistics import (  # noqa: E402
     format_interval,
     paired_difference,
     t_interval,
 )
-from mmgem.utils.cell_store import CellStore  # noqa: E402
 
 #: a hand-made prior for v1: the photo labels (natural, clipart), the rest alone
 V1_PRIOR = (('natural', 'clipart'), ('icons', ), ('aerial', ), ('signs', ), ('medical', ))

@@ -18,12 +18,13 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import mini_uodb_runs as runs  # noqa: E402
-import mini_uodb_table as table  # noqa: E402
-
-from mmgem.evaluation.seed_statistics import format_interval, t_interval  # noqa: E402
-from mmgem.utils.cell_store import CellStore  # noqa: E402
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
+from tools.benchmark import mini_uodb_table as table  # noqa: E402
+from tools.benchmark.cell_store import CellStore  # noqa: E402
+from tools.benchmark.seed_statistics import format_interval, t_interval  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

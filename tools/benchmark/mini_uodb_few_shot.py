@@ -30,16 +30,18 @@ import os.path as osp
 import sys
 from typing import List, Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import mini_uodb_runs as runs  # noqa: E402
-import mini_uodb_table as table  # noqa: E402
-
-from mmgem.evaluation.seed_statistics import (  # noqa: E402
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from tools.benchmark import mini_uodb_adapt  # noqa: E402
+from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
+from tools.benchmark import mini_uodb_table as table  # noqa: E402
+from tools.benchmark.cell_store import CellStore  # noqa: E402
+from tools.benchmark.seed_statistics import (  # noqa: E402
     format_interval,
     paired_difference,
     t_interval,
 )
-from mmgem.utils.cell_store import CellStore  # noqa: E402
 
 DEFAULT_DOMAIN = {1: 'signs', 2: 'street'}
 METHODS = ('dino', 'damex', 'gem')
@@ -208,7 +210,6 @@ def fill_plans(jobs: Sequence[dict], results_dir: str) -> None:
 
 def render(args: argparse.Namespace) -> str:
     """The markdown report of the saved few-shot cells."""
-    adapt = runs.load_tool('tools/benchmark/mini_uodb_adapt.py')
     store = CellStore(args.results_dir)
     names = list(runs.DATA_VERSIONS[args.data_version]['names'])
     others = [n for n in names if n != args.domain]
@@ -243,7 +244,7 @@ def render(args: argparse.Namespace) -> str:
                     plan = next(iter(cells.values())).get('plan')
                     if plan:
                         placements.append(f'{runs.METHODS[m][0]}, {shots} shots: '
-                                          + adapt.placement(plan, args.domain, others))
+                                          + mini_uodb_adapt.placement(plan, args.domain, others))
                 row.append(text)
             rows.append(f'| {runs.METHODS[m][0]} | ' + ' | '.join(row) + ' |')
         title = ('**Mixed training from scratch** (box AP)' if scenario == 'mixed' else

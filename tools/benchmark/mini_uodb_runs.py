@@ -8,7 +8,7 @@ The machinery behind ``mini_uodb_table.py``, ``mini_uodb_curve.py``,
   for a budget and seed on the generated mini-UODB, then evaluates the
   checkpoint under one or more test configs; every evaluation is a *cell*,
   saved as JSON under the results folder the moment it finishes
-  (:class:`mmgem.utils.cell_store.CellStore`, atomic writes);
+  (:class:`tools.benchmark.cell_store.CellStore`, atomic writes);
 - a cell already saved with the same fingerprint (config, data, budget,
   seed) is skipped, so an interrupted run resumes where it stopped; a job
   whose cells are all saved does not train at all; one whose training
@@ -28,7 +28,6 @@ Run a job file directly (what ``--parallel`` does)::
 import argparse
 import copy
 import gc
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -47,23 +46,28 @@ from mmengine.runner import Runner
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(HERE))
-if REPO not in sys.path:  # run from a checkout
-    sys.path.insert(0, REPO)
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
 
 import mmgem  # noqa: E402,F401  (registers mmgem's modules)
 from mmgem.datasets import (  # noqa: E402
     MINI_UODB_DATASETS,
     MINI_UODB_DISPLAY_NAMES,
     MINI_UODB_SIZES,
+    find_uodb_dataset,
+)
+from mmgem.datasets.mini_uodb_v2_meta import (  # noqa: E402
     MINI_UODB_V2_CONFLICT_PAIR,
     MINI_UODB_V2_DATASETS,
     MINI_UODB_V2_DISPLAY_NAMES,
     MINI_UODB_V2_SIZES,
-    find_uodb_dataset,
 )
 from mmgem.planner import GEMPlan  # noqa: E402
 from mmgem.utils import atomic_write  # noqa: E402
-from mmgem.utils.cell_store import CellStore, fingerprint  # noqa: E402
+from tools.benchmark import mini_uodb_adapt  # noqa: E402
+from tools.benchmark.cell_store import CellStore, fingerprint  # noqa: E402
+from tools.misc import make_mini_uodb  # noqa: E402
 
 #: method -> (row title, config stem, config suffix); the config is
 #: ``configs/gem/<stem>-tiny_r18_mini-uodb<version suffix><suffix>.py``.
@@ -110,19 +114,6 @@ def rarest(version: int, scale: str, k: int = 2) -> List[str]:
     return sorted(info['names'], key=lambda n: (sizes[n][0], info['names'].index(n)))[:k]
 
 
-def load_tool(relpath: str):
-    """Import a script under ``tools/`` by its path (they are no package)."""
-    path = osp.join(REPO, relpath)
-    name = 'mmgem_tool_' + osp.splitext(osp.basename(path))[0]
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def ensure_data(data_dir: str, version: int, scale: str, seed: int = 0) -> str:
     """Generate mini-UODB in ``data_dir`` unless it is there; check it.
 
@@ -141,7 +132,7 @@ def ensure_data(data_dir: str, version: int, scale: str, seed: int = 0) -> str:
     manifest = osp.join(data_dir, 'mini_uodb.json')
     if not osp.isfile(manifest):
         print(f'generating mini-UODB v{version} ({scale}) in {data_dir}', flush=True)
-        load_tool('tools/misc/make_mini_uodb.py').make_mini_uodb(
+        make_mini_uodb.make_mini_uodb(
             data_dir, seed=seed, scale=scale, convert=True, version=version)
     with open(manifest, 'rb') as f:
         raw = f.read()
@@ -514,7 +505,7 @@ def run_job(job: dict, threads: int) -> List[str]:
         cfg = _job_cfg(job, job['train']['config'], {})
         cfg.experiment_name = f'{job["name"]}_train_{time.strftime("%Y%m%d_%H%M%S")}'
         if job.get('adapt_from'):
-            load_tool('tools/benchmark/mini_uodb_adapt.py').prepare(cfg, job['adapt_from'])
+            mini_uodb_adapt.prepare(cfg, job['adapt_from'])
         start, cpu = time.perf_counter(), time.process_time()
         runner = Runner.from_cfg(cfg)
         cpu_timer = IterCPUTimer()

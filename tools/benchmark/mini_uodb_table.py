@@ -32,21 +32,21 @@ method's result. Examples::
     python tools/benchmark/mini_uodb_table.py --data-version 2 --render
 """
 import argparse
-import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import mini_uodb_runs as runs  # noqa: E402
-
-from mmgem.evaluation.seed_statistics import (  # noqa: E402
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
+from tools.benchmark.cell_store import CellStore  # noqa: E402
+from tools.benchmark.seed_statistics import (  # noqa: E402
     format_interval,
     paired_difference,
     t_interval,
 )
-from mmgem.utils.cell_store import CellStore  # noqa: E402
 
 #: iterations per cell by data version: v2's is where the curve shows learning
 #: (``mini_uodb_curve.py``; README "where the budget sits"), about 20 min a cell here

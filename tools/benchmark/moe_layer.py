@@ -38,10 +38,14 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from mmgem.models.layers import BatchRouting, MoEFFN
-from mmgem.planner.hashing import image_bucket
-from mmgem.utils import atomic_write
-from mmgem.utils.benchmark import add_timing_args, device_name, setup_timing, synchronize
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from mmgem.models.layers import MoEFFN  # noqa: E402
+from mmgem.planner.hashing import image_bucket  # noqa: E402
+from mmgem.utils import atomic_write  # noqa: E402
+from tools.benchmark.routing import routing_from_plan  # noqa: E402
+from tools.benchmark.timing import add_timing_args, device_name, setup_timing, synchronize  # noqa: E402
 
 # 11 UODB-like datasets over 8 experts: 5 datasets alone, 3 pairs sharing
 # an expert, and the largest dataset sharded over two experts.
@@ -140,7 +144,7 @@ def main() -> None:
             [image_bucket(f'dataset{int(d)}', i)
              for i, d in enumerate(dataset_ids)])
         # the detector looks the plan up once per forward, on the host
-        routing = dict(routing=BatchRouting.from_plan(
+        routing = dict(routing=routing_from_plan(
             torch.tensor(PLAN)[:, :args.experts], dataset_ids, buckets))
         steps = {
             'dense': make_step(stacks['dense'], x, {}),

@@ -41,8 +41,6 @@ def import_planner():
     Returns:
         module: ``mmgem.planner``.
     """
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
     if 'mmgem' not in sys.modules:
         pkg = types.ModuleType('mmgem')
         pkg.__path__ = [osp.join(ROOT, 'mmgem')]

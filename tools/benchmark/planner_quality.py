@@ -43,6 +43,11 @@ from typing import Dict, List
 
 import numpy as np
 
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from tools.benchmark import planner_instances as pi  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HERE = osp.dirname(osp.abspath(__file__))
 #: the planner this issue replaced (main before issue 13)
@@ -50,13 +55,6 @@ BASELINE_REF = 'b7138be'
 TARGET_HEURISTIC = 1.05
 TARGET_TIME_RATIO = 1.5
 FAMILY_NAMES = ('clustered', 'uniform', 'blocks', 'labels')
-
-
-def _import_planner():
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
-    from planner_instances import import_planner
-    return import_planner()
 
 
 def planner_digest() -> str:
@@ -72,7 +70,6 @@ def planner_digest() -> str:
 
 def instances(args) -> List[Dict]:
     """The benchmark's instances, in a fixed order."""
-    import planner_instances as pi
     out = [pi.random_instance(f, s) for f in pi.FAMILIES for s in range(args.random)]
     if args.uodb:
         out += pi.uodb_instances(args.uodb_stats, args.uodb)
@@ -90,7 +87,7 @@ def _ratio(value: float, ref: float) -> float:
 
 def run_instance(ins: Dict) -> Dict:
     """Plan one instance both ways."""
-    planner = _import_planner()
+    planner = pi.import_planner()
     out = dict(family=ins['family'], seed=ins['seed'], k=len(ins['names']),
                m=ins['num_experts'], capacity_factor=ins['capacity_factor'], beta=ins['beta'])
     for rounding in ('heuristic', 'exact'):
@@ -179,8 +176,7 @@ def time_table(rows: List[Dict], scaling: List[Dict]) -> List[str]:
 
 def run_scaling(sizes, seeds) -> List[Dict]:
     """Heuristic plans of the larger sizes (no MILP: K > 60)."""
-    import planner_instances as pi
-    planner = _import_planner()
+    planner = pi.import_planner()
     out = []
     for k, m in sizes:
         times, ratios = [], []
@@ -203,10 +199,9 @@ TIMING_SCRIPT = r'''
 import json, sys, time, types
 root = sys.argv[1]
 pkg = types.ModuleType('mmgem'); pkg.__path__ = [root + '/mmgem']; sys.modules['mmgem'] = pkg
-sys.path.insert(0, sys.argv[2])
-import planner_instances as pi
+from tools.benchmark import planner_instances as pi
 from mmgem.planner import make_plan
-ins = pi.scaling_instance(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+ins = pi.scaling_instance(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
 w, c = time.perf_counter(), time.process_time()
 plan = make_plan(ins['names'], ins['loads'], ins['similarity'], ins['num_experts'],
                  capacity_factor=ins['capacity_factor'], solver='ECOS')
@@ -271,13 +266,14 @@ def baseline_checkout(ref: str, folder: str) -> str:
 
 def run_timing(ref: str, k: int, m: int, repeats: int) -> Dict:
     """1000 x 256 with this planner and the baseline's, interleaved subprocesses."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
+    # the instances come from this checkout's tools package either way
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0', PYTHONPATH=ROOT)
     res = dict(new=[], old=[])
     with tempfile.TemporaryDirectory() as tmp:
         sha = baseline_checkout(ref, tmp)
         for rep in range(repeats):
             for which, root in (('old', tmp), ('new', ROOT)):
-                out = subprocess.run([sys.executable, '-c', TIMING_SCRIPT, root, HERE, str(k),
+                out = subprocess.run([sys.executable, '-c', TIMING_SCRIPT, root, str(k),
                                       str(m), '0'], check=True, capture_output=True, text=True,
                                      env=env, cwd=tmp)
                 res[which].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -327,7 +323,7 @@ def parse_args():
 def main():
     args = parse_args()
     load = os.getloadavg()[0]
-    _import_planner()
+    pi.import_planner()
     from mmgem.utils.fileio import atomic_write  # beside the planner: no torch
     digest = planner_digest()
     cache = {}

@@ -33,10 +33,11 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 HERE = osp.dirname(osp.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-from planner_instances import import_planner as _import_planner  # noqa: E402
-from planner_instances import scaling_instance  # noqa: E402
+if not __package__:  # run by path: make the `tools` package importable
+    from mmgem.utils.tool_scripts import import_tools_beside
+    import_tools_beside(__file__)
+from tools.benchmark.planner_instances import import_planner as _import_planner  # noqa: E402
+from tools.benchmark.planner_instances import scaling_instance  # noqa: E402
 
 
 def random_instance(num_datasets: int, seed: int):

@@ -1,5 +1,5 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 from .coco_ap import coco_box_ap
-from .voc07_ap import voc07_ap_11point, voc07_map
+from .voc07_ap import voc07_map
 
-__all__ = ['voc07_ap_11point', 'voc07_map', 'coco_box_ap']
+__all__ = ['voc07_map', 'coco_box_ap']

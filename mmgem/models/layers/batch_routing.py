@@ -15,8 +15,6 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor
 
-from .plan_routing import quantile_thresholds, route_images
-
 
 @dataclass
 class BatchRouting:
@@ -36,29 +34,6 @@ class BatchRouting:
     image_experts: Optional[Tensor] = None
     dataset_ids: Optional[Tensor] = None
     shared: Dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_plan(cls, plan_quota: Tensor, dataset_ids: Tensor, image_buckets: Tensor,
-                  plan_thresholds: Optional[Tensor] = None) -> 'BatchRouting':
-        """Route a batch through a plan.
-
-        Args:
-            plan_quota (Tensor): ``(K, M)`` int64 quota table.
-            dataset_ids (Tensor): ``(B,)`` dataset index of each image.
-            image_buckets (Tensor): ``(B,)`` int64 bucket of each image
-                (:func:`mmgem.planner.hashing.image_bucket`).
-            plan_thresholds (Tensor, optional): ``(K, M)`` int64 routing
-                thresholds of the plan; None routes by the quantiles of the
-                quota (a plan made without image ids).
-
-        Returns:
-            BatchRouting: The routing, with everything on the CPU.
-        """
-        thresholds = (quantile_thresholds(plan_quota.cpu()) if plan_thresholds is None else
-                      plan_thresholds.cpu())
-        ids = dataset_ids.cpu().long()
-        experts = route_images(thresholds, ids, image_buckets.cpu())
-        return cls(image_experts=experts, dataset_ids=ids)
 
     def num_images(self) -> Optional[int]:
         """int | None: Batch size, if the routing knows it."""

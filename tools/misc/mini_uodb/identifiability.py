@@ -16,6 +16,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 from PIL import Image
+from scipy.spatial.distance import cdist
 
 #: The statistics of :func:`global_statistics`, in order.
 STAT_NAMES = ('mean_r', 'mean_g', 'mean_b', 'std_r', 'std_g', 'std_b', 'grey_skewness',
@@ -79,8 +80,7 @@ def leave_one_out_1nn(features: np.ndarray, labels: Sequence[int]) -> np.ndarray
                          f'{labels.shape}')
     sd = x.std(0)
     x = (x - x.mean(0)) / np.where(sd > 0, sd, 1.0)
-    sq = (x**2).sum(1)
-    dist = sq[:, None] + sq[None, :] - 2 * x @ x.T
+    dist = cdist(x, x, 'sqeuclidean')
     np.fill_diagonal(dist, np.inf)
     return labels[np.argmin(dist, axis=1)] == labels
 

@@ -7,7 +7,7 @@ drawn here and annotations written from the format's documentation. The
 values are chosen so that the expected COCO boxes can be worked out by hand;
 the tests hold those expected values as literals.
 
-Load with ``load_tool('tests/datasets/native_fixtures.py')``.
+Import with ``import native_fixtures`` (``tests/`` is on ``sys.path``).
 """
 import hashlib
 import json

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mmgem.utils.cell_store import CellStore, fingerprint
+from tools.benchmark.cell_store import CellStore, fingerprint
 
 
 def test_save_load_done_and_keys(tmp_path):

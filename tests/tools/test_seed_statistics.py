@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mmgem.evaluation.seed_statistics import (
+from tools.benchmark.seed_statistics import (
     format_interval,
     paired_difference,
     t_interval,

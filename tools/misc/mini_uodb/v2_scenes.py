@@ -39,7 +39,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .mini_uodb_v2_meta import MINI_UODB_V2_CLASSES, MINI_UODB_V2_DATASETS, MINI_UODB_V2_LOOKS
+from mmgem.datasets.mini_uodb_v2_meta import (
+    MINI_UODB_V2_CLASSES,
+    MINI_UODB_V2_DATASETS,
+    MINI_UODB_V2_LOOKS,
+)
 
 Color = Tuple[int, int, int]
 Point = Tuple[float, float]

@@ -16,7 +16,7 @@ import os.path as osp
 import re
 from typing import Any, Dict, Optional
 
-from .fileio import atomic_write
+from mmgem.utils.fileio import atomic_write
 
 _KEY = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]*$')
 

@@ -1,0 +1,2 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Analysis tools: plans, logs, routing heat maps, domain identifiability."""

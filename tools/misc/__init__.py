@@ -1,0 +1,2 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Miscellaneous tools: the mini-UODB generator."""
