@@ -25,19 +25,19 @@ FIXTURE_DIR = Path(__file__).resolve().parents[1] / 'fixtures' / 'routers'
 LAYER_CASES = (
     ('gem', dict(routing='gem'), dict(type='GEMRouter')),
     ('damex', dict(routing='damex'), dict(type='DAMEXRouter')),
-    ('moe_tutel', dict(routing='moe'), dict(type='TopOneRouter')),
+    ('moe_tutel', dict(routing='moe'), dict(type='Top1Router')),
     ('moe_vmoe', dict(routing='moe', balance_loss='vmoe'),
-     dict(type='TopOneRouter', balance_loss='vmoe')),
+     dict(type='Top1Router', balance_loss='vmoe')),
     ('moe_position', dict(routing='moe', capacity_priority='position',
                           capacity_factor=1.0),
-     dict(type='TopOneRouter')),
+     dict(type='Top1Router')),
 )
-#: The position case keeps its dispatch options at the layer.
+#: Layer options (dispatch, not routing) of the new API per case.
 LAYER_DISPATCH = dict(moe_position=dict(capacity_priority='position',
                                         capacity_factor=1.0))
 DETECTOR_CASES = (('gem', dict(type='GEMRouter')),
                   ('damex', dict(type='DAMEXRouter')),
-                  ('moe', dict(type='TopOneRouter')))
+                  ('moe', dict(type='Top1Router')))
 IMAGE_EXPERTS = (2, 0, 2)
 PLAN = np.array([[3, 2, 0, 0], [0, 0, 4, 1]])
 

@@ -23,13 +23,14 @@ from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
 from ..layers.batch_routing import BatchRouting
 from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
-from ..layers.moe_ffn import ROUTING_MODES, MoEFFN
+from ..layers.moe_ffn import MoEFFN
 from ..layers.plan_routing import (
     NO_PLAN_MESSAGE,
     plan_is_installed,
     quantile_thresholds,
     route_images,
 )
+from ..routers.builder import router_class, router_config
 from ..utils.label_space import label_range_mask, label_ranges_of
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
@@ -46,15 +47,21 @@ class GEMDINO(DINO):
     """DINO whose chosen decoder FFNs are mixture-of-experts FFNs.
 
     The FFNs of decoder layers ``moe_layers`` become :class:`MoEFFN` with
-    ``num_experts`` experts of the dense FFN's shape. ``routing`` selects
-    the method (all share this code):
+    ``num_experts`` experts of the dense FFN's shape. ``router`` selects
+    the method (a :class:`~mmgem.models.routers.BaseRouter` config; all
+    share this code), e.g.:
 
-    - ``'gem'``: every image goes to the expert the GEM plan maps it to
-      (dataset id + stable image hash); no router, no auxiliary loss.
-    - ``'damex'``: learned top-1 token router trained with the
-      cross-entropy to the plan's expert (``loss_damex_ce``).
-    - ``'moe'``: learned noisy top-1 router with the importance + load loss
-      (``loss_moe_aux``).
+    - ``dict(type='GEMRouter')``: every image goes to the expert the GEM
+      plan maps it to (dataset id + stable image hash); no router
+      parameters, no auxiliary loss.
+    - ``dict(type='DAMEXRouter')``: learned top-1 token router trained with
+      the cross-entropy to the plan's expert (``loss_damex_ce``).
+    - ``dict(type='Top1Router')``: learned noisy top-1 router with the
+      importance + load loss (``loss_moe_aux``).
+
+    The detector asks the router's class what it needs (the plan, in
+    training and at test time), which auxiliary loss it has and whether
+    that loss takes the foreground token mask; it tests no method name.
 
     The plan lives in buffers of fixed shape of the detector
     (``plan_quota`` and ``plan_thresholds``, ``num_datasets x num_experts``
@@ -68,11 +75,11 @@ class GEMDINO(DINO):
     (the table is read from the device only when it changes) and hands the
     resulting :class:`~mmgem.models.layers.BatchRouting` to every MoE layer.
 
-    Auxiliary router losses (``'moe'``, ``'damex'``) are taken after the
-    head's loss, as DAMEX's code does: the balancing loss of ``'moe'`` over
+    Auxiliary router losses (``Top1Router``, ``DAMEXRouter``) are taken after the
+    head's loss, as DAMEX's code does: the balancing loss of ``Top1Router`` over
     the foreground tokens (matching queries that the last decoder layer's
     Hungarian assignment matched to a box; denoising queries excluded), the
-    cross-entropy of ``'damex'`` over all tokens; both are averaged over the
+    cross-entropy of ``DAMEXRouter`` over all tokens; both are averaged over the
     MoE layers (``aux_loss_reduction``) and weighted by ``aux_loss_weight``.
     Logged with the losses: ``moe_load_e<k>`` (share of the kept tokens that
     expert ``k`` processed, mean over the MoE layers), ``moe_drop_rate`` and,
@@ -106,8 +113,12 @@ class GEMDINO(DINO):
             Defaults to 1.
         moe_layers (Sequence[int]): Decoder layers with an MoE FFN.
             Defaults to ``(0, 2, 4)``.
-        routing (str): ``'gem'``, ``'damex'`` or ``'moe'``. Defaults to
-            ``'gem'``.
+        router (dict, optional): Router config of every MoE layer (see
+            :class:`~mmgem.models.routers.BaseRouter`); None with
+            ``routing=None`` gives ``dict(type='GEMRouter')``. Defaults to
+            None.
+        routing (str, optional): Legacy name of the router (``'gem'``,
+            ``'damex'``, ``'moe'``); give it or ``router``. Defaults to None.
         aux_loss_weight (float): Weight of the routers' auxiliary losses.
             Defaults to 0.1.
         aux_loss_reduction (str): How the per-layer auxiliary losses are
@@ -179,7 +190,8 @@ class GEMDINO(DINO):
                  num_experts: int = 8,
                  num_datasets: int = 1,
                  moe_layers: Sequence[int] = (0, 2, 4),
-                 routing: str = 'gem',
+                 router: OptConfigType = None,
+                 routing: Optional[str] = None,
                  aux_loss_weight: float = 0.1,
                  aux_loss_reduction: str = 'mean',
                  balance_tokens: str = 'foreground',
@@ -196,19 +208,21 @@ class GEMDINO(DINO):
                  label_offsets: Optional[Sequence[int]] = None,
                  plan_file: Optional[str] = None,
                  **kwargs) -> None:
-        check_choice('routing', routing, ROUTING_MODES)
+        router_cfg = router_config(router, routing)
+        #: The routers' class: what they need from a batch, their loss.
+        self.router_cls = router_class(router_cfg)
         check_choice('aux_loss_reduction', aux_loss_reduction, AUX_LOSS_REDUCTIONS)
         check_choice('balance_tokens', balance_tokens, BALANCE_TOKENS)
         self.num_experts = num_experts
         self.num_datasets = num_datasets
         self.moe_layers = tuple(int(i) for i in moe_layers)
-        self.routing = routing
+        self.routing = self.router_cls.name
         self.aux_loss_weight = aux_loss_weight
         self.aux_loss_reduction = aux_loss_reduction
         self.balance_tokens = balance_tokens
         self._moe_cfg = dict(
             num_experts=num_experts,
-            routing=routing,
+            router=router_cfg,
             capacity_factor=capacity_factor,
             eval_capacity_factor=eval_capacity_factor)
         if gate_noise is not None:
@@ -227,10 +241,10 @@ class GEMDINO(DINO):
             self.domain_classifier = MODELS.build(cfg)
         else:
             self.domain_classifier = None
-        if (not test_dataset_known and routing == 'gem'
+        if (not test_dataset_known and self.router_cls.needs_plan_at_test
                 and self.domain_classifier is None):
             raise ValueError(
-                'test_dataset_known=False with routing="gem" needs a '
+                f'test_dataset_known=False with {self.router_cls.__name__} needs a '
                 'domain_classifier to predict the dataset that routes each '
                 'test image')
         if (not test_dataset_known and restrict_test_labels
@@ -606,13 +620,13 @@ class GEMDINO(DINO):
             dataset_ids = domain_logits.argmax(dim=1).cpu()
         else:
             dataset_ids = None
-        needs_plan_route = self.routing == 'gem' or (self.routing == 'damex'
-                                                     and self.training)
+        needs_plan_route = (self.router_cls.needs_plan if self.training else
+                            self.router_cls.needs_plan_at_test)
         image_experts = None
         if needs_plan_route and self.moe_ffns():
             if batch_data_samples is None or dataset_ids is None:
                 raise ValueError(
-                    f'GEMDINO(routing={self.routing!r}) needs the batch data '
+                    f'GEMDINO with {self.router_cls.__name__} needs the batch data '
                     'samples (dataset_id, dataset_name, img_id) to route')
             quota, names, thresholds = self.host_plan()
             if not plan_is_installed(quota):
@@ -692,7 +706,8 @@ class GEMDINO(DINO):
         matched = getattr(self.bbox_head, 'last_matched_query_mask', None)
         if matched is None:
             raise RuntimeError(
-                'GEMDINO(routing="moe", balance_tokens="foreground") needs '
+                'GEMDINO(balance_tokens="foreground") with a token-masked '
+                'auxiliary loss needs '
                 'the matched queries of the last decoder layer, which the '
                 f'head {type(self.bbox_head).__name__} does not expose '
                 '(last_matched_query_mask): use the dataset-aware head of '
@@ -729,16 +744,17 @@ class GEMDINO(DINO):
         if not ffns:
             return {}
         losses: Dict[str, Tensor] = {}
-        if self.training and self.routing != 'gem':
+        router = self.router_cls
+        if self.training and router.aux_loss_name is not None:
             mask = None
-            if self.routing == 'moe' and self.balance_tokens == 'foreground':
+            if (router.aux_loss_uses_token_mask
+                    and self.balance_tokens == 'foreground'):
                 mask = self._foreground_token_mask(dn_meta, num_images)
             per_layer = [ffn.aux_loss(mask) for ffn in ffns]
             total = torch.stack(per_layer).sum()
             if self.aux_loss_reduction == 'mean':
                 total = total / len(per_layer)
-            key = 'loss_moe_aux' if self.routing == 'moe' else 'loss_damex_ce'
-            losses[key] = self.aux_loss_weight * total
+            losses[router.aux_loss_name] = self.aux_loss_weight * total
         stats = [ffn.routing_stats for ffn in ffns]
         kept = torch.stack([s['expert_tokens'] for s in stats]).float()
         share = (kept / kept.sum(dim=1, keepdim=True).clamp(min=1)).mean(0)
@@ -747,12 +763,7 @@ class GEMDINO(DINO):
         dropped = sum(s['dropped_tokens'] for s in stats)
         losses['moe_drop_rate'] = dropped.float() / (kept.sum() +
                                                      dropped).clamp(min=1)
-        if self.training and self.routing == 'damex':
-            hits = sum(s['router_hits'] for s in stats)
-            total_tokens = sum(
-                s['expert_tokens'].sum() + s['dropped_tokens'] for s in stats)
-            losses['moe_router_acc'] = 100 * hits.float() / total_tokens.clamp(
-                min=1)
+        losses.update(router.log_scalars(stats, self.training))
         return losses
 
     def loss(self, batch_inputs: Tensor,
