@@ -8,8 +8,14 @@ and the legacy ``routing='...'`` names.
 """
 import pytest
 import torch
-from router_fixtures import (DETECTOR_CASES, FIXTURE_DIR, LAYER_CASES,
-                             LAYER_DISPATCH, run_detector, run_layer)
+from router_fixtures import (
+    DETECTOR_CASES,
+    FIXTURE_DIR,
+    LAYER_CASES,
+    LAYER_DISPATCH,
+    run_detector,
+    run_layer,
+)
 
 
 def _load(name):
