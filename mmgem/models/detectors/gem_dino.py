@@ -622,6 +622,12 @@ class GEMDINO(DINO):
             dataset_ids = None
         needs_plan_route = (self.router_cls.needs_plan if self.training else
                             self.router_cls.needs_plan_at_test)
+        if (self.router_cls.needs_dataset_ids and self.moe_ffns()
+                and dataset_ids is None):
+            raise ValueError(
+                f'GEMDINO with {self.router_cls.__name__} needs the dataset of '
+                'every image: batch data samples with dataset_id, or a domain '
+                'classifier when the test dataset is unknown')
         image_experts = None
         if needs_plan_route and self.moe_ffns():
             if batch_data_samples is None or dataset_ids is None:
