@@ -1,7 +1,5 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """GEM-DINO: DINO with plan-routed mixture-of-experts decoder FFNs."""
-import re
-from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -11,8 +9,6 @@ from mmdet.models.layers import DeformableDetrTransformerEncoder, SinePositional
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
 from mmdet.utils import OptConfigType
-from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
 from mmgem.planner import GEMPlan
@@ -31,7 +27,9 @@ from ..layers.plan_routing import (
     route_images,
 )
 from ..routers.builder import router_class, router_config
+from ..utils import upcycling
 from ..utils.label_space import label_range_mask, label_ranges_of
+from ..utils.routing_stats import routing_scalars, specialisation_scalars
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
 PLAN_HASH_BYTES = 64
@@ -39,7 +37,6 @@ PLAN_HASH_BYTES = 64
 PLAN_NAME_BYTES = 64
 AUX_LOSS_REDUCTIONS = ('mean', 'sum')
 BALANCE_TOKENS = ('foreground', 'all')
-_FFN_KEY = re.compile(r'^decoder\.layers\.(\d+)\.ffn\.(layers\..+)$')
 
 
 @MODELS.register_module()
@@ -507,80 +504,18 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     def upcycle_state_dict(self, dense_state_dict: Dict[str, Tensor]
                            ) -> Dict[str, Tensor]:
-        """Convert a dense DINO state dict to this model's keys.
-
-        The FFN weights of every MoE layer are copied into each expert;
-        GEM-only entries (plan buffers, routers, domain classifier) missing
-        from the dense state dict keep this model's current values.
-
-        Args:
-            dense_state_dict (dict[str, Tensor]): State dict of mmdet's DINO
-                (or of a GEM-DINO: MoE keys pass through unchanged).
-
-        Returns:
-            dict[str, Tensor]: A state dict for this model.
-        """
-        converted: Dict[str, Tensor] = {}
-        dense_ffns: Dict[int, Dict[str, Tensor]] = defaultdict(dict)
-        for key, value in dense_state_dict.items():
-            match = _FFN_KEY.match(key)
-            if match and int(match.group(1)) in self.moe_layers:
-                dense_ffns[int(match.group(1))][match.group(2)] = value
-            else:
-                converted[key] = value
-        for layer_id, ffn_state in dense_ffns.items():
-            moe = self.decoder.layers[layer_id].ffn
-            prefix = f'decoder.layers.{layer_id}.ffn.'
-            with torch.no_grad():
-                scratch = MoEFFN(
-                    moe.embed_dims,
-                    moe.feedforward_channels,
-                    num_experts=moe.num_experts)
-                scratch.upcycle_from_ffn(ffn_state)
-            for name in ('w1', 'b1', 'w2', 'b2'):
-                converted[prefix + name] = getattr(scratch, name).data
-        own = self.state_dict()
-        gem_only = ('plan_quota', 'plan_thresholds', 'plan_dataset_names', 'router.',
-                    'label_offsets', 'plan_hash', 'domain_classifier.')
-        for key, value in own.items():
-            if key not in converted and any(
-                    part in key for part in gem_only):
-                converted[key] = value
-        return converted
+        """:func:`~mmgem.models.utils.upcycling.upcycle_state_dict` of this model."""
+        return upcycling.upcycle_state_dict(self, dense_state_dict)
 
     def load_dense_state_dict(self,
                               dense_state_dict: Dict[str, Tensor],
                               strict: bool = False) -> None:
-        """Load a dense DINO state dict, upcycling the MoE layers' FFNs.
-
-        Args:
-            dense_state_dict (dict[str, Tensor]): State dict of mmdet's DINO.
-            strict (bool): Raise on missing/unexpected/mismatched keys
-                instead of logging them. Defaults to False.
-        """
-        load_state_dict(
-            self,
-            self.upcycle_state_dict(dense_state_dict),
-            strict=strict,
-            logger=MMLogger.get_current_instance())
+        """:func:`~mmgem.models.utils.upcycling.load_dense_state_dict` into this model."""
+        upcycling.load_dense_state_dict(self, dense_state_dict, strict)
 
     def upcycle_from_checkpoint(self, filename: str) -> None:
-        """Load a dense DINO checkpoint file with :meth:`load_dense_state_dict`.
-
-        Args:
-            filename (str): Checkpoint path or URL (``state_dict`` inside or
-                a bare state dict).
-        """
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        state_dict = {
-            (k[len('module.'):] if k.startswith('module.') else k): v
-            for k, v in state_dict.items()
-        }
-        MMLogger.get_current_instance().info(
-            f'GEMDINO: upcycling {len(self.moe_ffns())} MoE layer(s) from '
-            f'dense checkpoint {filename}')
-        self.load_dense_state_dict(state_dict, strict=False)
+        """:func:`~mmgem.models.utils.upcycling.upcycle_from_checkpoint` into this model."""
+        upcycling.upcycle_from_checkpoint(self, filename)
 
     # ------------------------------------------------------------------
     # routing
@@ -728,7 +663,8 @@ class GEMDINO(DINO):
                          dim=1)
 
     def moe_losses(self, dn_meta: Optional[dict] = None,
-                   num_images: int = 0) -> Dict[str, Tensor]:
+                   num_images: int = 0,
+                   dataset_ids: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Auxiliary losses and routing scalars of the last forward.
 
         Call it after the head's loss (the ``'moe'`` balancing loss needs
@@ -738,6 +674,10 @@ class GEMDINO(DINO):
             dn_meta (dict, optional): The forward's denoising meta (how many
                 denoising queries lead every image's tokens).
             num_images (int): Batch size.
+            dataset_ids (Tensor, optional): ``(B,)`` dataset of every image;
+                given, ``moe_nmi_d<layer>`` (normalised mutual information of
+                dataset and expert over the foreground tokens, or all tokens
+                when the head exposes no matching) is logged per MoE layer.
 
         Returns:
             dict[str, Tensor]: In training with a learned router,
@@ -762,14 +702,15 @@ class GEMDINO(DINO):
                 total = total / len(per_layer)
             losses[router.aux_loss_name] = self.aux_loss_weight * total
         stats = [ffn.routing_stats for ffn in ffns]
-        kept = torch.stack([s['expert_tokens'] for s in stats]).float()
-        share = (kept / kept.sum(dim=1, keepdim=True).clamp(min=1)).mean(0)
-        for e, value in enumerate(share):
-            losses[f'moe_load_e{e}'] = value
-        dropped = sum(s['dropped_tokens'] for s in stats)
-        losses['moe_drop_rate'] = dropped.float() / (kept.sum() +
-                                                     dropped).clamp(min=1)
+        losses.update(routing_scalars(stats))
         losses.update(router.log_scalars(stats, self.training))
+        if dataset_ids is not None:
+            fg = None
+            if getattr(self.bbox_head, 'last_matched_query_mask', None) is not None:
+                fg = self._foreground_token_mask(dn_meta, num_images)
+            losses.update(specialisation_scalars(
+                stats, dataset_ids, self.num_datasets, self.num_experts,
+                [f'd{i}' for i in self.moe_layers], fg))
         return losses
 
     def loss(self, batch_inputs: Tensor,
@@ -808,7 +749,8 @@ class GEMDINO(DINO):
             **head_inputs_dict, batch_data_samples=batch_data_samples)
         losses.update(
             self.moe_losses(head_inputs_dict.get('dn_meta'),
-                            len(batch_data_samples)))
+                            len(batch_data_samples),
+                            routing['batch'].dataset_ids))
         logits = routing['domain_logits']
         if logits is not None:
             target = routing['known_dataset_ids'].to(logits.device)
