@@ -9,9 +9,10 @@ from .base_router import BaseRouter
 from .builder import LEGACY_ROUTING, build_router, router_class, router_config
 from .damex_router import DAMEXRouter
 from .gem_router import GEMRouter
+from .sinkhorn_router import SinkhornRouter, sinkhorn
 from .top1_router import BALANCE_LOSSES, Top1Router
 
 __all__ = [
     'BaseRouter', 'GEMRouter', 'DAMEXRouter', 'Top1Router', 'BALANCE_LOSSES',
-    'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
+    'SinkhornRouter', 'sinkhorn', 'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
 ]
