@@ -94,3 +94,77 @@ def test_sinkhorn_centroids_learn_through_the_gate():
     layer.train()
     layer(torch.randn(2, 5, DIM)).square().sum().backward()
     assert float(layer.router.expert_centroids.grad.abs().sum()) > 0
+
+
+def _np_softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _np_soft_moe(layer, seq):
+    """Soft MoE on one (m, C) sequence from the paper's equations, numpy."""
+    router = layer.router
+    mu = router.mu.detach().double().numpy()  # (C, M, p)
+    mu = mu / np.sqrt((mu ** 2).sum(0, keepdims=True) + 1e-6)
+    xn = seq / np.sqrt((seq ** 2).sum(1, keepdims=True) + 1e-6)
+    logits = float(router.scale) * np.einsum('md,dnp->mnp', xn, mu)
+    m, n, p = logits.shape
+    dispatch = _np_softmax(logits, axis=0)
+    combine = _np_softmax(logits.reshape(m, n * p), axis=1).reshape(m, n, p)
+    out = np.zeros_like(seq)
+    for e in range(n):
+        for s in range(p):
+            slot = (dispatch[:, e, s][:, None] * seq).sum(0)
+            y = _np_expert(layer, e, slot[None])[0]
+            out += combine[:, e, s][:, None] * y[None]
+    return out
+
+
+def test_soft_moe_matches_numpy_and_keeps_denoising_groups_apart():
+    from mmgem.models.layers import BatchRouting
+    layer = _layer(dict(type='SoftMoERouter', num_slots=3))
+    with torch.no_grad():
+        layer.router.scale.fill_(4.0)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 10, DIM, generator=gen)
+    # 2 denoising groups of 2 queries, then 6 matching queries
+    routing = BatchRouting(num_denoising_queries=4, num_denoising_groups=2)
+    layer.train()
+    out = layer(x, routing=routing).detach().double().numpy()
+    xs = x.double().numpy()
+    for b in range(2):
+        for lo, hi in ((0, 2), (2, 4), (4, 10)):
+            seq = xs[b, lo:hi]
+            np.testing.assert_allclose(out[b, lo:hi], seq + _np_soft_moe(layer, seq),
+                                       rtol=1e-5, atol=1e-5)
+    # a change of one denoising query reaches no matching query and no other group
+    x2 = x.clone()
+    x2[:, 0] += 10
+    out2 = layer(x2, routing=routing).detach().double().numpy()
+    np.testing.assert_array_equal(out2[:, 2:], out[:, 2:])
+    assert not np.allclose(out2[:, 1], out[:, 1])
+    # at test time (no denoising queries) the image's queries are one sequence
+    layer.eval()
+    out3 = layer(x).detach().double().numpy()
+    np.testing.assert_allclose(out3[1], xs[1] + _np_soft_moe(layer, xs[1]), rtol=1e-5, atol=1e-5)
+    assert layer.aux_loss() is None
+    assert layer.routing_stats['token_experts'].shape == (2, 10)
+
+
+def test_soft_moe_in_gem_dino_gets_the_denoising_layout():
+    from test_gem_dino import OFFSETS, _batch, _build, _gem_cfg
+    model = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS,
+                            router=dict(type='SoftMoERouter', num_slots=2)))
+    seen = []
+    for ffn in model.moe_ffns():
+        ffn.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append((kwargs['routing'].num_denoising_queries,
+                                                   kwargs['routing'].num_denoising_groups)),
+            with_kwargs=True)
+    model.train()
+    inputs, samples = _batch(model, [0, 1], training=True)
+    losses = model.loss(inputs, samples)
+    assert seen and all(n > 0 and g > 0 and n % g == 0 for n, g in seen)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert float(model.moe_ffns()[0].router.mu.grad.abs().sum()) > 0

@@ -626,6 +626,10 @@ class GEMDINO(DINO):
             batch_data_samples=batch_data_samples,
             domain_logits=routing['domain_logits'])
         decoder_inputs_dict.update(tmp_dec_in)
+        dn_meta = head_inputs_dict.get('dn_meta')
+        if dn_meta:  # routers that mix tokens keep the denoising groups apart
+            routing['batch'].num_denoising_queries = int(dn_meta['num_denoising_queries'])
+            routing['batch'].num_denoising_groups = int(dn_meta['num_denoising_groups'])
         decoder_outputs_dict = self.forward_decoder(
             **decoder_inputs_dict, routing=routing['batch'])
         head_inputs_dict.update(decoder_outputs_dict)

@@ -10,9 +10,11 @@ from .builder import LEGACY_ROUTING, build_router, router_class, router_config
 from .damex_router import DAMEXRouter
 from .gem_router import GEMRouter
 from .sinkhorn_router import SinkhornRouter, sinkhorn
+from .soft_router import SoftMoERouter, query_segments
 from .top1_router import BALANCE_LOSSES, Top1Router
 
 __all__ = [
     'BaseRouter', 'GEMRouter', 'DAMEXRouter', 'Top1Router', 'BALANCE_LOSSES',
-    'SinkhornRouter', 'sinkhorn', 'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
+    'SinkhornRouter', 'sinkhorn', 'SoftMoERouter', 'query_segments',
+    'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
 ]
