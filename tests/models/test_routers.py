@@ -168,3 +168,37 @@ def test_soft_moe_in_gem_dino_gets_the_denoising_layout():
     assert seen and all(n > 0 and g > 0 and n % g == 0 for n, g in seen)
     sum(v for k, v in losses.items() if 'loss' in k).backward()
     assert float(model.moe_ffns()[0].router.mu.grad.abs().sum()) > 0
+
+
+def test_remoe_matches_numpy_and_adapts_lambda():
+    layer = _layer(dict(type='ReMoERouter', num_active=1, l1_coeff=0.5))
+    with torch.no_grad():
+        layer.router.gate.weight.mul_(50)  # several gates positive per token
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, DIM, generator=gen)
+    layer.train()
+    out = layer(x).detach().reshape(-1, DIM).double().numpy()
+    xs = x.reshape(-1, DIM).double().numpy()
+    g = np.maximum(xs @ layer.router.gate.weight.detach().double().numpy().T, 0)
+    expected = xs.copy()
+    for t in range(len(xs)):
+        for e in range(EXPERTS):
+            if g[t, e] > 0:
+                expected[t] += g[t, e] * _np_expert(layer, e, xs[t][None])[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # L = lambda * M / (T^2 k) * sum_e (sum_t g_te) * n_e, with the lambda before the update
+    t_count = len(xs)
+    loss = 0.5 * EXPERTS / (t_count ** 2 * 1) * (g.sum(0) * (g > 0).sum(0)).sum()
+    np.testing.assert_allclose(float(layer.aux_loss()), loss, rtol=1e-5)
+    # more than 1 of 4 experts active: sparsity < 0.75 -> lambda grows by 1.2
+    assert (g > 0).mean() > 0.25
+    assert float(layer.router.l1_coeff) == pytest.approx(0.5 * 1.2)
+    # a sparser forward makes it shrink
+    with torch.no_grad():
+        layer.router.gate.weight.fill_(-1.0)
+    layer(x.abs())
+    assert float(layer.router.l1_coeff) == pytest.approx(0.5)
+    assert int(layer.routing_stats['dropped_tokens']) == x[..., 0].numel()
+    layer.eval()
+    layer(x)
+    assert layer.aux_loss() is None and float(layer.router.l1_coeff) == pytest.approx(0.5)

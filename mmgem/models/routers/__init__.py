@@ -9,12 +9,13 @@ from .base_router import BaseRouter
 from .builder import LEGACY_ROUTING, build_router, router_class, router_config
 from .damex_router import DAMEXRouter
 from .gem_router import GEMRouter
+from .remoe_router import ReMoERouter
 from .sinkhorn_router import SinkhornRouter, sinkhorn
 from .soft_router import SoftMoERouter, query_segments
 from .top1_router import BALANCE_LOSSES, Top1Router
 
 __all__ = [
     'BaseRouter', 'GEMRouter', 'DAMEXRouter', 'Top1Router', 'BALANCE_LOSSES',
-    'SinkhornRouter', 'sinkhorn', 'SoftMoERouter', 'query_segments',
+    'SinkhornRouter', 'sinkhorn', 'ReMoERouter', 'SoftMoERouter', 'query_segments',
     'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
 ]
