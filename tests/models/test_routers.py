@@ -202,3 +202,79 @@ def test_remoe_matches_numpy_and_adapts_lambda():
     layer.eval()
     layer(x)
     assert layer.aux_loss() is None and float(layer.router.l1_coeff) == pytest.approx(0.5)
+
+
+def _np_moe_pp(layer, xs, previous=None):
+    """MoE++ from the paper/reference equations in numpy; returns (out, logits)."""
+    r = layer.router
+    w1 = r.wg[0].weight.detach().double().numpy()
+    w2 = r.wg[2].weight.detach().double().numpy()
+    logits = np.tanh(xs @ w1.T) @ w2.T
+    if previous is not None:
+        logits = logits + previous @ r.gate_map.weight.detach().double().numpy().T
+    probs = _np_softmax(logits, axis=1)
+    m, total = EXPERTS, r.total_experts
+    out = np.zeros_like(xs)
+    for t in range(len(xs)):
+        top = np.argsort(-probs[t])[:r.top_k]
+        w = np.array([0.0 if e == total - 1 else probs[t, e] for e in top])
+        w = w / w.sum()
+        inp = xs[t] * r.top_k
+        for e, we in zip(top, w):
+            if e < m:
+                y = _np_expert(layer, e, inp[None])[0]
+            elif e < m + r.num_constant:
+                c = e - m
+                g = _np_softmax(inp @ r.constant_gates[c].weight.detach().double().numpy().T, 0)
+                y = g[0] * inp + g[1] * r.constants[c].detach().double().numpy()
+            elif e == m + r.num_constant:
+                y = inp
+            else:
+                y = np.zeros_like(inp)
+            out[t] += we * y
+    return out, logits
+
+
+def test_moe_plus_plus_matches_numpy_with_gating_residual():
+    from mmgem.models.layers import BatchRouting
+    first = _layer(dict(type='MoEPlusPlusRouter'), seed=0)
+    second = _layer(dict(type='MoEPlusPlusRouter'), seed=1)
+    with torch.no_grad():  # spread the choices over every kind of expert
+        for layer in (first, second):
+            layer.router.wg[2].weight.mul_(30)
+            layer.router.gate_map.weight.mul_(3)
+    x = torch.randn(3, 7, DIM, generator=torch.Generator().manual_seed(4))
+    routing = BatchRouting()
+    first.train()
+    second.train()
+    y1 = first(x, routing=routing)
+    y2 = second(y1, routing=routing)
+    xs = x.reshape(-1, DIM).double().numpy()
+    ref1, logits1 = _np_moe_pp(first, xs)
+    np.testing.assert_allclose(y1.detach().reshape(-1, DIM).double().numpy(), xs + ref1,
+                               rtol=1e-4, atol=1e-4)
+    y1s = y1.detach().reshape(-1, DIM).double().numpy()
+    ref2, _ = _np_moe_pp(second, y1s, previous=logits1)
+    np.testing.assert_allclose(y2.detach().reshape(-1, DIM).double().numpy(), y1s + ref2,
+                               rtol=1e-4, atol=1e-4)
+    assert int(first.routing_stats['zero_comp_choices']) > 0
+    assert first.aux_loss() is None  # the released code: no balancing loss
+    y2.square().sum().backward()
+    assert float(second.router.gate_map.weight.grad.abs().sum()) > 0
+    assert float(first.router.constants.grad.abs().sum()) > 0
+
+
+def test_moe_plus_plus_heterogeneous_balance_loss():
+    layer = _layer(dict(type='MoEPlusPlusRouter', balance_tau=0.5))
+    x = torch.randn(2, 5, DIM, generator=torch.Generator().manual_seed(6))
+    layer.train()
+    layer(x)
+    xs = x.reshape(-1, DIM).double().numpy()
+    _, logits = _np_moe_pp(layer, xs)
+    probs = _np_softmax(logits, axis=1)
+    e = layer.router.total_experts
+    top = np.argsort(-probs, axis=1)[:, :2]
+    f = np.bincount(top.reshape(-1), minlength=e) / top.size
+    eta = np.array([1.0] * EXPERTS + [0.5] * (e - EXPERTS))
+    np.testing.assert_allclose(float(layer.aux_loss()), e * (eta * f * probs.mean(0)).sum(),
+                               rtol=1e-5)

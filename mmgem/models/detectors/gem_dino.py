@@ -700,11 +700,14 @@ class GEMDINO(DINO):
             if (router.aux_loss_uses_token_mask
                     and self.balance_tokens == 'foreground'):
                 mask = self._foreground_token_mask(dn_meta, num_images)
-            per_layer = [ffn.aux_loss(mask) for ffn in ffns]
-            total = torch.stack(per_layer).sum()
-            if self.aux_loss_reduction == 'mean':
-                total = total / len(per_layer)
-            losses[router.aux_loss_name] = self.aux_loss_weight * total
+            # a router may have no loss in some configurations (None)
+            per_layer = [loss for loss in (ffn.aux_loss(mask) for ffn in ffns)
+                         if loss is not None]
+            if per_layer:
+                total = torch.stack(per_layer).sum()
+                if self.aux_loss_reduction == 'mean':
+                    total = total / len(per_layer)
+                losses[router.aux_loss_name] = self.aux_loss_weight * total
         stats = [ffn.routing_stats for ffn in ffns]
         losses.update(routing_scalars(stats))
         losses.update(router.log_scalars(stats, self.training))

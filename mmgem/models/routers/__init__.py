@@ -9,6 +9,7 @@ from .base_router import BaseRouter
 from .builder import LEGACY_ROUTING, build_router, router_class, router_config
 from .damex_router import DAMEXRouter
 from .gem_router import GEMRouter
+from .moe_plus_plus_router import MoEPlusPlusRouter
 from .remoe_router import ReMoERouter
 from .sinkhorn_router import SinkhornRouter, sinkhorn
 from .soft_router import SoftMoERouter, query_segments
@@ -16,6 +17,7 @@ from .top1_router import BALANCE_LOSSES, Top1Router
 
 __all__ = [
     'BaseRouter', 'GEMRouter', 'DAMEXRouter', 'Top1Router', 'BALANCE_LOSSES',
-    'SinkhornRouter', 'sinkhorn', 'ReMoERouter', 'SoftMoERouter', 'query_segments',
+    'SinkhornRouter', 'sinkhorn', 'ReMoERouter',
+    'MoEPlusPlusRouter', 'SoftMoERouter', 'query_segments',
     'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
 ]
