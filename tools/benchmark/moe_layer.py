@@ -9,7 +9,8 @@ Compares, side by side in one process and on the same inputs:
   FFNs: ``gem`` (images grouped by their planned expert, each active expert
   run once), ``damex`` / ``moe`` (learned top-1 token routers, capacity
   factor 1.25), ``sinkhorn`` (balanced top-1), ``soft_moe`` (slots,
-  ``--queries / --experts`` per expert), ``remoe`` (ReLU gates).
+  ``--queries / --experts`` per expert), ``remoe`` (ReLU gates),
+  ``moe_plus_plus`` (FFN + zero-computation experts, top-2).
 
 Each measurement is forward + backward through ``--layers`` stacked layers
 (3 MoE layers' worth, as GEM-DINO's decoder layers 0, 2, 4) on
@@ -66,6 +67,7 @@ ROUTERS = dict(
     sinkhorn=dict(type='SinkhornRouter'),
     soft_moe=dict(type='SoftMoERouter'),
     remoe=dict(type='ReMoERouter', num_active=1),
+    moe_plus_plus=dict(type='MoEPlusPlusRouter'),
 )
 
 
