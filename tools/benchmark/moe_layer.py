@@ -35,6 +35,7 @@ The markdown table is printed and written atomically to ``--out``
 Targets: gem / dense <= 1.10 and moe / gem >= 1.3.
 """
 import argparse
+import dataclasses
 import os.path as osp
 import statistics
 from typing import Callable, Dict, List
@@ -140,8 +141,11 @@ def make_step(stack: nn.ModuleList, x: torch.Tensor,
         for p in stack.parameters():
             p.grad = None
         y = x
+        # a fresh BatchRouting per forward, as the detector makes: values that
+        # layers share within one forward (MoE++'s gating residual) start empty
+        kwargs = {k: dataclasses.replace(v, shared={}) for k, v in routing.items()}
         for layer in stack:
-            y = layer(y, **routing) if isinstance(layer, MoEFFN) else layer(y)
+            y = layer(y, **kwargs) if isinstance(layer, MoEFFN) else layer(y)
         y.float().pow(2).mean().backward()
 
     return step
