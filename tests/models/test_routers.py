@@ -278,3 +278,30 @@ def test_moe_plus_plus_heterogeneous_balance_loss():
     eta = np.array([1.0] * EXPERTS + [0.5] * (e - EXPERTS))
     np.testing.assert_allclose(float(layer.aux_loss()), e * (eta * f * probs.mean(0)).sum(),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize('router', [
+    dict(type='SinkhornRouter'),
+    dict(type='SoftMoERouter', num_slots=2),
+    dict(type='ReMoERouter'),
+    dict(type='MoEPlusPlusRouter', balance_tau=0.75),
+], ids=lambda r: r['type'])
+def test_every_new_router_trains_and_predicts_in_gem_dino(router):
+    from test_gem_dino import OFFSETS, _batch, _build, _gem_cfg
+    model = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS,
+                            router=router))
+    assert not model.router_cls.needs_plan  # no plan installed: none needed
+    model.train()
+    inputs, samples = _batch(model, [0, 1], training=True)
+    losses = model.loss(inputs, samples)
+    name = model.router_cls.aux_loss_name
+    if name is not None:
+        assert float(losses[name]) > 0
+    assert {'moe_nmi_d0', 'moe_nmi_d2'} <= set(losses)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    grads = [p.grad for p in model.moe_ffns()[0].router.parameters()]
+    assert grads and any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    model.eval()
+    inputs, samples = _batch(model, [0, 1], training=False)
+    with torch.no_grad():
+        assert len(model.predict(inputs, samples)) == 2
