@@ -10,7 +10,7 @@
 _base_ = './gem-dino-4scale_r50_8xb2-36e_uodb.py'
 
 model = dict(
-    routing='damex',
+    router=dict(type='DAMEXRouter'),
     aux_loss_weight=0.1,
     capacity_factor=1.25)
 

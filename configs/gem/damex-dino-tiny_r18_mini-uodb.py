@@ -6,6 +6,6 @@
 _base_ = './gem-dino-tiny_r18_mini-uodb.py'
 
 model = dict(
-    routing='damex',
+    router=dict(type='DAMEXRouter'),
     aux_loss_weight=0.1,
     capacity_factor=1.25)

@@ -9,7 +9,7 @@ _base_ = './dino-tiny_r18_mini-uodb.py'
 
 model = dict(
     type='GEMDINO',
-    routing='gem',
+    router=dict(type='GEMRouter'),
     num_experts=4,
     num_datasets=6,
     moe_layers=(0, 2),

@@ -10,7 +10,7 @@ _base_ = './dino-4scale_r50_8xb2-36e_uodb.py'
 
 model = dict(
     type='GEMDINO',
-    routing='moe',
+    router=dict(type='Top1Router'),
     num_experts=8,
     num_datasets=11,
     moe_layers=(0, 2, 4),

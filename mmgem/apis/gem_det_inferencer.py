@@ -166,7 +166,8 @@ class GEMDetInferencer(DetInferencer):
         """
         selected = self.dataset if dataset is _DEFAULT else self.resolve_dataset(dataset)
         model = self.model
-        if selected is None and getattr(model, 'routing', None) == 'gem' and getattr(
+        plan_at_test = getattr(getattr(model, 'router_cls', None), 'needs_plan_at_test', False)
+        if selected is None and plan_at_test and getattr(
                 model, 'domain_classifier', None) is None:
             raise ValueError(
                 'GEMDetInferencer: the dataset of the images is unknown and the model has no '

@@ -3,3 +3,4 @@
 from .dense_heads import *  # noqa: F401,F403
 from .detectors import *  # noqa: F401,F403
 from .layers import *  # noqa: F401,F403
+from .routers import *  # noqa: F401,F403

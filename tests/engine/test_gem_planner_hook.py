@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 import mmgem.engine.hooks.gem_planner_hook as hook_module
 from mmgem.datasets import expected_images_per_dataset
 from mmgem.engine import GEMPlannerHook
+from mmgem.models.routers import LEGACY_ROUTING
 from mmgem.planner import GEMPlan, PlanError, build_similarity, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,7 +190,8 @@ def test_each_routing_mode_lowers_the_loss(trained, tmp_path, routing):
     # the same batch every iteration: the loss must go down.
     ids = np.asarray(runner.train_dataloader.dataset.sample_dataset_ids)
     firsts = [int(np.flatnonzero(ids == d)[0]) for d in range(ids.max() + 1)]
-    cfg = make_cfg(root, tmp_path, max_iters=8, routing=routing)
+    cfg = make_cfg(root, tmp_path, max_iters=8,
+                   router=dict(type=LEGACY_ROUTING[routing]))
     cfg.train_dataloader.dataset.indices = firsts
     cfg.train_dataloader.batch_size = len(firsts)
     cfg.train_dataloader.sampler = dict(type='DefaultSampler', shuffle=False)

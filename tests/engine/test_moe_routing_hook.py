@@ -62,6 +62,12 @@ def test_routing_heat_maps_reach_the_visualizer(mini_uodb_root, tmp_path):
         line = next(x for x in table.splitlines() if x.startswith(f'| {name} |'))
         assert line == (f'| {name} | {int(row.sum())} | ' +
                         ' | '.join(f'{v:.2f}' for v in share) + ' |')
+    # the specialisation of the plan's routing, per layer, in the table and the hub
+    nmi = _nmi_by_loops(expected.tolist())
+    assert table.count(f'NMI(dataset; expert) = {nmi:.3f}') == 2
+    for layer in (0, 2):
+        logged = runner.message_hub.get_scalar(f'val/moe_nmi_decoder_layer_{layer}').current()
+        assert abs(logged - nmi) < 1e-9
     # one heat map per MoE layer, saved by the LocalVisBackend
     for layer in (0, 2):
         files = glob.glob(osp.join(
@@ -69,3 +75,16 @@ def test_routing_heat_maps_reach_the_visualizer(mini_uodb_root, tmp_path):
         assert len(files) == 1, layer
         assert osp.isfile(osp.join(runner.work_dir, f'moe_routing_val_decoder_layer_{layer}.png'))
     assert runner.model.record_routing is False
+
+
+def _nmi_by_loops(counts):
+    """Independent NMI (arithmetic normalisation): plain sums, natural logs."""
+    import math
+    total = sum(sum(r) for r in counts)
+    rows = [sum(r) / total for r in counts]
+    cols = [sum(r[e] for r in counts) / total for e in range(len(counts[0]))]
+    mi = sum(c / total * math.log(c / total / (rows[d] * cols[e]))
+             for d, r in enumerate(counts) for e, c in enumerate(r) if c)
+    hd = -sum(p * math.log(p) for p in rows if p)
+    he = -sum(p * math.log(p) for p in cols if p)
+    return 2 * mi / (hd + he)

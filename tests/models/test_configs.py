@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.hub import get_config
 
 import mmgem  # noqa: F401
+from mmgem.models.routers import router_class, router_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / 'configs' / 'gem').rglob('*.py'))
@@ -60,7 +61,8 @@ def test_config_builds_and_matches_its_label_space(path):
         assert list(cfg.model.label_offsets) == offsets
         assert cfg.model.num_datasets == len(counts)
         hooks = [h.type for h in cfg.get('custom_hooks', [])]
-        if cfg.model.moe_layers and cfg.model.routing in ('gem', 'damex'):
+        router = router_class(router_config(cfg.model.get('router'), cfg.model.get('routing')))
+        if cfg.model.moe_layers and router.needs_plan:
             assert 'GEMPlannerHook' in hooks
         for hook in cfg.get('custom_hooks', []):
             prior = hook.get('similarity', {}).get('prior')
@@ -72,7 +74,7 @@ def test_config_builds_and_matches_its_label_space(path):
         assert len(model.moe_ffns()) == len(cfg.model.moe_layers)
         assert model.label_offsets.tolist() == offsets
         if cfg.model.moe_layers:
-            assert {f.routing for f in model.moe_ffns()} == {cfg.model.routing}
+            assert {type(f.router) for f in model.moe_ffns()} == {router}
 
 
 def test_r50_uodb_configs_inherit_mmdets_dino():

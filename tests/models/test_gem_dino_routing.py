@@ -165,7 +165,7 @@ def test_moe_balance_loss_on_foreground_tokens_mean_over_layers():
     for ffn in model.moe_ffns():
         ffn.register_forward_hook(
             lambda mod, args, out: captured.append(
-                {k: v.detach().clone() for k, v in mod._router_state.items()}))
+                {k: v.detach().clone() for k, v in mod.router._state.items()}))
     losses = model.loss(inputs, samples)
     # the dataset-aware head's matched queries of the last decoder layer:
     # one per ground-truth box
@@ -211,8 +211,8 @@ def test_damex_logs_router_accuracy():
     for ffn in model.moe_ffns():
         ffn.register_forward_hook(
             lambda mod, args, out: captured.append(
-                (mod._router_state['experts'].clone(),
-                 mod._router_state['target_experts'].clone())))
+                (mod.router._state['experts'].clone(),
+                 mod.router._state['target_experts'].clone())))
     losses = model.loss(inputs, samples)
     hits = sum(int((e == t).sum()) for e, t in captured)
     total = sum(e.numel() for e, _ in captured)

@@ -1,24 +1,29 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""Benchmark the MoE FFN layer at DINO decoder shapes, forward + backward.
+"""Benchmark every MoE router at DINO decoder shapes, forward + backward.
 
 Compares, side by side in one process and on the same inputs:
 
 * ``dense``: mmcv's ``FFN`` (what DINO's decoder layers use);
-* ``gem``: :class:`mmgem.models.MoEFFN` with ``routing='gem'`` (images
-  grouped by their planned expert, each active expert run once);
-* ``token``: the same layer with a learned top-1 token router and capacity
-  factor 1.25 (``routing='moe'``; ``'damex'`` shares the dispatch).
+* every router of ``--routers`` (default: all of mmgem's), each inside
+  :class:`mmgem.models.MoEFFN` with experts upcycled from the same dense
+  FFNs: ``gem`` (images grouped by their planned expert, each active expert
+  run once), ``damex`` / ``moe`` (learned top-1 token routers, capacity
+  factor 1.25), ``sinkhorn`` (balanced top-1), ``soft_moe`` (slots,
+  ``--queries / --experts`` per expert), ``remoe`` (ReLU gates),
+  ``moe_plus_plus`` (FFN + zero-computation experts, top-2).
 
 Each measurement is forward + backward through ``--layers`` stacked layers
 (3 MoE layers' worth, as GEM-DINO's decoder layers 0, 2, 4) on
-``(batch, queries + dn_queries, embed_dims)`` tokens. The images of a batch
-come from distinct datasets of an 11-dataset plan over 8 experts (image i
-from dataset i), the worst case for ``gem``: as many experts active as the
-batch allows. The token router starts balanced (zero gate weights plus the
-gate noise: the state its load loss drives it to), so it drops few tokens
-and does the same work as the others; the table reports its drop rate. The median of
-``--repeats`` runs after ``--warmup`` runs is reported; methods are
-interleaved so that drifts of the machine hit them alike.
+``(batch, queries + dn_queries, embed_dims)`` tokens (``--dn-groups``
+denoising groups lead every image, which Soft MoE keeps apart). The images
+of a batch come from distinct datasets of an 11-dataset plan over 8
+experts (image i from dataset i), the worst case for ``gem``: as many
+experts active as the batch allows. The top-1 token routers start balanced
+(zero gate weights plus the gate noise: the state their load loss drives
+them to); the table reports their drop rate. The median of ``--repeats``
+runs after ``--warmup`` runs is reported; methods are interleaved so that
+drifts of the machine hit them alike. On CUDA the peak memory of one step
+above the memory held before it is reported per method.
 
 Usage::
 
@@ -27,9 +32,10 @@ Usage::
 
 The markdown table is printed and written atomically to ``--out``
 (``tools/benchmark/results/moe_layer[_<device>].md`` by default).
-Targets: gem / dense <= 1.10 and token / gem >= 1.3.
+Targets: gem / dense <= 1.10 and moe / gem >= 1.3.
 """
 import argparse
+import dataclasses
 import os.path as osp
 import statistics
 from typing import Callable, Dict, List
@@ -42,6 +48,7 @@ if not __package__:  # run by path: make the `tools` package importable
     from mmgem.utils.tool_scripts import import_tools_beside
     import_tools_beside(__file__)
 from mmgem.models.layers import MoEFFN  # noqa: E402
+from mmgem.models.routers import router_class  # noqa: E402
 from mmgem.planner.hashing import image_bucket  # noqa: E402
 from mmgem.utils import atomic_write  # noqa: E402
 from tools.benchmark.routing import routing_from_plan  # noqa: E402
@@ -57,6 +64,18 @@ PLAN = [[1000, 1000, 0, 0, 0, 0, 0, 0], [0, 0, 500, 0, 0, 0, 0, 0],
         [0, 0, 0, 0, 0, 100, 0, 0]]
 
 
+#: The routers timed by default: name -> router config.
+ROUTERS = dict(
+    gem=dict(type='GEMRouter'),
+    damex=dict(type='DAMEXRouter'),
+    moe=dict(type='Top1Router'),
+    sinkhorn=dict(type='SinkhornRouter'),
+    soft_moe=dict(type='SoftMoERouter'),
+    remoe=dict(type='ReMoERouter', num_active=1),
+    moe_plus_plus=dict(type='MoEPlusPlusRouter'),
+)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     add_timing_args(parser, warmup=3, repeats=15)
@@ -68,7 +87,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--experts', type=int, default=8)
     parser.add_argument('--layers', type=int, default=3)
     parser.add_argument('--capacity-factor', type=float, default=1.25)
+    parser.add_argument('--dn-groups', type=int, default=10)
+    parser.add_argument('--routers', nargs='+', default=list(ROUTERS),
+                        help=f'routers to time, of {list(ROUTERS)}')
     return parser.parse_args()
+
+
+def router_cfg(name: str, args) -> dict:
+    """The router config of ``name``, sized for the benchmark's shapes."""
+    cfg = dict(ROUTERS[name])
+    if cfg['type'] == 'SoftMoERouter':
+        cfg['num_slots'] = max(1, round(args.queries / args.experts))
+    return cfg
 
 
 def build_stacks(args, device) -> Dict[str, nn.ModuleList]:
@@ -78,21 +108,34 @@ def build_stacks(args, device) -> Dict[str, nn.ModuleList]:
         for _ in range(args.layers)
     ])
     stacks = dict(dense=dense)
-    for name, routing in (('gem', 'gem'), ('token', 'moe')):
+    for name in args.routers:
         layers = nn.ModuleList()
         for ffn in dense:
             layer = MoEFFN(
                 args.embed_dims,
                 args.hidden,
                 num_experts=args.experts,
-                routing=routing,
+                router=router_cfg(name, args),
                 capacity_factor=args.capacity_factor)
             layer.upcycle_from_ffn(ffn)
-            if layer.router is not None:
-                nn.init.zeros_(layer.router.gate.weight)
+            gate = getattr(layer.router, 'gate', None)
+            if router_class(ROUTERS[name]).aux_loss_uses_token_mask or name == 'damex':
+                nn.init.zeros_(gate.weight)  # balanced start of the top-1 routers
             layers.append(layer)
         stacks[name] = layers
     return {k: v.to(device).train() for k, v in stacks.items()}
+
+
+def peak_memory(step: Callable[[], None], device) -> float:
+    """MiB one step allocates above what is held before it (CUDA only)."""
+    if device.type != 'cuda':
+        return float('nan')
+    synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def make_step(stack: nn.ModuleList, x: torch.Tensor,
@@ -102,8 +145,11 @@ def make_step(stack: nn.ModuleList, x: torch.Tensor,
         for p in stack.parameters():
             p.grad = None
         y = x
+        # a fresh BatchRouting per forward, as the detector makes: values that
+        # layers share within one forward (MoE++'s gating residual) start empty
+        kwargs = {k: dataclasses.replace(v, shared={}) for k, v in routing.items()}
         for layer in stack:
-            y = layer(y, **routing) if isinstance(layer, MoEFFN) else layer(y)
+            y = layer(y, **kwargs) if isinstance(layer, MoEFFN) else layer(y)
         y.float().pow(2).mean().backward()
 
     return step
@@ -129,12 +175,16 @@ def time_steps(steps: Dict[str, Callable[[], None]], device, warmup: int,
 
 def main() -> None:
     args = parse_args()
+    unknown = sorted(set(args.routers) - set(ROUTERS))
+    if unknown:
+        raise SystemExit(f'unknown routers {unknown}; known: {list(ROUTERS)}')
     clock = setup_timing(args)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
     stacks = build_stacks(args, device)
     gen = torch.Generator().manual_seed(args.seed)
     tokens = args.queries + args.dn_queries
+    methods = ['dense'] + list(args.routers)
     rows = []
     for batch in args.batch_sizes:
         x = torch.randn(batch, tokens, args.embed_dims, generator=gen)
@@ -144,39 +194,44 @@ def main() -> None:
             [image_bucket(f'dataset{int(d)}', i)
              for i, d in enumerate(dataset_ids)])
         # the detector looks the plan up once per forward, on the host
-        routing = dict(routing=routing_from_plan(
-            torch.tensor(PLAN)[:, :args.experts], dataset_ids, buckets))
+        routing = routing_from_plan(
+            torch.tensor(PLAN)[:, :args.experts], dataset_ids, buckets)
+        groups = args.dn_groups if args.dn_queries % max(args.dn_groups, 1) == 0 else 1
+        routing.num_denoising_queries = args.dn_queries
+        routing.num_denoising_groups = groups if args.dn_queries else 0
         steps = {
-            'dense': make_step(stacks['dense'], x, {}),
-            'gem': make_step(stacks['gem'], x, routing),
-            'token': make_step(stacks['token'], x, {}),
+            name: make_step(stacks[name], x, {} if name == 'dense' else dict(routing=routing))
+            for name in methods
         }
         ms = time_steps(steps, device, args.warmup, args.repeats, clock)
-        active = int(
-            (stacks['gem'][0].routing_stats['expert_tokens'] > 0).sum())
-        stats = [layer.routing_stats for layer in stacks['token']]
-        dropped = sum(int(s['dropped_tokens']) for s in stats)
-        drop = dropped / (len(stats) * batch * tokens)
-        rows.append((batch, active, drop, ms))
+        mem = {name: peak_memory(step, device) for name, step in steps.items()}
+        drop = {}
+        for name in args.routers:
+            stats = [layer.routing_stats for layer in stacks[name]]
+            dropped = sum(int(s['dropped_tokens']) for s in stats)
+            drop[name] = dropped / (len(stats) * batch * tokens)
+        rows.append((batch, ms, mem, drop))
 
     lines = [
         f'MoE FFN forward + backward, {args.layers} layers of '
         f'{args.embed_dims}->{args.hidden}->{args.embed_dims}, '
-        f'{args.experts} experts, {args.queries}+{args.dn_queries} queries, '
-        f'capacity factor {args.capacity_factor} (token router); '
-        f'median of {args.repeats} after {args.warmup} warm-up runs '
-        f'({args.clock} time) on {device_name(device)}, torch '
+        f'{args.experts} experts, {args.queries}+{args.dn_queries} queries '
+        f'({args.dn_groups} denoising groups), capacity factor '
+        f'{args.capacity_factor} (top-1 routers); median of {args.repeats} after '
+        f'{args.warmup} warm-up runs ({args.clock} time) on {device_name(device)}, torch '
         f'{torch.__version__}.', '',
-        '| batch | active experts (gem) | dense ms | gem ms | token ms '
-        '| token drop % | gem / dense | token / gem |',
-        '|---|---|---|---|---|---|---|---|'
+        '| batch | method | ms | / dense | / gem | dropped % | peak MiB |',
+        '|---|---|---|---|---|---|---|'
     ]
-    for batch, active, drop, ms in rows:
-        lines.append(
-            f"| {batch} | {active} | {ms['dense']:.1f} | {ms['gem']:.1f} | "
-            f"{ms['token']:.1f} | {100 * drop:.1f} | "
-            f"{ms['gem'] / ms['dense']:.3f} | {ms['token'] / ms['gem']:.3f} |")
-    lines += ['', 'Targets: gem / dense <= 1.10, token / gem >= 1.3.']
+    for batch, ms, mem, drop in rows:
+        for name in methods:
+            vs_gem = f"{ms[name] / ms['gem']:.3f}" if 'gem' in ms else '-'
+            dropped = f'{100 * drop[name]:.1f}' if name in drop else '-'
+            peak = '-' if mem[name] != mem[name] else f'{mem[name]:.0f}'
+            lines.append(f"| {batch} | {name} | {ms[name]:.1f} | "
+                         f"{ms[name] / ms['dense']:.3f} | {vs_gem} | {dropped} | {peak} |")
+    lines += ['', 'Targets: gem / dense <= 1.10, moe / gem >= 1.3. '
+              'Peak memory is measured on CUDA only.']
     text = '\n'.join(lines) + '\n'
     print(text)
     out = args.out or osp.join(

@@ -4,4 +4,4 @@
 # The map is GEM's plan (labels + features similarity).
 _base_ = './gem-dino-4scale-8experts_r50_8xb2-36e_uodb4.py'
 
-model = dict(routing='damex')
+model = dict(router=dict(type='DAMEXRouter'))

@@ -12,6 +12,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmgem.datasets.samplers.expected_images import find_uodb_dataset
+from mmgem.models.utils.routing_stats import expert_dataset_nmi
 from mmgem.utils.fileio import atomic_write
 from mmgem.visualization import RoutingTally, draw_share_heatmap, moe_layer_names
 
@@ -90,14 +91,21 @@ class MoERoutingVisualizationHook(Hook):
         self.tally.counts = counts.numpy()
         names = self._names(runner, mode)
         layers = moe_layer_names(model)
-        tables = [self.tally.table(i, names, layer) for i, layer in enumerate(layers)]
+        nmis = [expert_dataset_nmi(self.tally.counts[i]) for i in range(len(layers))]
+        tables = [
+            self.tally.table(i, names, layer) + f'\n\nNMI(dataset; expert) = {nmis[i]:.3f}'
+            for i, layer in enumerate(layers)
+        ]
+        for layer, nmi in zip(layers, nmis):
+            runner.message_hub.update_scalar(f'{mode}/moe_nmi_{layer.replace(" ", "_")}', nmi)
         runner.logger.info(f'MoE routing ({mode}):\n' + '\n\n'.join(tables))
         step = runner.iter if mode == 'val' else 0
         shares = self.tally.shares()
         for i, layer in enumerate(layers):
             image = draw_share_heatmap(
                 shares[i], names, [f'e{e}' for e in range(shares.shape[2])],
-                f'{model.routing} routing, {layer}: foreground tokens per expert')
+                f'{model.routing} routing, {layer}: foreground tokens per expert '
+                f'(NMI {nmis[i]:.2f})')
             name = f'moe_routing_{layer.replace(" ", "_")}'
             runner.visualizer.add_image(name, image, step=step)
             if is_main_process():

@@ -1,7 +1,5 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """GEM-DINO: DINO with plan-routed mixture-of-experts decoder FFNs."""
-import re
-from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -11,8 +9,6 @@ from mmdet.models.layers import DeformableDetrTransformerEncoder, SinePositional
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
 from mmdet.utils import OptConfigType
-from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
 from torch import Tensor, nn
 
 from mmgem.planner import GEMPlan
@@ -23,14 +19,17 @@ from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
 from ..layers.batch_routing import BatchRouting
 from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
-from ..layers.moe_ffn import ROUTING_MODES, MoEFFN
+from ..layers.moe_ffn import MoEFFN
 from ..layers.plan_routing import (
     NO_PLAN_MESSAGE,
     plan_is_installed,
     quantile_thresholds,
     route_images,
 )
+from ..routers.builder import router_class, router_config
+from ..utils import upcycling
 from ..utils.label_space import label_range_mask, label_ranges_of
+from ..utils.routing_stats import routing_scalars, specialisation_scalars
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
 PLAN_HASH_BYTES = 64
@@ -38,7 +37,6 @@ PLAN_HASH_BYTES = 64
 PLAN_NAME_BYTES = 64
 AUX_LOSS_REDUCTIONS = ('mean', 'sum')
 BALANCE_TOKENS = ('foreground', 'all')
-_FFN_KEY = re.compile(r'^decoder\.layers\.(\d+)\.ffn\.(layers\..+)$')
 
 
 @MODELS.register_module()
@@ -46,15 +44,21 @@ class GEMDINO(DINO):
     """DINO whose chosen decoder FFNs are mixture-of-experts FFNs.
 
     The FFNs of decoder layers ``moe_layers`` become :class:`MoEFFN` with
-    ``num_experts`` experts of the dense FFN's shape. ``routing`` selects
-    the method (all share this code):
+    ``num_experts`` experts of the dense FFN's shape. ``router`` selects
+    the method (a :class:`~mmgem.models.routers.BaseRouter` config; all
+    share this code), e.g.:
 
-    - ``'gem'``: every image goes to the expert the GEM plan maps it to
-      (dataset id + stable image hash); no router, no auxiliary loss.
-    - ``'damex'``: learned top-1 token router trained with the
-      cross-entropy to the plan's expert (``loss_damex_ce``).
-    - ``'moe'``: learned noisy top-1 router with the importance + load loss
-      (``loss_moe_aux``).
+    - ``dict(type='GEMRouter')``: every image goes to the expert the GEM
+      plan maps it to (dataset id + stable image hash); no router
+      parameters, no auxiliary loss.
+    - ``dict(type='DAMEXRouter')``: learned top-1 token router trained with
+      the cross-entropy to the plan's expert (``loss_damex_ce``).
+    - ``dict(type='Top1Router')``: learned noisy top-1 router with the
+      importance + load loss (``loss_moe_aux``).
+
+    The detector asks the router's class what it needs (the plan, in
+    training and at test time), which auxiliary loss it has and whether
+    that loss takes the foreground token mask; it tests no method name.
 
     The plan lives in buffers of fixed shape of the detector
     (``plan_quota`` and ``plan_thresholds``, ``num_datasets x num_experts``
@@ -68,11 +72,11 @@ class GEMDINO(DINO):
     (the table is read from the device only when it changes) and hands the
     resulting :class:`~mmgem.models.layers.BatchRouting` to every MoE layer.
 
-    Auxiliary router losses (``'moe'``, ``'damex'``) are taken after the
-    head's loss, as DAMEX's code does: the balancing loss of ``'moe'`` over
+    Auxiliary router losses (``Top1Router``, ``DAMEXRouter``) are taken after the
+    head's loss, as DAMEX's code does: the balancing loss of ``Top1Router`` over
     the foreground tokens (matching queries that the last decoder layer's
     Hungarian assignment matched to a box; denoising queries excluded), the
-    cross-entropy of ``'damex'`` over all tokens; both are averaged over the
+    cross-entropy of ``DAMEXRouter`` over all tokens; both are averaged over the
     MoE layers (``aux_loss_reduction``) and weighted by ``aux_loss_weight``.
     Logged with the losses: ``moe_load_e<k>`` (share of the kept tokens that
     expert ``k`` processed, mean over the MoE layers), ``moe_drop_rate`` and,
@@ -106,8 +110,12 @@ class GEMDINO(DINO):
             Defaults to 1.
         moe_layers (Sequence[int]): Decoder layers with an MoE FFN.
             Defaults to ``(0, 2, 4)``.
-        routing (str): ``'gem'``, ``'damex'`` or ``'moe'``. Defaults to
-            ``'gem'``.
+        router (dict, optional): Router config of every MoE layer (see
+            :class:`~mmgem.models.routers.BaseRouter`); None with
+            ``routing=None`` gives ``dict(type='GEMRouter')``. Defaults to
+            None.
+        routing (str, optional): Legacy name of the router (``'gem'``,
+            ``'damex'``, ``'moe'``); give it or ``router``. Defaults to None.
         aux_loss_weight (float): Weight of the routers' auxiliary losses.
             Defaults to 0.1.
         aux_loss_reduction (str): How the per-layer auxiliary losses are
@@ -179,7 +187,8 @@ class GEMDINO(DINO):
                  num_experts: int = 8,
                  num_datasets: int = 1,
                  moe_layers: Sequence[int] = (0, 2, 4),
-                 routing: str = 'gem',
+                 router: OptConfigType = None,
+                 routing: Optional[str] = None,
                  aux_loss_weight: float = 0.1,
                  aux_loss_reduction: str = 'mean',
                  balance_tokens: str = 'foreground',
@@ -196,19 +205,21 @@ class GEMDINO(DINO):
                  label_offsets: Optional[Sequence[int]] = None,
                  plan_file: Optional[str] = None,
                  **kwargs) -> None:
-        check_choice('routing', routing, ROUTING_MODES)
+        router_cfg = router_config(router, routing)
+        #: The routers' class: what they need from a batch, their loss.
+        self.router_cls = router_class(router_cfg)
         check_choice('aux_loss_reduction', aux_loss_reduction, AUX_LOSS_REDUCTIONS)
         check_choice('balance_tokens', balance_tokens, BALANCE_TOKENS)
         self.num_experts = num_experts
         self.num_datasets = num_datasets
         self.moe_layers = tuple(int(i) for i in moe_layers)
-        self.routing = routing
+        self.routing = self.router_cls.name
         self.aux_loss_weight = aux_loss_weight
         self.aux_loss_reduction = aux_loss_reduction
         self.balance_tokens = balance_tokens
         self._moe_cfg = dict(
             num_experts=num_experts,
-            routing=routing,
+            router=router_cfg,
             capacity_factor=capacity_factor,
             eval_capacity_factor=eval_capacity_factor)
         if gate_noise is not None:
@@ -227,10 +238,10 @@ class GEMDINO(DINO):
             self.domain_classifier = MODELS.build(cfg)
         else:
             self.domain_classifier = None
-        if (not test_dataset_known and routing == 'gem'
+        if (not test_dataset_known and self.router_cls.needs_plan_at_test
                 and self.domain_classifier is None):
             raise ValueError(
-                'test_dataset_known=False with routing="gem" needs a '
+                f'test_dataset_known=False with {self.router_cls.__name__} needs a '
                 'domain_classifier to predict the dataset that routes each '
                 'test image')
         if (not test_dataset_known and restrict_test_labels
@@ -493,80 +504,18 @@ class GEMDINO(DINO):
     # ------------------------------------------------------------------
     def upcycle_state_dict(self, dense_state_dict: Dict[str, Tensor]
                            ) -> Dict[str, Tensor]:
-        """Convert a dense DINO state dict to this model's keys.
-
-        The FFN weights of every MoE layer are copied into each expert;
-        GEM-only entries (plan buffers, routers, domain classifier) missing
-        from the dense state dict keep this model's current values.
-
-        Args:
-            dense_state_dict (dict[str, Tensor]): State dict of mmdet's DINO
-                (or of a GEM-DINO: MoE keys pass through unchanged).
-
-        Returns:
-            dict[str, Tensor]: A state dict for this model.
-        """
-        converted: Dict[str, Tensor] = {}
-        dense_ffns: Dict[int, Dict[str, Tensor]] = defaultdict(dict)
-        for key, value in dense_state_dict.items():
-            match = _FFN_KEY.match(key)
-            if match and int(match.group(1)) in self.moe_layers:
-                dense_ffns[int(match.group(1))][match.group(2)] = value
-            else:
-                converted[key] = value
-        for layer_id, ffn_state in dense_ffns.items():
-            moe = self.decoder.layers[layer_id].ffn
-            prefix = f'decoder.layers.{layer_id}.ffn.'
-            with torch.no_grad():
-                scratch = MoEFFN(
-                    moe.embed_dims,
-                    moe.feedforward_channels,
-                    num_experts=moe.num_experts)
-                scratch.upcycle_from_ffn(ffn_state)
-            for name in ('w1', 'b1', 'w2', 'b2'):
-                converted[prefix + name] = getattr(scratch, name).data
-        own = self.state_dict()
-        gem_only = ('plan_quota', 'plan_thresholds', 'plan_dataset_names', 'router.',
-                    'label_offsets', 'plan_hash', 'domain_classifier.')
-        for key, value in own.items():
-            if key not in converted and any(
-                    part in key for part in gem_only):
-                converted[key] = value
-        return converted
+        """:func:`~mmgem.models.utils.upcycling.upcycle_state_dict` of this model."""
+        return upcycling.upcycle_state_dict(self, dense_state_dict)
 
     def load_dense_state_dict(self,
                               dense_state_dict: Dict[str, Tensor],
                               strict: bool = False) -> None:
-        """Load a dense DINO state dict, upcycling the MoE layers' FFNs.
-
-        Args:
-            dense_state_dict (dict[str, Tensor]): State dict of mmdet's DINO.
-            strict (bool): Raise on missing/unexpected/mismatched keys
-                instead of logging them. Defaults to False.
-        """
-        load_state_dict(
-            self,
-            self.upcycle_state_dict(dense_state_dict),
-            strict=strict,
-            logger=MMLogger.get_current_instance())
+        """:func:`~mmgem.models.utils.upcycling.load_dense_state_dict` into this model."""
+        upcycling.load_dense_state_dict(self, dense_state_dict, strict)
 
     def upcycle_from_checkpoint(self, filename: str) -> None:
-        """Load a dense DINO checkpoint file with :meth:`load_dense_state_dict`.
-
-        Args:
-            filename (str): Checkpoint path or URL (``state_dict`` inside or
-                a bare state dict).
-        """
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
-        state_dict = checkpoint.get('state_dict', checkpoint)
-        state_dict = {
-            (k[len('module.'):] if k.startswith('module.') else k): v
-            for k, v in state_dict.items()
-        }
-        MMLogger.get_current_instance().info(
-            f'GEMDINO: upcycling {len(self.moe_ffns())} MoE layer(s) from '
-            f'dense checkpoint {filename}')
-        self.load_dense_state_dict(state_dict, strict=False)
+        """:func:`~mmgem.models.utils.upcycling.upcycle_from_checkpoint` into this model."""
+        upcycling.upcycle_from_checkpoint(self, filename)
 
     # ------------------------------------------------------------------
     # routing
@@ -606,13 +555,19 @@ class GEMDINO(DINO):
             dataset_ids = domain_logits.argmax(dim=1).cpu()
         else:
             dataset_ids = None
-        needs_plan_route = self.routing == 'gem' or (self.routing == 'damex'
-                                                     and self.training)
+        needs_plan_route = (self.router_cls.needs_plan if self.training else
+                            self.router_cls.needs_plan_at_test)
+        if (self.router_cls.needs_dataset_ids and self.moe_ffns()
+                and dataset_ids is None):
+            raise ValueError(
+                f'GEMDINO with {self.router_cls.__name__} needs the dataset of '
+                'every image: batch data samples with dataset_id, or a domain '
+                'classifier when the test dataset is unknown')
         image_experts = None
         if needs_plan_route and self.moe_ffns():
             if batch_data_samples is None or dataset_ids is None:
                 raise ValueError(
-                    f'GEMDINO(routing={self.routing!r}) needs the batch data '
+                    f'GEMDINO with {self.router_cls.__name__} needs the batch data '
                     'samples (dataset_id, dataset_name, img_id) to route')
             quota, names, thresholds = self.host_plan()
             if not plan_is_installed(quota):
@@ -671,6 +626,10 @@ class GEMDINO(DINO):
             batch_data_samples=batch_data_samples,
             domain_logits=routing['domain_logits'])
         decoder_inputs_dict.update(tmp_dec_in)
+        dn_meta = head_inputs_dict.get('dn_meta')
+        if dn_meta:  # routers that mix tokens keep the denoising groups apart
+            routing['batch'].num_denoising_queries = int(dn_meta['num_denoising_queries'])
+            routing['batch'].num_denoising_groups = int(dn_meta['num_denoising_groups'])
         decoder_outputs_dict = self.forward_decoder(
             **decoder_inputs_dict, routing=routing['batch'])
         head_inputs_dict.update(decoder_outputs_dict)
@@ -692,7 +651,8 @@ class GEMDINO(DINO):
         matched = getattr(self.bbox_head, 'last_matched_query_mask', None)
         if matched is None:
             raise RuntimeError(
-                'GEMDINO(routing="moe", balance_tokens="foreground") needs '
+                'GEMDINO(balance_tokens="foreground") with a token-masked '
+                'auxiliary loss needs '
                 'the matched queries of the last decoder layer, which the '
                 f'head {type(self.bbox_head).__name__} does not expose '
                 '(last_matched_query_mask): use the dataset-aware head of '
@@ -707,7 +667,8 @@ class GEMDINO(DINO):
                          dim=1)
 
     def moe_losses(self, dn_meta: Optional[dict] = None,
-                   num_images: int = 0) -> Dict[str, Tensor]:
+                   num_images: int = 0,
+                   dataset_ids: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Auxiliary losses and routing scalars of the last forward.
 
         Call it after the head's loss (the ``'moe'`` balancing loss needs
@@ -717,6 +678,10 @@ class GEMDINO(DINO):
             dn_meta (dict, optional): The forward's denoising meta (how many
                 denoising queries lead every image's tokens).
             num_images (int): Batch size.
+            dataset_ids (Tensor, optional): ``(B,)`` dataset of every image;
+                given, ``moe_nmi_d<layer>`` (normalised mutual information of
+                dataset and expert over the foreground tokens, or all tokens
+                when the head exposes no matching) is logged per MoE layer.
 
         Returns:
             dict[str, Tensor]: In training with a learned router,
@@ -729,30 +694,30 @@ class GEMDINO(DINO):
         if not ffns:
             return {}
         losses: Dict[str, Tensor] = {}
-        if self.training and self.routing != 'gem':
+        router = self.router_cls
+        if self.training and router.aux_loss_name is not None:
             mask = None
-            if self.routing == 'moe' and self.balance_tokens == 'foreground':
+            if (router.aux_loss_uses_token_mask
+                    and self.balance_tokens == 'foreground'):
                 mask = self._foreground_token_mask(dn_meta, num_images)
-            per_layer = [ffn.aux_loss(mask) for ffn in ffns]
-            total = torch.stack(per_layer).sum()
-            if self.aux_loss_reduction == 'mean':
-                total = total / len(per_layer)
-            key = 'loss_moe_aux' if self.routing == 'moe' else 'loss_damex_ce'
-            losses[key] = self.aux_loss_weight * total
+            # a router may have no loss in some configurations (None)
+            per_layer = [loss for loss in (ffn.aux_loss(mask) for ffn in ffns)
+                         if loss is not None]
+            if per_layer:
+                total = torch.stack(per_layer).sum()
+                if self.aux_loss_reduction == 'mean':
+                    total = total / len(per_layer)
+                losses[router.aux_loss_name] = self.aux_loss_weight * total
         stats = [ffn.routing_stats for ffn in ffns]
-        kept = torch.stack([s['expert_tokens'] for s in stats]).float()
-        share = (kept / kept.sum(dim=1, keepdim=True).clamp(min=1)).mean(0)
-        for e, value in enumerate(share):
-            losses[f'moe_load_e{e}'] = value
-        dropped = sum(s['dropped_tokens'] for s in stats)
-        losses['moe_drop_rate'] = dropped.float() / (kept.sum() +
-                                                     dropped).clamp(min=1)
-        if self.training and self.routing == 'damex':
-            hits = sum(s['router_hits'] for s in stats)
-            total_tokens = sum(
-                s['expert_tokens'].sum() + s['dropped_tokens'] for s in stats)
-            losses['moe_router_acc'] = 100 * hits.float() / total_tokens.clamp(
-                min=1)
+        losses.update(routing_scalars(stats))
+        losses.update(router.log_scalars(stats, self.training))
+        if dataset_ids is not None:
+            fg = None
+            if getattr(self.bbox_head, 'last_matched_query_mask', None) is not None:
+                fg = self._foreground_token_mask(dn_meta, num_images)
+            losses.update(specialisation_scalars(
+                stats, dataset_ids, self.num_datasets, self.num_experts,
+                [f'd{i}' for i in self.moe_layers], fg))
         return losses
 
     def loss(self, batch_inputs: Tensor,
@@ -791,7 +756,8 @@ class GEMDINO(DINO):
             **head_inputs_dict, batch_data_samples=batch_data_samples)
         losses.update(
             self.moe_losses(head_inputs_dict.get('dn_meta'),
-                            len(batch_data_samples)))
+                            len(batch_data_samples),
+                            routing['batch'].dataset_ids))
         logits = routing['domain_logits']
         if logits is not None:
             target = routing['known_dataset_ids'].to(logits.device)

@@ -28,11 +28,18 @@ class BatchRouting:
         dataset_ids (Tensor, optional): ``(B,)`` int64 dataset each image was
             routed as (the true one, or the domain classifier's prediction
             when the dataset is unknown), on the CPU.
+        num_denoising_queries (int): DINO's denoising queries, which lead
+            every image's decoder tokens (0: none, e.g. at test time).
+        num_denoising_groups (int): Their groups (contiguous, of equal
+            size). Routers that mix the tokens of an image (Soft MoE) keep
+            every group and the matching queries apart.
         shared (dict): Values computed by one MoE layer and reused by the
             others during the same forward.
     """
     image_experts: Optional[Tensor] = None
     dataset_ids: Optional[Tensor] = None
+    num_denoising_queries: int = 0
+    num_denoising_groups: int = 0
     shared: Dict[str, Any] = field(default_factory=dict)
 
     def num_images(self) -> Optional[int]:

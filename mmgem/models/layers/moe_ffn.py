@@ -14,14 +14,12 @@ from torch import Tensor, nn
 
 from mmgem.utils.choices import check_choice
 
+from ..routers.builder import LEGACY_ROUTING, build_router, router_config
 from .batch_routing import BatchRouting
 from .dispatch import CAPACITY_PRIORITIES, ExpertFn, expert_capacity, image_dispatch, token_dispatch
-from .moe_losses import importance_load_loss, router_ce_loss, tutel_load_importance_loss
-from .token_router import TopOneRouter
 
-ROUTING_MODES = ('gem', 'damex', 'moe')
-#: Balancing losses of ``routing='moe'``.
-BALANCE_LOSSES = ('tutel', 'vmoe')
+#: The legacy ``routing=`` names (each maps to a router type).
+ROUTING_MODES = tuple(LEGACY_ROUTING)
 
 
 @MODELS.register_module()
@@ -41,47 +39,39 @@ class MoEFFN(BaseModule):
     (:meth:`upcycle_from_ffn`). The layer holds no plan: the plan lives in
     the detector.
 
-    Routing modes:
+    How tokens reach experts is the job of the layer's router
+    (``router=dict(type=...)``, a :class:`~mmgem.models.routers.BaseRouter`
+    from the ``ROUTERS`` registry, :attr:`router`): ``'GEMRouter'`` (every
+    image to its planned expert), ``'DAMEXRouter'`` and ``'Top1Router'``
+    (Tutel's noisy top-1 token router), and the routers listed in
+    ``mmgem/models/routers/README.md``. The router calls back into the layer
+    for the experts (:meth:`_dispatch_images`, :meth:`_dispatch_tokens`,
+    :meth:`_expert_fn`), so subclasses that place experts elsewhere (expert
+    parallelism) serve every router that dispatches through them.
 
-    - ``'gem'``: every image goes to ``routing.image_experts``, its planned
-      expert. Images are grouped by expert and every active expert runs once
-      on its images' tokens: no router parameters, no auxiliary loss, no
-      padding, no token dropped. The same rule applies at test time.
-    - ``'damex'``: a learned top-1 token router under a capacity limit; in
-      training :meth:`aux_loss` is the cross-entropy of its clean logits to
-      the planned expert of each token's image (DAMEX's loss, over all
-      tokens as DAMEX's code takes it). At test time the router alone
-      decides.
-    - ``'moe'``: a learned top-1 router whose :meth:`aux_loss` is the
-      importance + load balancing loss (``balance_loss``), over the tokens
-      the detector selects (DAMEX: the foreground queries).
+    Token-routed routers that drop tokens use the layer's capacity
+    (:meth:`token_capacity`): each expert keeps at most
+    ``int(capacity_factor * ceil(T / M))`` of the ``T`` tokens of the batch,
+    chosen by descending gate score (``capacity_priority='score'``, Tutel's
+    batch-prioritized routing; ``'position'`` keeps the first ones in
+    image-major order); overflow tokens get no FFN output and pass through
+    the residual.
 
-    Token-routed modes follow Tutel 0.2 as DAMEX runs it: gate noise
-    ``gate_noise / M * N(0, 1)`` on the logits in training (1.0 by default,
-    DAMEX's value for both baselines), top-1 of the noisy softmax, each
-    expert keeps at most ``int(capacity_factor * ceil(T / M))`` of the ``T``
-    tokens of the batch, chosen by descending gate score
-    (``capacity_priority='score'``, Tutel's batch-prioritized routing;
-    ``'position'`` keeps the first ones in image-major order); overflow
-    tokens get no FFN output and pass through the residual. The chosen
-    expert's output is scaled by its gate probability, so the router also
-    learns from the task loss.
-
-    After every forward, :attr:`routing_stats` holds ``expert_tokens``
-    (``(M,)`` tokens each expert processed), ``dropped_tokens`` (scalar),
-    ``image_experts`` (``(B, M)`` tokens of each image that each expert
-    processed) and ``token_experts`` (``(B, N)`` expert of each token, -1
-    for dropped ones); in training the token-routed modes also keep the
-    router outputs that :meth:`aux_loss` needs, and ``'damex'`` counts
-    ``router_hits`` (tokens routed to their planned expert).
+    After every forward, :attr:`routing_stats` holds the router's
+    statistics (``expert_tokens``, ``dropped_tokens``, ``image_experts``,
+    ``token_experts``, see :class:`~mmgem.models.routers.BaseRouter`).
 
     Args:
         embed_dims (int): Token dimension. Defaults to 256.
         feedforward_channels (int): Hidden dimension of each expert.
             Defaults to 1024.
         num_experts (int): Number of experts ``M``. Defaults to 8.
-        routing (str): ``'gem'``, ``'damex'`` or ``'moe'``. Defaults to
-            ``'gem'``.
+        router (dict, optional): Router config, ``embed_dims`` and
+            ``num_experts`` filled in. None with ``routing=None`` gives
+            ``dict(type='GEMRouter')``. Defaults to None.
+        routing (str, optional): Legacy name of the router (``'gem'``,
+            ``'damex'``, ``'moe'``: ``GEMRouter``, ``DAMEXRouter``,
+            ``Top1Router``); give it or ``router``. Defaults to None.
         num_fcs (int): Must be 2 (the only value mmdet's DETRs use).
         act_cfg (dict): Activation config. Defaults to inplace ReLU.
         ffn_drop (float): Dropout after the activation and after the second
@@ -90,20 +80,18 @@ class MoEFFN(BaseModule):
             FFN output before the residual (e.g. DropPath). Defaults to None.
         add_identity (bool): Whether to add the residual. Defaults to True.
         capacity_factor (float): Expert capacity factor of the token-routed
-            modes. Defaults to 1.25.
+            routers. Defaults to 1.25.
         eval_capacity_factor (float, optional): Capacity factor at test
             time; None uses ``capacity_factor``. Defaults to None.
         capacity_priority (str): Which tokens an overfull expert keeps:
             ``'score'`` (highest gate first, Tutel's batch-prioritized
             routing, DAMEX's setting) or ``'position'`` (first in image-major
             order). Defaults to ``'score'``.
-        gate_noise (float): Router noise scale (std ``gate_noise / M``) of
-            the token-routed modes; ``'moe'`` needs it > 0. Defaults to 1.0
-            (DAMEX's value for both DINO-MoE and DAMEX).
-        balance_loss (str): Balancing loss of ``'moe'``: ``'tutel'``
-            (Tutel's ``load_importance_loss``, what DAMEX's code runs) or
-            ``'vmoe'`` (V-MoE's importance + load loss as the DAMEX paper
-            writes it, eq. 4-8). Defaults to ``'tutel'``.
+        gate_noise (float, optional): Passed to a router that takes it
+            (``Top1Router``, ``DAMEXRouter``) unless its config sets it;
+            None keeps the router's default (1.0). Defaults to None.
+        balance_loss (str, optional): Passed likewise (``Top1Router``:
+            ``'tutel'`` or ``'vmoe'``). Defaults to None.
         num_datasets (int, optional): Ignored; accepted so configs written
             for earlier versions (which kept a plan table per layer) build.
         init_cfg (dict, optional): Initialization config. Defaults to None.
@@ -113,7 +101,8 @@ class MoEFFN(BaseModule):
                  embed_dims: int = 256,
                  feedforward_channels: int = 1024,
                  num_experts: int = 8,
-                 routing: str = 'gem',
+                 router: OptConfigType = None,
+                 routing: Optional[str] = None,
                  num_fcs: int = 2,
                  act_cfg: ConfigType = dict(type='ReLU', inplace=True),
                  ffn_drop: float = 0.,
@@ -122,30 +111,24 @@ class MoEFFN(BaseModule):
                  capacity_factor: float = 1.25,
                  eval_capacity_factor: Optional[float] = None,
                  capacity_priority: str = 'score',
-                 gate_noise: float = 1.0,
-                 balance_loss: str = 'tutel',
+                 gate_noise: Optional[float] = None,
+                 balance_loss: Optional[str] = None,
                  num_datasets: Optional[int] = None,
                  init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        check_choice('routing', routing, ROUTING_MODES)
+        router_cfg = router_config(router, routing)
         if num_fcs != 2:
             raise ValueError(f'MoEFFN supports num_fcs=2 only, got {num_fcs}')
         if num_experts < 1:
             raise ValueError(f'num_experts must be >= 1, got {num_experts}')
         check_choice('capacity_priority', capacity_priority, CAPACITY_PRIORITIES)
-        check_choice('balance_loss', balance_loss, BALANCE_LOSSES)
-        if routing == 'moe' and gate_noise <= 0:
-            raise ValueError('routing="moe" needs gate_noise > 0 for its load '
-                             f'loss, got gate_noise={gate_noise}')
         self.embed_dims = embed_dims
         self.feedforward_channels = feedforward_channels
         self.num_experts = num_experts
-        self.routing = routing
         self.num_fcs = num_fcs
         self.capacity_factor = capacity_factor
         self.eval_capacity_factor = eval_capacity_factor
         self.capacity_priority = capacity_priority
-        self.balance_loss = balance_loss
         self.add_identity = add_identity
 
         self.w1 = nn.Parameter(
@@ -158,13 +141,20 @@ class MoEFFN(BaseModule):
         self.drop = nn.Dropout(ffn_drop)
         self.dropout_layer = build_dropout(
             dropout_layer) if dropout_layer else nn.Identity()
-        if routing == 'gem':
-            self.router = None
-        else:
-            self.router = TopOneRouter(embed_dims, num_experts, gate_noise)
-        self.routing_stats: Dict[str, Tensor] = {}
-        self._router_state: Dict[str, Tensor] = {}
+        self.router = build_router(
+            router_cfg, embed_dims, num_experts,
+            gate_noise=gate_noise, balance_loss=balance_loss)
         self.reset_parameters()
+
+    @property
+    def routing(self) -> str:
+        """str: The router's short name (``'gem'``, ``'damex'``, ...)."""
+        return self.router.name
+
+    @property
+    def routing_stats(self) -> Dict[str, Tensor]:
+        """dict[str, Tensor]: The router's statistics of the last forward."""
+        return self.router.routing_stats
 
     def reset_parameters(self) -> None:
         """Initialise every expert like a fresh pair of ``nn.Linear``.
@@ -241,59 +231,24 @@ class MoEFFN(BaseModule):
         """Forward function.
 
         Args:
-            x (Tensor): Tokens ``(B, N, C)``, batch first (any ``(..., C)``
-                shape in ``'moe'`` mode and in ``'damex'`` mode at test
-                time).
+            x (Tensor): Tokens ``(B, N, C)``, batch first (token-level
+                routers may take any ``(..., C)`` shape).
             identity (Tensor, optional): Residual added to the output; None
                 uses ``x``. Defaults to None.
-            routing (BatchRouting, optional): The batch's routing; its
-                ``image_experts`` are needed by ``'gem'`` and by ``'damex'``
-                in training.
+            routing (BatchRouting, optional): The batch's routing; routers
+                whose ``needs_plan`` read its ``image_experts``.
 
         Returns:
             Tensor: ``identity + ffn(x)`` (or ``ffn(x)`` without identity),
             the shape of ``x``.
         """
-        self._router_state = {}
-        if self.routing == 'gem':
-            experts = self._planned_experts(x, routing)
-            out = self._dispatch_images(x, experts)
-            num_images, num_tokens = x.shape[:2]
-            image_experts = F.one_hot(experts, self.num_experts) * num_tokens
-            self.routing_stats = dict(
-                expert_tokens=image_experts.sum(dim=0),
-                dropped_tokens=torch.zeros((), dtype=torch.long),
-                image_experts=image_experts,
-                token_experts=experts[:, None].expand(num_images, num_tokens))
-        else:
-            out = self._token_routed_forward(x, routing)
+        out = self.router(self, x, routing)
         out = self.dropout_layer(out)
         if not self.add_identity:
             return out
         if identity is None:
             identity = x
         return identity + out
-
-    def _planned_experts(self, x: Tensor,
-                         routing: Optional[BatchRouting]) -> Tensor:
-        """The ``(B,)`` planned expert of every image, on the host."""
-        if routing is None or routing.image_experts is None:
-            raise ValueError(
-                f'MoEFFN(routing={self.routing!r}) needs the planned expert '
-                'of every image: pass routing=BatchRouting(image_experts=...) '
-                '(GEMDINO computes it from its plan once per forward)')
-        experts = routing.image_experts
-        if x.dim() != 3 or x.size(0) != experts.numel():
-            raise ValueError(
-                f'MoEFFN(routing={self.routing!r}) expects batch-first tokens '
-                f'(B, N, C) with B={experts.numel()} images, got shape '
-                f'{tuple(x.shape)}')
-        if experts.numel() and (int(experts.min()) < 0
-                                or int(experts.max()) >= self.num_experts):
-            raise ValueError(
-                f'planned experts {experts.tolist()} are outside the layer\'s '
-                f'{self.num_experts} experts')
-        return experts
 
     def _expert_fn(self) -> ExpertFn:
         """``expert_fn(e, tokens)``: expert ``e`` of this layer on tokens."""
@@ -335,90 +290,37 @@ class MoEFFN(BaseModule):
         return token_dispatch(tokens, experts, gates, self.num_experts, capacity,
                               self._expert_fn(), self.capacity_priority)
 
-    def _token_routed_forward(self, x: Tensor,
-                              routing: Optional[BatchRouting]) -> Tensor:
-        """Forward of the ``'damex'`` and ``'moe'`` modes."""
-        tokens = x.reshape(-1, x.size(-1))
-        routed = self.router(tokens)
+    def token_capacity(self, num_tokens: int) -> int:
+        """Tokens each expert may take of ``num_tokens`` (train or eval).
+
+        Args:
+            num_tokens (int): Tokens of the batch ``T``.
+
+        Returns:
+            int: ``int(factor * ceil(T / M))`` with ``capacity_factor`` (or
+            ``eval_capacity_factor`` at test time when set).
+        """
         factor = self.capacity_factor
         if not self.training and self.eval_capacity_factor is not None:
             factor = self.eval_capacity_factor
-        capacity = expert_capacity(tokens.size(0), self.num_experts, factor)
-        out, kept = self._dispatch_tokens(tokens, routed.experts, routed.gates,
-                                          capacity)
-        token_experts = routed.experts.masked_fill(~kept, -1)
-        self.routing_stats = dict(
-            expert_tokens=torch.bincount(
-                routed.experts[kept], minlength=self.num_experts),
-            dropped_tokens=(~kept).sum())
-        if x.dim() == 3:
-            num_images, num_tokens = x.shape[:2]
-            image_idx = torch.arange(
-                tokens.size(0), device=x.device) // num_tokens
-            pairs = image_idx[kept] * self.num_experts + routed.experts[kept]
-            self.routing_stats.update(
-                image_experts=torch.bincount(
-                    pairs, minlength=num_images * self.num_experts).view(
-                        num_images, self.num_experts),
-                token_experts=token_experts.view(num_images, num_tokens))
-        if self.training:
-            self._router_state = dict(
-                clean_logits=routed.clean_logits,
-                noisy_logits=routed.noisy_logits,
-                experts=routed.experts)
-            if self.routing == 'damex':
-                target = self._planned_experts(x, routing)
-                target = target.to(x.device).repeat_interleave(x.size(1))
-                self._router_state['target_experts'] = target
-                self.routing_stats['router_hits'] = (
-                    routed.experts == target).sum()
-        return out.view_as(x)
+        return expert_capacity(num_tokens, self.num_experts, factor)
 
     def aux_loss(self, token_mask: Optional[Tensor] = None) -> Optional[Tensor]:
         """The router's auxiliary loss of the last training forward.
 
-        - ``'moe'``: the balancing loss (``balance_loss``) over the tokens
-          selected by ``token_mask`` (DAMEX: the foreground queries; None:
-          all tokens).
-        - ``'damex'``: the cross-entropy of the clean router logits to the
-          planned expert, over all tokens (DAMEX's code; ``token_mask`` is
-          not used).
-
         Args:
             token_mask (Tensor, optional): ``(T,)`` or ``(B, N)`` bool mask
-                over the tokens of the last forward, image-major.
+                over the tokens of the last forward, image-major (read by
+                routers whose ``aux_loss_uses_token_mask``).
 
         Returns:
-            Tensor | None: The unweighted scalar loss; None in ``'gem'``
-            mode, in eval mode, or before any training forward.
+            Tensor | None: The unweighted scalar loss; None for routers
+            without one, in eval mode, or before any training forward.
         """
-        state = self._router_state
-        if self.routing == 'gem' or not state:
-            return None
-        clean = state['clean_logits']
-        if self.routing == 'damex':
-            return router_ce_loss(clean, state['target_experts'])
-        experts, noisy = state['experts'], state['noisy_logits']
-        if token_mask is not None:
-            mask = token_mask.reshape(-1).to(clean.device)
-            if mask.numel() != clean.size(0):
-                raise ValueError(
-                    f'token_mask has {mask.numel()} entries for the '
-                    f'{clean.size(0)} tokens of the last forward')
-            clean, noisy, experts = clean[mask], noisy[mask], experts[mask]
-        if self.balance_loss == 'tutel':
-            return tutel_load_importance_loss(clean, experts, self.num_experts,
-                                              self.router.gate_noise)
-        return importance_load_loss(clean, noisy, self.router.noise_std)
+        return self.router.aux_loss(token_mask)
 
     def extra_repr(self) -> str:
-        rep = (f'embed_dims={self.embed_dims}, feedforward_channels='
-               f'{self.feedforward_channels}, num_experts={self.num_experts}, '
-               f'routing={self.routing!r}')
-        if self.router is not None:
-            rep += (f', capacity_factor={self.capacity_factor}, '
-                    f'capacity_priority={self.capacity_priority!r}, '
-                    f'gate_noise={self.router.gate_noise}')
-        if self.routing == 'moe':
-            rep += f', balance_loss={self.balance_loss!r}'
-        return rep
+        return (f'embed_dims={self.embed_dims}, feedforward_channels='
+                f'{self.feedforward_channels}, num_experts={self.num_experts}, '
+                f'capacity_factor={self.capacity_factor}, capacity_priority='
+                f'{self.capacity_priority!r}')

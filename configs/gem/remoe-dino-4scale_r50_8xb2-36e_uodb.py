@@ -1,0 +1,6 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+# moe-dino-4scale_r50_8xb2-36e_uodb.py with ReMoE's ReLU router (adaptive L1 towards
+# 1 active expert per token, mmgem/models/routers/README.md): only the router differs.
+_base_ = './moe-dino-4scale_r50_8xb2-36e_uodb.py'
+
+model = dict(router=dict(type='ReMoERouter', num_active=1))

@@ -1,0 +1,307 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""Each router of mmgem.models.routers against an independent computation.
+
+The references are written from the papers' equations in numpy (float64),
+not from the routers' code; each test runs a router inside a real
+:class:`MoEFFN` on small tensors.
+"""
+import numpy as np
+import pytest
+import torch
+
+from mmgem.models.layers import MoEFFN
+from mmgem.models.routers import BaseRouter, SinkhornRouter, router_class
+from mmgem.registry import ROUTERS
+
+DIM, HIDDEN, EXPERTS = 8, 16, 4
+
+
+def _np_expert(layer, e, x):
+    """Expert ``e`` of ``layer`` in numpy: relu(x W1^T + b1) W2^T + b2."""
+    w1, b1 = layer.w1[e].detach().double().numpy(), layer.b1[e].detach().double().numpy()
+    w2, b2 = layer.w2[e].detach().double().numpy(), layer.b2[e].detach().double().numpy()
+    return np.maximum(x @ w1.T + b1, 0) @ w2.T + b2
+
+
+def _np_sinkhorn(logits, tol=1e-4):
+    """Balance exp(logits) to uniform row and column sums (Cuturi 2013).
+
+    Rows (tokens) get mass 1/T, columns (experts) 1/M; iterate row then
+    column rescaling of the full matrix until the column sums are within
+    ``tol`` of 1/M.
+    """
+    p = np.exp(logits - logits.max())
+    t, m = p.shape
+    for _ in range(100000):
+        p = p / p.sum(1, keepdims=True) / t
+        p = p / p.sum(0, keepdims=True) / m
+        if np.abs(p.sum(1) - 1 / t).max() < tol / t:
+            break
+    return p
+
+
+def _layer(router, seed=0):
+    torch.manual_seed(seed)
+    return MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, router=router)
+
+
+def test_every_router_is_registered_and_a_base_router():
+    for name in ('GEMRouter', 'DAMEXRouter', 'Top1Router', 'SinkhornRouter'):
+        assert issubclass(router_class(dict(type=name)), BaseRouter)
+        assert ROUTERS.get(name) is router_class(dict(type=name))
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_sinkhorn_router_matches_numpy(training):
+    layer = _layer(dict(type='SinkhornRouter'))
+    # affinities skewed towards expert 0: greedy sends most tokens there,
+    # the balanced assignment may not
+    with torch.no_grad():
+        layer.router.expert_centroids.mul_(20)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, DIM, generator=gen) + 0.5
+    layer.train(training)
+    out = layer(x).detach()
+    xs = x.reshape(-1, DIM).double().numpy()
+    logits = xs @ layer.router.expert_centroids.detach().double().numpy().T
+    scores = _np_sinkhorn(logits) if training else logits
+    experts = scores.argmax(1)
+    gates = 1 / (1 + np.exp(-logits[np.arange(len(xs)), experts]))
+    expected = xs + np.stack([g * _np_expert(layer, e, t[None])[0]
+                              for t, e, g in zip(xs, experts, gates)])
+    np.testing.assert_allclose(out.reshape(-1, DIM).double().numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+    assert layer.routing_stats['token_experts'].reshape(-1).tolist() == experts.tolist()
+    assert int(layer.routing_stats['dropped_tokens']) == 0
+    assert layer.aux_loss() is None
+
+
+def test_sinkhorn_balances_what_greedy_does_not():
+    router = SinkhornRouter(DIM, EXPERTS)
+    logits = torch.zeros(16, EXPERTS)
+    logits[:, 0] = 3.0  # every token prefers expert 0
+    logits += torch.randn(16, EXPERTS, generator=torch.Generator().manual_seed(0))
+    router.train()
+    balanced = torch.bincount(router.assign(logits), minlength=EXPERTS)
+    router.eval()
+    greedy = torch.bincount(router.assign(logits), minlength=EXPERTS)
+    assert int(greedy[0]) >= 14
+    assert int(balanced.max()) <= 6 and int(balanced.min()) >= 2, balanced.tolist()
+
+
+def test_sinkhorn_centroids_learn_through_the_gate():
+    layer = _layer(dict(type='SinkhornRouter'))
+    layer.train()
+    layer(torch.randn(2, 5, DIM)).square().sum().backward()
+    assert float(layer.router.expert_centroids.grad.abs().sum()) > 0
+
+
+def _np_softmax(z, axis):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _np_soft_moe(layer, seq):
+    """Soft MoE on one (m, C) sequence from the paper's equations, numpy."""
+    router = layer.router
+    mu = router.mu.detach().double().numpy()  # (C, M, p)
+    mu = mu / np.sqrt((mu ** 2).sum(0, keepdims=True) + 1e-6)
+    xn = seq / np.sqrt((seq ** 2).sum(1, keepdims=True) + 1e-6)
+    logits = float(router.scale) * np.einsum('md,dnp->mnp', xn, mu)
+    m, n, p = logits.shape
+    dispatch = _np_softmax(logits, axis=0)
+    combine = _np_softmax(logits.reshape(m, n * p), axis=1).reshape(m, n, p)
+    out = np.zeros_like(seq)
+    for e in range(n):
+        for s in range(p):
+            slot = (dispatch[:, e, s][:, None] * seq).sum(0)
+            y = _np_expert(layer, e, slot[None])[0]
+            out += combine[:, e, s][:, None] * y[None]
+    return out
+
+
+def test_soft_moe_matches_numpy_and_keeps_denoising_groups_apart():
+    from mmgem.models.layers import BatchRouting
+    layer = _layer(dict(type='SoftMoERouter', num_slots=3))
+    with torch.no_grad():
+        layer.router.scale.fill_(4.0)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 10, DIM, generator=gen)
+    # 2 denoising groups of 2 queries, then 6 matching queries
+    routing = BatchRouting(num_denoising_queries=4, num_denoising_groups=2)
+    layer.train()
+    out = layer(x, routing=routing).detach().double().numpy()
+    xs = x.double().numpy()
+    for b in range(2):
+        for lo, hi in ((0, 2), (2, 4), (4, 10)):
+            seq = xs[b, lo:hi]
+            np.testing.assert_allclose(out[b, lo:hi], seq + _np_soft_moe(layer, seq),
+                                       rtol=1e-5, atol=1e-5)
+    # a change of one denoising query reaches no matching query and no other group
+    x2 = x.clone()
+    x2[:, 0] += 10
+    out2 = layer(x2, routing=routing).detach().double().numpy()
+    np.testing.assert_array_equal(out2[:, 2:], out[:, 2:])
+    assert not np.allclose(out2[:, 1], out[:, 1])
+    # at test time (no denoising queries) the image's queries are one sequence
+    layer.eval()
+    out3 = layer(x).detach().double().numpy()
+    np.testing.assert_allclose(out3[1], xs[1] + _np_soft_moe(layer, xs[1]), rtol=1e-5, atol=1e-5)
+    assert layer.aux_loss() is None
+    assert layer.routing_stats['token_experts'].shape == (2, 10)
+
+
+def test_soft_moe_in_gem_dino_gets_the_denoising_layout():
+    from test_gem_dino import OFFSETS, _batch, _build, _gem_cfg
+    model = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS,
+                            router=dict(type='SoftMoERouter', num_slots=2)))
+    seen = []
+    for ffn in model.moe_ffns():
+        ffn.register_forward_pre_hook(
+            lambda mod, args, kwargs: seen.append((kwargs['routing'].num_denoising_queries,
+                                                   kwargs['routing'].num_denoising_groups)),
+            with_kwargs=True)
+    model.train()
+    inputs, samples = _batch(model, [0, 1], training=True)
+    losses = model.loss(inputs, samples)
+    assert seen and all(n > 0 and g > 0 and n % g == 0 for n, g in seen)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    assert float(model.moe_ffns()[0].router.mu.grad.abs().sum()) > 0
+
+
+def test_remoe_matches_numpy_and_adapts_lambda():
+    layer = _layer(dict(type='ReMoERouter', num_active=1, l1_coeff=0.5))
+    with torch.no_grad():
+        layer.router.gate.weight.mul_(50)  # several gates positive per token
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 6, DIM, generator=gen)
+    layer.train()
+    out = layer(x).detach().reshape(-1, DIM).double().numpy()
+    xs = x.reshape(-1, DIM).double().numpy()
+    g = np.maximum(xs @ layer.router.gate.weight.detach().double().numpy().T, 0)
+    expected = xs.copy()
+    for t in range(len(xs)):
+        for e in range(EXPERTS):
+            if g[t, e] > 0:
+                expected[t] += g[t, e] * _np_expert(layer, e, xs[t][None])[0]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    # L = lambda * M / (T^2 k) * sum_e (sum_t g_te) * n_e, with the lambda before the update
+    t_count = len(xs)
+    loss = 0.5 * EXPERTS / (t_count ** 2 * 1) * (g.sum(0) * (g > 0).sum(0)).sum()
+    np.testing.assert_allclose(float(layer.aux_loss()), loss, rtol=1e-5)
+    # more than 1 of 4 experts active: sparsity < 0.75 -> lambda grows by 1.2
+    assert (g > 0).mean() > 0.25
+    assert float(layer.router.l1_coeff) == pytest.approx(0.5 * 1.2)
+    # a sparser forward makes it shrink
+    with torch.no_grad():
+        layer.router.gate.weight.fill_(-1.0)
+    layer(x.abs())
+    assert float(layer.router.l1_coeff) == pytest.approx(0.5)
+    assert int(layer.routing_stats['dropped_tokens']) == x[..., 0].numel()
+    layer.eval()
+    layer(x)
+    assert layer.aux_loss() is None and float(layer.router.l1_coeff) == pytest.approx(0.5)
+
+
+def _np_moe_pp(layer, xs, previous=None):
+    """MoE++ from the paper/reference equations in numpy; returns (out, logits)."""
+    r = layer.router
+    w1 = r.wg[0].weight.detach().double().numpy()
+    w2 = r.wg[2].weight.detach().double().numpy()
+    logits = np.tanh(xs @ w1.T) @ w2.T
+    if previous is not None:
+        logits = logits + previous @ r.gate_map.weight.detach().double().numpy().T
+    probs = _np_softmax(logits, axis=1)
+    m, total = EXPERTS, r.total_experts
+    out = np.zeros_like(xs)
+    for t in range(len(xs)):
+        top = np.argsort(-probs[t])[:r.top_k]
+        w = np.array([0.0 if e == total - 1 else probs[t, e] for e in top])
+        w = w / w.sum()
+        inp = xs[t] * r.top_k
+        for e, we in zip(top, w):
+            if e < m:
+                y = _np_expert(layer, e, inp[None])[0]
+            elif e < m + r.num_constant:
+                c = e - m
+                g = _np_softmax(inp @ r.constant_gates[c].weight.detach().double().numpy().T, 0)
+                y = g[0] * inp + g[1] * r.constants[c].detach().double().numpy()
+            elif e == m + r.num_constant:
+                y = inp
+            else:
+                y = np.zeros_like(inp)
+            out[t] += we * y
+    return out, logits
+
+
+def test_moe_plus_plus_matches_numpy_with_gating_residual():
+    from mmgem.models.layers import BatchRouting
+    first = _layer(dict(type='MoEPlusPlusRouter'), seed=0)
+    second = _layer(dict(type='MoEPlusPlusRouter'), seed=1)
+    with torch.no_grad():  # spread the choices over every kind of expert
+        for layer in (first, second):
+            layer.router.wg[2].weight.mul_(30)
+            layer.router.gate_map.weight.mul_(3)
+    x = torch.randn(3, 7, DIM, generator=torch.Generator().manual_seed(4))
+    routing = BatchRouting()
+    first.train()
+    second.train()
+    y1 = first(x, routing=routing)
+    y2 = second(y1, routing=routing)
+    xs = x.reshape(-1, DIM).double().numpy()
+    ref1, logits1 = _np_moe_pp(first, xs)
+    np.testing.assert_allclose(y1.detach().reshape(-1, DIM).double().numpy(), xs + ref1,
+                               rtol=1e-4, atol=1e-4)
+    y1s = y1.detach().reshape(-1, DIM).double().numpy()
+    ref2, _ = _np_moe_pp(second, y1s, previous=logits1)
+    np.testing.assert_allclose(y2.detach().reshape(-1, DIM).double().numpy(), y1s + ref2,
+                               rtol=1e-4, atol=1e-4)
+    assert int(first.routing_stats['zero_comp_choices']) > 0
+    assert first.aux_loss() is None  # the released code: no balancing loss
+    y2.square().sum().backward()
+    assert float(second.router.gate_map.weight.grad.abs().sum()) > 0
+    assert float(first.router.constants.grad.abs().sum()) > 0
+
+
+def test_moe_plus_plus_heterogeneous_balance_loss():
+    layer = _layer(dict(type='MoEPlusPlusRouter', balance_tau=0.5))
+    x = torch.randn(2, 5, DIM, generator=torch.Generator().manual_seed(6))
+    layer.train()
+    layer(x)
+    xs = x.reshape(-1, DIM).double().numpy()
+    _, logits = _np_moe_pp(layer, xs)
+    probs = _np_softmax(logits, axis=1)
+    e = layer.router.total_experts
+    top = np.argsort(-probs, axis=1)[:, :2]
+    f = np.bincount(top.reshape(-1), minlength=e) / top.size
+    eta = np.array([1.0] * EXPERTS + [0.5] * (e - EXPERTS))
+    np.testing.assert_allclose(float(layer.aux_loss()), e * (eta * f * probs.mean(0)).sum(),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize('router', [
+    dict(type='SinkhornRouter'),
+    dict(type='SoftMoERouter', num_slots=2),
+    dict(type='ReMoERouter'),
+    dict(type='MoEPlusPlusRouter', balance_tau=0.75),
+], ids=lambda r: r['type'])
+def test_every_new_router_trains_and_predicts_in_gem_dino(router):
+    from test_gem_dino import OFFSETS, _batch, _build, _gem_cfg
+    model = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS,
+                            router=router))
+    assert not model.router_cls.needs_plan  # no plan installed: none needed
+    model.train()
+    inputs, samples = _batch(model, [0, 1], training=True)
+    losses = model.loss(inputs, samples)
+    name = model.router_cls.aux_loss_name
+    if name is not None:
+        assert float(losses[name]) > 0
+    assert {'moe_nmi_d0', 'moe_nmi_d2'} <= set(losses)
+    sum(v for k, v in losses.items() if 'loss' in k).backward()
+    grads = [p.grad for p in model.moe_ffns()[0].router.parameters()]
+    assert grads and any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+    model.eval()
+    inputs, samples = _batch(model, [0, 1], training=False)
+    with torch.no_grad():
+        assert len(model.predict(inputs, samples)) == 2
