@@ -2,8 +2,7 @@
 """Small utilities.
 
 Only :mod:`.fileio` is imported here (standard library only, so the planner
-can use it without torch); import :mod:`mmgem.utils.compat` and
-:mod:`mmgem.utils.mmdet_tools` by their full names.
+can use it without torch); import :mod:`mmgem.utils.mmdet_tools` by its full name.
 """
 from .fileio import StagingDir, atomic_write, current_umask, dir_mode, file_mode
 

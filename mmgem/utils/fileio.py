@@ -73,6 +73,8 @@ def atomic_write(path: str, data: Union[str, bytes]) -> str:
         os.chmod(tmp, file_mode())
         with os.fdopen(fd, mode, encoding=encoding) as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):
