@@ -5,9 +5,9 @@ from .checkpoint_loading import (
                                  find_latest_complete_checkpoint,
                                  load_checkpoint_file,
 )
-from .gem_runner import GEMRunner
+from .gem_runner import GEMRunner, build_runner
 
 __all__ = [
-    'GEMRunner', 'UnsafeCheckpointError', 'checkpoint_problem',
+    'GEMRunner', 'build_runner', 'UnsafeCheckpointError', 'checkpoint_problem',
     'find_latest_complete_checkpoint', 'load_checkpoint_file'
 ]

@@ -127,3 +127,18 @@ class GEMRunner(Runner):
         self._has_loaded = True
         self.logger.info(f'Load checkpoint from {filename}')
         return checkpoint
+
+
+def build_runner(cfg) -> Runner:
+    """Build the runner a config names, as mmdet's ``tools/train.py`` does.
+
+    Args:
+        cfg (Config): The config.
+
+    Returns:
+        Runner: ``RUNNERS.build(cfg)`` when the config has ``runner_type``
+        (mmgem's configs: :class:`GEMRunner`), else ``Runner.from_cfg(cfg)``.
+    """
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
