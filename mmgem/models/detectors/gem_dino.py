@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
 from mmdet.utils import OptConfigType
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
+from mmengine.runner.checkpoint import load_state_dict
 from torch import Tensor, nn
 
 from mmgem.planner import GEMPlan
@@ -557,7 +557,8 @@ class GEMDINO(DINO):
             filename (str): Checkpoint path or URL (``state_dict`` inside or
                 a bare state dict).
         """
-        checkpoint = _load_checkpoint(filename, map_location='cpu')
+        from mmgem.engine.runner.checkpoint_loading import load_checkpoint_file
+        checkpoint = load_checkpoint_file(filename, map_location='cpu')
         state_dict = checkpoint.get('state_dict', checkpoint)
         state_dict = {
             (k[len('module.'):] if k.startswith('module.') else k): v
