@@ -36,6 +36,10 @@ CHECKPOINT_NAME = re.compile(r'^(iter|epoch)_(\d+)\.pth$')
 HISTORY_BUFFER_METHODS = ('min', 'max', 'current', 'mean')
 
 
+#: Words of torch's weights-only errors that refuse a global (not a broken file).
+REFUSALS = ('global', 'allowlisted', 'reduce', 'not allowed')
+
+
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint needs a global that is not on the allow-list."""
 
@@ -161,8 +165,9 @@ def load_checkpoint_file(filename: str,
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         unsafe = _unsafe_globals(filename)
-        if unsafe or 'Weights only load failed' in str(err):
-            wanted = ', '.join(f'the global {g}' for g in unsafe) or _refusal(err)
+        refusal = _refusal(err)
+        if unsafe or any(word in refusal for word in REFUSALS):
+            wanted = ', '.join(f'the global {g}' for g in unsafe) or refusal
             raise UnsafeCheckpointError(
                 f'refusing to load the checkpoint {filename}: its pickle wants '
                 f'{wanted}, which is not on mmgem\'s allow-list of what mmengine '
