@@ -2,7 +2,8 @@
 """mmengine's Runner with safe checkpoint loading, for mmgem's configs.
 
 ``runner_type = 'GEMRunner'`` (set by mmgem's configs; mmdet's
-``tools/train.py`` and ``tools/test.py`` build it through ``RUNNERS``)
+``tools/train.py`` and ``tools/test.py`` build it through mmengine's root
+``RUNNERS``, before any default scope is set, so it is registered there)
 changes three things of :class:`mmengine.runner.Runner`:
 
 - ``load_from`` and ``resume`` read local checkpoints with
@@ -27,9 +28,9 @@ CUDA ops to PyTorch code (:mod:`.pure_pytorch_ops`).
 """
 from typing import Callable, Iterable, Optional, Union
 
-from mmdet.registry import RUNNERS
 from mmengine.dist import broadcast
 from mmengine.model import is_model_wrapper
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
