@@ -145,7 +145,10 @@ def test_checkpoints_are_written_atomically_with_the_umask_mode(tmp_path, monkey
     before = ckpt.read_bytes()
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(fd) or real_fsync(fd))
+
+    def fsync(fd):
+        synced.append(os.readlink(f'/proc/self/fd/{fd}'))
+        return real_fsync(fd)
 
     # a save that dies before its rename leaves the old file untouched
     def fail(tmp, path):
@@ -159,10 +162,11 @@ def test_checkpoints_are_written_atomically_with_the_umask_mode(tmp_path, monkey
     assert ckpt.read_bytes() == before
     assert _temps(tmp_path) == []
     monkeypatch.undo()
-    # a complete save is fsync-ed before the rename
-    monkeypatch.setattr(os, 'fsync', lambda fd: synced.append(fd) or real_fsync(fd))
+    # a complete save is fsync-ed before the rename, and so is its folder
+    monkeypatch.setattr(os, 'fsync', fsync)
     hook._save_checkpoint_with_step(runner, 2, {})
-    assert synced
+    assert any(p.endswith('.mmgem-tmp') for p in synced), synced
+    assert str(tmp_path) in synced, synced
 
 
 def test_old_checkpoint_is_removed_only_after_the_new_one_is_saved(tmp_path, monkeypatch):
