@@ -356,3 +356,17 @@ def test_a_bad_resume_file_is_named_in_the_error(tmp_path):
     garbage.write_bytes(b'not a checkpoint at all')
     with pytest.raises(RuntimeError, match=f'cannot load the checkpoint {garbage}'):
         load_checkpoint_file(str(garbage))
+
+
+@pytest.mark.parametrize('config', [
+    'configs/gem/dino-4scale_r50_8xb2-36e_uodb.py',
+    'configs/gem/gem-dino-tiny_r18_mini-uodb.py',
+    'configs/gem/gem-dino-tiny_r18_mini-uodb_ep.py',
+    'configs/gem/few_shot/gem-dino-4scale_r50_8xb2-36e_uodb_kitti-50shot.py',
+])
+def test_mmgem_configs_name_the_runner_and_the_hook(config):
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(REPO / config))
+    assert cfg.runner_type == 'GEMRunner'
+    assert cfg.default_hooks.checkpoint.type in ('GEMCheckpointHook',
+                                                 'ExpertParallelCheckpointHook')
