@@ -137,8 +137,8 @@ class GEMCheckpointHook(CheckpointHook):
                 return
             if local:
                 self._commit(tmp, self.last_ckpt)
-        finally:
-            if local and osp.isfile(tmp):
+        finally:  # only rank 0 writes; another rank never touches its file
+            if local and is_main_process() and osp.isfile(tmp):
                 os.remove(tmp)
         if dropped is not None:
             self._remove_checkpoint(dropped)
