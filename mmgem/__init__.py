@@ -8,11 +8,6 @@ config only needs::
 """
 # isort: off
 from .version import __version__, version_info
-from .utils.compat import patch_mmengine
-
-# Before anything can save or load a checkpoint (see mmgem/utils/compat.py).
-patch_mmengine()
-
 from . import datasets, engine, evaluation, models, planner, visualization  # noqa: E402,F401
 # isort: on
 

@@ -20,7 +20,7 @@
 #      420); if that fails or runs out of time, built with CPU ops only, and
 #      mmcv's pure-PyTorch multi-scale deformable attention (and mmdet's
 #      PyTorch focal loss) run on CUDA instead (MMGEM_PURE_PYTORCH_OPS=1, see
-#      mmgem/utils/compat.py). The summary says which.
+#      mmgem/engine/runner/pure_pytorch_ops.py, applied by GEMRunner). The summary says which.
 #   3. data: the tiny generated mini-UODB (tools/misc/make_mini_uodb.py).
 #   4. training: configs/gem/gem-dino-tiny_r18_mini-uodb_ep.py in one
 #      process (the expert-parallel config: on one GPU it is plain GEM-DINO),

@@ -18,6 +18,11 @@ _base_ = [
     '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
+# mmgem's Runner and CheckpointHook (README, "Safety"): checkpoints are read
+# with weights_only=True and an allow-list, written atomically, and
+# auto-resume skips an incomplete last checkpoint
+runner_type = 'GEMRunner'
+default_hooks = dict(checkpoint=dict(type='GEMCheckpointHook'))
 # per-dataset folders and unprefixed class names in drawn images (all datasets
 # name their images 000000.jpg, ...): browse_dataset.py, test.py --show-dir
 visualizer = dict(type='UODBLocalVisualizer')

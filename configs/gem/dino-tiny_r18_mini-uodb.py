@@ -14,6 +14,10 @@ _base_ = [
     'mmdet::_base_/default_runtime.py', '../_base_/models/gem_dino_dense.py'
 ]
 custom_imports = dict(imports=['mmgem'], allow_failed_imports=False)
+# mmgem's Runner and CheckpointHook (README, "Safety"): checkpoints are read
+# with weights_only=True and an allow-list, written atomically, and
+# auto-resume skips an incomplete last checkpoint
+runner_type = 'GEMRunner'
 # per-dataset folders and unprefixed class names in drawn images (all datasets
 # name their images 000000.jpg, ...): browse_dataset.py, test.py --show-dir
 visualizer = dict(type='UODBLocalVisualizer')
@@ -63,7 +67,7 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=max_iters,
+        type='GEMCheckpointHook', by_epoch=False, interval=max_iters,
         max_keep_ckpts=1))
 log_processor = dict(type='LogProcessor', window_size=20, by_epoch=False)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -7,10 +7,12 @@ from typing import Dict, Optional, Tuple
 import mmengine
 import torch.nn as nn
 from mmdet.apis import DetInferencer
-from mmdet.registry import DATASETS
+from mmdet.registry import DATASETS, MODELS
 from mmdet.structures import DetDataSample
 from mmdet.utils import ConfigType
 from mmengine.dataset import Compose
+
+from mmgem.engine.runner.checkpoint_loading import load_checkpoint_file
 
 #: ``dataset=`` of a call not given: use the inferencer's default.
 _DEFAULT = object()
@@ -98,6 +100,36 @@ class GEMDetInferencer(DetInferencer):
     # ------------------------------------------------------------------
     # set-up
     # ------------------------------------------------------------------
+    def _init_model(self, cfg: ConfigType, weights: Optional[str],
+                    device: str = 'cpu') -> nn.Module:
+        """Build the model and load ``weights`` without unsafe unpickling.
+
+        As mmengine's ``BaseInferencer._init_model``, but the checkpoint is
+        read by :func:`~mmgem.engine.runner.load_checkpoint_file`
+        (``weights_only=True`` with mmgem's allow-list) and the config must
+        be given.
+
+        Args:
+            cfg (ConfigType): The config.
+            weights (str, optional): The checkpoint.
+            device (str): Device of the model.
+
+        Returns:
+            nn.Module: The model, in eval mode.
+        """
+        if not cfg:
+            raise ValueError('GEMDetInferencer needs the config (model=...)')
+        checkpoint = None if weights is None else load_checkpoint_file(
+            weights, map_location='cpu')
+        if cfg.model.get('pretrained') is not None:
+            del cfg.model.pretrained
+        model = MODELS.build(cfg.model)
+        model.cfg = cfg
+        self._load_weights_to_model(model, checkpoint, cfg)
+        model.to(device)
+        model.eval()
+        return model
+
     def _load_weights_to_model(self, model: nn.Module, checkpoint: Optional[dict],
                                cfg: Optional[ConfigType]) -> None:
         """As ``DetInferencer``'s, with the config's UODB names as fallback."""

@@ -2,6 +2,7 @@
 from .hooks import (
                     ExpertParallelCheckpointHook,
                     ExpertParallelExchangeHook,
+                    GEMCheckpointHook,
                     GEMPlannerHook,
                     MoERoutingVisualizationHook,
                     ResumeStateHook,
@@ -11,11 +12,12 @@ from .optim import (
                     GlobalNormAmpOptimWrapper,
                     GlobalNormOptimWrapper,
 )
+from .runner import GEMRunner
 from .wrappers import GEMDistributedDataParallel
 
 __all__ = [
     'GEMPlannerHook', 'ExpertParallelCheckpointHook', 'ExpertParallelExchangeHook',
     'MoERoutingVisualizationHook', 'ResumeStateHook', 'GlobalNormOptimWrapper',
     'GlobalNormAmpOptimWrapper', 'ExpertParallelOptimWrapperConstructor',
-    'GEMDistributedDataParallel'
+    'GEMDistributedDataParallel', 'GEMRunner', 'GEMCheckpointHook'
 ]

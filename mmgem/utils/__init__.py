@@ -2,9 +2,8 @@
 """Small utilities.
 
 Only :mod:`.fileio` is imported here (standard library only, so the planner
-can use it without torch); import :mod:`mmgem.utils.compat` and
-:mod:`mmgem.utils.mmdet_tools` by their full names (and
-:mod:`mmgem.utils.tool_scripts`, which lets ``tools/`` scripts run by path).
+can use it without torch); import :mod:`mmgem.utils.mmdet_tools` by its full name
+(and :mod:`mmgem.utils.tool_scripts`, which lets ``tools/`` scripts run by path).
 """
 from .fileio import StagingDir, atomic_write, current_umask, dir_mode, file_mode
 

@@ -3,7 +3,8 @@
 
 All runs use ``gem-dino-tiny_r18_mini-uodb_ep.py`` on the tiny mini-UODB
 (4 experts per MoE layer, AdamW with clipping, a LinearLR warm-up, a
-checkpoint after every iteration), with MMEngine's Runner:
+checkpoint after every iteration), with mmgem's GEMRunner and
+ExpertParallelCheckpointHook (a GEMCheckpointHook):
 
 A. 2 ranks train 4 iterations from scratch, uninterrupted. Every rank
    records its experts right after MMEngine's start-up broadcast, the losses,
@@ -33,8 +34,9 @@ import torch.multiprocessing as mp
 from dist_utils import run_distributed
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
 from runner_utils import import_mmgem, tiny_ep_config
+
+from mmgem.engine.runner import build_runner
 
 MAX_ITERS = 4
 EXPERT_KEYS = ('w1', 'b1', 'w2', 'b2')
@@ -147,7 +149,7 @@ class _KillInSecondSave(Hook):
 
 
 def _run(rank, cfg, *hooks):
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     for hook in hooks:
         runner.register_hook(hook)
     runner.train()
@@ -225,7 +227,8 @@ def killed_and_resumed(uninterrupted, mini_uodb_root):
     logs = [open(osp.join(root, name)).read()
             for root, _, names in os.walk(work_dir) for name in names
             if name.endswith('.log')]
-    return dict(files=files, last=last, results=results, logs=logs)
+    return dict(files=files, last=last, results=results, logs=logs,
+                files_after=sorted(os.listdir(work_dir)))
 
 
 def test_kill_then_resume_continues_the_losses(uninterrupted, killed_and_resumed):
@@ -233,8 +236,10 @@ def test_kill_then_resume_continues_the_losses(uninterrupted, killed_and_resumed
     run = killed_and_resumed
     # the kill left iter_1.pth, the temporary file of iter_2.pth, no iter_2.pth
     assert 'iter_1.pth' in run['files'] and 'iter_2.pth' not in run['files']
-    assert any(f.startswith('.iter_2.pth.') and f.endswith('.tmp')
+    assert any(f.startswith('.iter_2.pth.') and f.endswith('.mmgem-tmp')
                for f in run['files'])
+    # the resumed run removed that temporary file when it started
+    assert not [f for f in run['files_after'] if f.endswith('.mmgem-tmp')]
     assert run['last'].endswith('iter_1.pth')
     # auto-resume skipped the truncated last checkpoint, and said so
     assert any('is not usable (the file is truncated' in log

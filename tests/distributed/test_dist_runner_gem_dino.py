@@ -30,10 +30,11 @@ from mmdet.registry import DATASETS, MODELS
 from mmengine.dataset import pseudo_collate
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner.checkpoint import _load_checkpoint_to_model
 from runner_utils import import_mmgem, tiny_ep_config
 
 from mmgem.engine.hooks.expert_parallel_checkpoint_hook import ExpertParallelCheckpointHook
+from mmgem.engine.runner import build_runner, load_checkpoint_file
 
 # one image of each domain per batch (the test split lists 8 per domain)
 BATCHES = {0: [0, 8, 16, 24], 1: [32, 40, 4, 12]}
@@ -141,7 +142,7 @@ def _data_parallel_run(rank, out_dir, data_root, ckpt):
     cfg.train_dataloader.sampler = dict(type='UODBSampler', shuffle=True)
     cfg.custom_hooks = cfg.custom_hooks[:1]
     assert 'find_unused_parameters' not in cfg
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     record = _RecordExperts()
     runner.register_hook(record)
     runner.train()
@@ -158,7 +159,7 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
                   launcher='pytorch', load_from=ckpt)
     # strict: every image on its expert's rank, nothing exchanged
     cfg.train_dataloader.sampler.strict = True
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     record = _RecordOutputs(cfg, rank)
     moments = _RecordMoments()
     runner.register_hook(record)
@@ -201,7 +202,7 @@ def runs(mini_uodb_root, tmp_path_factory):
     init_default_scope('mmdet')
     # 1. one process, one iteration
     cfg1 = _config(mini_uodb_root, tmp / 'one', max_iters=1)
-    runner = Runner.from_cfg(cfg1)
+    runner = build_runner(cfg1)
     runner.train()
     ckpt1 = str(tmp / 'one' / 'iter_1.pth')
     checkpoint1 = torch.load(ckpt1, map_location='cpu', weights_only=False)
@@ -212,8 +213,8 @@ def runs(mini_uodb_root, tmp_path_factory):
     # 3. one process loads the 2-rank checkpoint
     ckpt2 = str(tmp / 'two' / 'iter_2.pth')
     model = MODELS.build(cfg1.model)
-    checkpoint = load_checkpoint(model, ckpt2, map_location='cpu',
-                                 strict=True)
+    checkpoint = _load_checkpoint_to_model(
+        model, load_checkpoint_file(ckpt2, map_location='cpu'), strict=True)
     reloaded = {r: _head_outputs(model, cfg1, r) for r in BATCHES}
     return dict(reference=reference, results=results, reloaded=reloaded,
                 checkpoint=checkpoint, checkpoint1=checkpoint1)

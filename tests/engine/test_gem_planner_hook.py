@@ -15,6 +15,7 @@ import mmgem.engine.hooks.gem_planner_hook as hook_module
 from mmgem.datasets import expected_images_per_dataset
 from mmgem.engine import GEMPlannerHook
 from mmgem.models.routers import LEGACY_ROUTING
+from mmgem.engine.runner import build_runner as build_gem_runner
 from mmgem.planner import GEMPlan, PlanError, build_similarity, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +53,7 @@ def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CF
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**6)
     cfg.param_scheduler = []
     cfg.default_hooks.checkpoint = dict(
-        type='CheckpointHook', by_epoch=False, interval=max_iters)
+        type='GEMCheckpointHook', by_epoch=False, interval=max_iters)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.model.update(model)
     if cfg.get('custom_hooks'):
@@ -65,7 +66,7 @@ def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CF
 def build_runner(cfg: Config, *hooks: Hook, **kwargs) -> Runner:
     cfg = copy.deepcopy(cfg)
     cfg.update(kwargs)
-    runner = Runner.from_cfg(cfg)
+    runner = build_gem_runner(cfg)
     for hook in hooks:
         runner.register_hook(hook)
     return runner

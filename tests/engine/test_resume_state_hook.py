@@ -17,11 +17,11 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
-from mmengine.runner import Runner
 from torch import nn
 from torch.utils.data import Dataset
 
 import mmgem  # noqa: F401
+from mmgem.engine.runner import GEMRunner, load_checkpoint_file
 
 
 class ToyUODB(Dataset):
@@ -89,12 +89,12 @@ def _runner(work_dir, by_epoch, with_hook=True, resume=False, load_from=None,
         extra = dict(val_dataloader=dict(loader, sampler=dict(
             type='DefaultSampler', shuffle=True)), val_cfg=dict(),
             val_evaluator=[ToyMetric()])
-    runner = Runner(
+    runner = GEMRunner(
         model=ToyModel(), work_dir=str(work_dir), train_dataloader=loader,
         train_cfg=train_cfg,
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         default_hooks=dict(checkpoint=checkpoint or dict(
-            type='CheckpointHook', by_epoch=by_epoch,
+            type='GEMCheckpointHook', by_epoch=by_epoch,
             interval=1 if by_epoch else 5)),
         custom_hooks=[dict(type='ResumeStateHook')] if with_hook else [],
         resume=resume, load_from=load_from, randomness=dict(seed=0),
@@ -119,15 +119,14 @@ def test_resume_continues_the_losses(tmp_path, by_epoch, val):
                                 load_from=str(tmp_path / 'full' / name), val=val)
         resumed.train()
         start = min(part.losses)
-        assert start == torch.load(tmp_path / 'full' / name,
-                                   weights_only=False)['meta']['iter']
+        assert start == load_checkpoint_file(str(tmp_path / 'full' / name))['meta']['iter']
         assert part.losses == {i: full.losses[i] for i in range(start, total)}, name
 
 
 def test_mid_epoch_checkpoint_of_the_epoch_loop(tmp_path):
     """EpochBasedTrainLoop resumed from an iteration checkpoint inside an
     epoch goes on from that batch (MMEngine alone restarts the epoch)."""
-    every_6 = dict(type='CheckpointHook', by_epoch=False, interval=6)
+    every_6 = dict(type='GEMCheckpointHook', by_epoch=False, interval=6)
     runner, full = _runner(tmp_path / 'full', True, checkpoint=every_6)
     runner.train()
     resumed, part = _runner(tmp_path / 'resumed', True, resume=True,

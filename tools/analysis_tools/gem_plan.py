@@ -101,6 +101,7 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
 
     import mmgem  # noqa: F401  (registers mmgem's modules)
     from mmgem.engine.hooks.gem_planner_hook import GEMPlannerHook
+    from mmgem.engine.runner import build_runner
 
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -132,7 +133,7 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
         # keyed by it, and a training Runner built in the same second must not
         # inherit this one's (temporary) folders
         cfg.experiment_name = f'gem_plan_{uuid.uuid4().hex}'
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         loader = runner.train_dataloader  # builds the train loop, as train() does first
         runner._init_model_weights()
         if cfg.get('load_from') and not cfg.get('resume', False):

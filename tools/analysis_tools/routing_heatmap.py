@@ -16,9 +16,9 @@ import argparse
 import os.path as osp
 
 from mmengine.config import Config, DictAction
-from mmengine.runner import Runner
 
 import mmgem  # noqa: F401
+from mmgem.engine.runner import build_runner
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,7 +46,7 @@ def main() -> None:
              if h.get('type') != 'MoERoutingVisualizationHook']
     hooks.append(dict(type='MoERoutingVisualizationHook', score_thr=args.score_thr))
     cfg.custom_hooks = hooks
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.test()
     print(f'routing heat maps and tables written to {osp.abspath(cfg.work_dir)}')
 

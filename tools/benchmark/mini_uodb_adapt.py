@@ -34,6 +34,7 @@ from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 
 from mmgem.engine.hooks.align_experts_hook import AlignExpertsHook, expert_permutation
+from mmgem.engine.runner import load_checkpoint_file
 
 #: buffers that must start empty in the K-dataset model (re-planned)
 FRESH = ('plan_quota', 'plan_hash', 'plan_thresholds', 'plan_dataset_names', 'label_offsets')
@@ -99,7 +100,7 @@ def prepare(cfg, adapt_from: dict) -> str:
         raise FileNotFoundError(
             f'{adapt_from["checkpoint"]}: the base model to adapt is gone; delete its base cell '
             'to train it again')
-    ckpt = torch.load(adapt_from['checkpoint'], map_location='cpu', weights_only=False)
+    ckpt = load_checkpoint_file(adapt_from['checkpoint'], map_location='cpu')
     state, expanded = expand_state_dict(ckpt.get('state_dict', ckpt), model.state_dict())
     os.makedirs(cfg.work_dir, exist_ok=True)
     path = osp.join(cfg.work_dir, 'start_from_base.pth')

@@ -42,7 +42,6 @@ import numpy as np
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
-from mmengine.runner import Runner
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(osp.dirname(HERE))
@@ -63,6 +62,7 @@ from mmgem.datasets.mini_uodb_v2_meta import (  # noqa: E402
     MINI_UODB_V2_DISPLAY_NAMES,
     MINI_UODB_V2_SIZES,
 )
+from mmgem.engine.runner import build_runner  # noqa: E402
 from mmgem.planner import GEMPlan  # noqa: E402
 from mmgem.utils import atomic_write  # noqa: E402
 from tools.benchmark import mini_uodb_adapt  # noqa: E402
@@ -507,7 +507,7 @@ def run_job(job: dict, threads: int) -> List[str]:
         if job.get('adapt_from'):
             mini_uodb_adapt.prepare(cfg, job['adapt_from'])
         start, cpu = time.perf_counter(), time.process_time()
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         cpu_timer = IterCPUTimer()
         runner.register_hook(cpu_timer)
         runner.train()
@@ -533,7 +533,7 @@ def run_job(job: dict, threads: int) -> List[str]:
         cfg.work_dir = osp.join(work_dir, f'test_{e["key"]}')
         cfg.experiment_name = f'{e["key"]}_test_{time.strftime("%Y%m%d_%H%M%S")}'
         start, cpu = time.perf_counter(), time.process_time()
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg)
         util = None
         if hasattr(runner.model, 'moe_ffns') and runner.model.moe_ffns():
             util = ExpertUtilisation(runner.model.num_datasets, runner.model.num_experts)

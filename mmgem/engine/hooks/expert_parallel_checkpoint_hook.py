@@ -33,13 +33,13 @@ import torch
 import torch.distributed as dist
 from mmdet.registry import HOOKS
 from mmengine.dist import all_gather_object, is_distributed
-from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper
 from torch import Tensor, nn
 
 from mmgem.models.layers.expert_parallel import ExpertParallelMoEFFN
 
+from .gem_checkpoint_hook import GEMCheckpointHook
 from .save_collectives import add_save_collective, save_payload
 
 PAYLOAD_KEY = 'experts'
@@ -77,12 +77,14 @@ def _param_indices(optim_wrapper) -> Dict[int, int]:
 
 
 @HOOKS.register_module()
-class ExpertParallelCheckpointHook(CheckpointHook):
+class ExpertParallelCheckpointHook(GEMCheckpointHook):
     """CheckpointHook that saves full experts in expert-parallel training.
 
     Use it in place of ``default_hooks.checkpoint``; it takes the arguments
-    of :class:`~mmengine.hooks.CheckpointHook` and behaves as it when the
-    model has no sharded expert (data parallel, one process).
+    of :class:`~mmengine.hooks.CheckpointHook` and behaves as
+    :class:`~mmgem.engine.hooks.GEMCheckpointHook` (atomic saves,
+    keep-until-saved) when the model has no sharded expert (data parallel,
+    one process).
 
     Args:
         *args, **kwargs: Those of :class:`~mmengine.hooks.CheckpointHook`.
@@ -94,6 +96,7 @@ class ExpertParallelCheckpointHook(CheckpointHook):
         Args:
             runner (Runner): The runner.
         """
+        super().before_run(runner)
         add_save_collective(
             runner, PAYLOAD_KEY,
             lambda r, save_optimizer: self.gather_experts(r, save_optimizer))

@@ -46,8 +46,9 @@ also makes the model's ``init_weights`` run on full-size expert tensors
 ``xavier_uniform_`` over every decoder weight) then draws the same random
 numbers as in a single process, so every expert, and every weight
 initialised after them, starts as it would in one process, whatever the
-world size. (MMEngine's start-up broadcast from rank 0 leaves the shards
-alone, see :mod:`mmgem.utils.compat`.) A state dict with all ``M`` experts
+world size. (:class:`~mmgem.engine.runner.GEMRunner`'s start-up broadcast
+from rank 0 leaves the shards alone; mmengine's ``Runner`` would not.) A
+state dict with all ``M`` experts
 (saved in data-parallel mode, by one process, or gathered by
 :class:`~mmgem.engine.hooks.ExpertParallelCheckpointHook`) loads into an
 expert-parallel layer by keeping this rank's slice; the hook writes full

@@ -6,7 +6,7 @@ from typing import Dict
 
 import torch
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
+from mmengine.runner.checkpoint import load_state_dict
 from torch import Tensor, nn
 
 #: A dense decoder FFN's key: ``decoder.layers.<i>.ffn.layers.<...>``.
@@ -86,7 +86,9 @@ def upcycle_from_checkpoint(model: nn.Module, filename: str) -> None:
         filename (str): Checkpoint path or URL (``state_dict`` inside or a
             bare state dict).
     """
-    checkpoint = _load_checkpoint(filename, map_location='cpu')
+    # the safe loader (weights_only=True with mmgem's allow-list)
+    from mmgem.engine.runner.checkpoint_loading import load_checkpoint_file
+    checkpoint = load_checkpoint_file(filename, map_location='cpu')
     state_dict = checkpoint.get('state_dict', checkpoint)
     state_dict = {
         (k[len('module.'):] if k.startswith('module.') else k): v
