@@ -17,6 +17,7 @@ from mmengine.dist import all_gather_object, broadcast_object_list, get_rank, is
 from mmgem.datasets import find_uodb_dataset
 from mmgem.planner import GEMPlan, build_similarity, make_plan
 from mmgem.visualization import add_plan_to_visualizer
+
 from .feature_probe import probe_features
 from .planning_config import PlanningConfig
 from .training_inputs import plan_mismatches, training_inputs
@@ -144,7 +145,8 @@ class PlanningService:
         return None
 
     def training_plan(self, dataloader, model: nn.Module, given: Optional[GEMPlan] = None,
-                      source: str = 'the given plan', logger=None) -> GEMPlan:
+                      source: str = 'the given plan', logger=None,
+                      inputs: Optional[Dict[str, Any]] = None) -> GEMPlan:
         """The plan to train with, the same on every rank.
 
         Every rank checks ``given`` (a refusal stops all of them); without a
@@ -157,11 +159,12 @@ class PlanningService:
             given (GEMPlan, optional): A plan restored or given with the model.
             source (str): Where ``given`` came from, for messages.
             logger (optional): Where to log.
+            inputs (dict, optional): :meth:`inputs`, if computed.
 
         Returns:
             GEMPlan: The plan.
         """
-        inputs = self.inputs(dataloader, model.num_experts)
+        inputs = inputs or self.inputs(dataloader, model.num_experts)
         plan = None if given is None else self.reconcile(given, inputs, source, logger)
         if plan is None and is_main_process():
             plan = self.make_plan(dataloader, model, inputs=inputs, logger=logger)
