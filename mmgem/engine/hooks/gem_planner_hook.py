@@ -117,7 +117,9 @@ class GEMPlannerHook(Hook):
                 'the plan it came from; refusing to train with a plan that cannot be checked. '
                 'Start from a checkpoint saved with GEMPlannerHook, or from one without a plan.')
         dataset = find_uodb_dataset(runner.train_dataloader.dataset)
-        given, source = table.plan, f'the plan from {table.source}'
+        given = table.plan
+        source = ('the plan restored from the checkpoint' if table.source == 'checkpoint' else
+                  f'the plan of model.{table.source}')
         if given is not None:
             check_plan_fits(given, model.num_datasets, model.num_experts,
                             dataset.dataset_names, table.source)

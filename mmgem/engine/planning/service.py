@@ -127,13 +127,13 @@ class PlanningService:
             images if it was made from counts only), or None to plan again
             (``on_mismatch='replan'``); a mismatch with ``'error'`` raises.
         """
-        problems = plan_mismatches(plan, inputs, with_ids=False, skip_unknown=False)
-        if not problems and all(v is None for v in plan.id_digests):
+        counts_only = all(v is None for v in plan.id_digests)
+        problems = plan_mismatches(plan, inputs, with_ids=not counts_only, skip_unknown=False)
+        if not problems and counts_only:
             if logger is not None:
                 logger.info(f'GEM planning: {source} was made from image counts only; cutting '
                             'its routing thresholds at the training images (exact quotas)')
             return plan.with_image_ids(inputs['image_ids'])
-        problems = problems or plan_mismatches(plan, inputs)
         if not problems:
             return plan
         text = f'{source} does not fit the current config and data:\n  ' + '\n  '.join(problems)
