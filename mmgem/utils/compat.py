@@ -348,7 +348,8 @@ def _init_model_weights(self) -> None:
         model.init_weights()
         ignored = set(getattr(model, '_ddp_params_and_buffers_to_ignore', ()))
         for name, params in model.state_dict().items():
-            if name not in ignored:
+            # extra state (a GEM model's plan table) is plain data: not broadcast
+            if name not in ignored and torch.is_tensor(params):
                 broadcast(params)
 
 

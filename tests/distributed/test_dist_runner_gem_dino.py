@@ -185,7 +185,9 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
         # BN statistics are the ones a checkpoint keeps
         trained={b: _head_outputs(model, cfg, b)
                  for b in BATCHES},
-        state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        state={k: v.detach().clone() for k, v in model.state_dict().items()
+               if torch.is_tensor(v)},
+        plan_table=model.routing_table.get_extra_state(),
         moments=moments.moments,
         resumed_exp_avg_w1=resumed,
         exchange_MB=list(exchange),
@@ -240,10 +242,10 @@ def test_shared_parameters_identical_after_training(runs):
     assert len(experts) == 8 and all(states[0][k].size(0) == 2
                                      for k in experts)
     # BN running statistics are per rank (MMEngine's broadcast_buffers=False)
-    # but the plan buffers are the same everywhere
-    shared = [k for k in params if k not in experts] + [
-        k for k in states[0] if k.endswith(('plan_quota', 'plan_hash'))
-    ]
+    # but the plan is the same everywhere
+    plans = [res['plan_table'] for res in runs['results']]
+    assert plans[0]['plan'] is not None and plans[0] == plans[1]
+    shared = [k for k in params if k not in experts]
     assert len(shared) > 100
     for key in shared:
         assert torch.equal(states[0][key], states[1][key]), key

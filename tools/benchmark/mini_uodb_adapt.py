@@ -35,8 +35,8 @@ from mmengine.registry import init_default_scope
 
 from mmgem.engine.hooks.align_experts_hook import AlignExpertsHook, expert_permutation
 
-#: buffers that must start empty in the K-dataset model (re-planned)
-FRESH = ('plan_quota', 'plan_hash', 'plan_thresholds', 'plan_dataset_names', 'label_offsets')
+#: entries that must start empty in the K-dataset model (re-planned)
+FRESH = ('routing_table.', 'label_offsets')
 
 
 def expand_state_dict(old: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]
@@ -63,7 +63,7 @@ def expand_state_dict(old: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]
     for key, fresh in new.items():
         value = old[key]
         if any(part in key for part in FRESH):
-            out[key] = fresh.clone()
+            out[key] = fresh.clone() if torch.is_tensor(fresh) else fresh
         elif value.shape == fresh.shape:
             out[key] = value.clone()
         elif (value.dim() == fresh.dim() and value.shape[1:] == fresh.shape[1:]
