@@ -229,8 +229,8 @@ def _config_plan(args):
     if args.experts is not None:
         overrides['num_experts'] = args.experts
     if overrides:
-        print(f'note: {sorted(overrides)} override the config\'s planning settings, so this plan '
-              'is not the one training makes')
+        print(f'note: {sorted(overrides)} override the config\'s GEMPlannerHook settings, so '
+              'this plan is not the one training makes')
     cfg_options = None
     if args.cfg_options:
         from mmengine.config import DictAction
