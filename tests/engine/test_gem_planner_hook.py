@@ -383,7 +383,8 @@ def test_checkpoints_of_the_old_format_load(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(service_module, 'make_plan', no_replanning)
     probe = FirstIterProbe()
-    loaded = build_runner(make_cfg(root, tmp_path / 'w'), probe, load_from=str(old))
+    loaded = build_runner(make_cfg(root, tmp_path / 'w', max_iters=1), probe,
+                          load_from=str(old))
     loaded.train()
     assert probe.plan_hash_at_first_iter == plan.hash
     assert loaded.model.routing_table.plan == plan
