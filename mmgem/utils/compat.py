@@ -348,8 +348,7 @@ def _init_model_weights(self) -> None:
         model.init_weights()
         ignored = set(getattr(model, '_ddp_params_and_buffers_to_ignore', ()))
         for name, params in model.state_dict().items():
-            # extra state (a GEM model's plan table) is plain data: not broadcast
-            if name not in ignored and torch.is_tensor(params):
+            if name not in ignored:
                 broadcast(params)
 
 

@@ -67,8 +67,7 @@ def _training_state(runner):
     optim = runner.optim_wrapper.optimizer
     names = {id(p): n for n, p in model.named_parameters()}
     return dict(
-        model={k: v.detach().clone() for k, v in model.state_dict().items()
-               if torch.is_tensor(v)},
+        model={k: v.detach().clone() for k, v in model.state_dict().items()},
         optimizer={
             names[id(p)]: {k: (v.clone() if torch.is_tensor(v) else v)
                            for k, v in optim.state[p].items()}

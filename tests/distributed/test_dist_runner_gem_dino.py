@@ -185,9 +185,8 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
         # BN statistics are the ones a checkpoint keeps
         trained={b: _head_outputs(model, cfg, b)
                  for b in BATCHES},
-        state={k: v.detach().clone() for k, v in model.state_dict().items()
-               if torch.is_tensor(v)},
-        plan_table=model.routing_table.get_extra_state(),
+        state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        plan_hash=model.installed_plan_hash(),
         moments=moments.moments,
         resumed_exp_avg_w1=resumed,
         exchange_MB=list(exchange),
@@ -243,9 +242,9 @@ def test_shared_parameters_identical_after_training(runs):
                                      for k in experts)
     # BN running statistics are per rank (MMEngine's broadcast_buffers=False)
     # but the plan is the same everywhere
-    plans = [res['plan_table'] for res in runs['results']]
-    assert plans[0]['plan'] is not None and plans[0] == plans[1]
-    shared = [k for k in params if k not in experts]
+    plans = [res['plan_hash'] for res in runs['results']]
+    assert plans[0] and plans[0] == plans[1]
+    shared = [k for k in params if k not in experts] + ['routing_table._extra_state']
     assert len(shared) > 100
     for key in shared:
         assert torch.equal(states[0][key], states[1][key]), key

@@ -16,7 +16,7 @@ from mmgem.apis import attach_plan
 from mmgem.datasets import expected_images_per_dataset
 from mmgem.engine import GEMPlannerHook
 from mmgem.engine.planning import PlanningService, same_mix
-from mmgem.models.layers.routing_table import plan_of_state_dict
+from mmgem.models.layers.routing_table import decode_table, encode_table, plan_of_state_dict
 from mmgem.planner import GEMPlan, PlanError, build_similarity, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,11 +125,10 @@ def test_hook_installs_the_planners_plan_before_first_iteration(trained):
     png = (work_dir / 'gem_plan.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n'
 
-    # The checkpoint carries the plan once: in the model's state dict, as plain
-    # data (JSON-safe, so weights_only loads take it), and nowhere else.
+    # The checkpoint carries the plan once: in the model's state dict, and
+    # nowhere else.
     ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
     assert plan_of_state_dict(ckpt['state_dict']).hash == plan.hash
-    json.dumps(ckpt['state_dict']['routing_table._extra_state'])
     assert 'gem_plan' not in ckpt
     assert not [k for k in ckpt['state_dict'] if k.startswith('plan_')]
 
@@ -163,10 +162,11 @@ def test_load_from_rejects_a_plan_that_does_not_fit(trained, tmp_path):
 
     # A plan made for other datasets is refused too (a valid, hashed plan) ...
     ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
-    table = ckpt['state_dict']['routing_table._extra_state']
+    table = decode_table(ckpt['state_dict']['routing_table._extra_state'])
     data = dict(table['plan'], dataset_names=['a', 'b', 'c', 'd', 'e', 'f'])
     data.pop('hash')
     table['plan'] = GEMPlan.from_dict(data, force=True, _quiet=True).to_dict()
+    ckpt['state_dict']['routing_table._extra_state'] = encode_table(table)
     forged = tmp_path / 'forged.pth'
     torch.save(ckpt, forged)
     other = build_runner(make_cfg(root, tmp_path / 'forged'), load_from=str(forged))
@@ -174,6 +174,7 @@ def test_load_from_rejects_a_plan_that_does_not_fit(trained, tmp_path):
         other.train()
     # ... and so is a checkpoint plan without its hash
     table['plan'].pop('hash')
+    ckpt['state_dict']['routing_table._extra_state'] = encode_table(table)
     torch.save(ckpt, forged)
     other = build_runner(make_cfg(root, tmp_path / 'forged2'), load_from=str(forged))
     with pytest.raises(PlanError, match='checkpoint plan has no hash'):
@@ -356,7 +357,8 @@ def _legacy_checkpoint(ckpt: dict, with_plan: bool) -> dict:
     """A checkpoint in the format before the routing table: plan buffers
     (names and hash as bytes) and, saved by the hook, ``ckpt['gem_plan']``."""
     state = ckpt['state_dict']
-    plan = GEMPlan.from_dict(state.pop('routing_table._extra_state')['plan'])
+    plan = plan_of_state_dict(state)
+    del state['routing_table._extra_state']
 
     def raw(text, rows=None):
         return torch.tensor(list(text.encode().ljust(64, b'\0')), dtype=torch.uint8)

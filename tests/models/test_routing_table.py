@@ -8,6 +8,7 @@ import torch
 
 from mmgem.models.layers.routing_table import (
     RoutingTable,
+    decode_table,
     plan_of_state_dict,
     upgrade_legacy_state_dict,
 )
@@ -28,12 +29,13 @@ def test_the_plan_travels_once_as_plain_data():
     plan = _plan()
     table = RoutingTable(3, 4)
     table.attach(plan, source='test')
-    # a weights-only load of the saved state takes it back (no pickled objects)
+    # a weights-only load of the saved state takes it back (a uint8 tensor of JSON)
     buffer = io.BytesIO()
     torch.save(table.state_dict(), buffer)
     buffer.seek(0)
     state = torch.load(buffer, weights_only=True)
-    assert list(state) == ['_extra_state'] and set(state['_extra_state']) == {'version', 'plan'}
+    assert list(state) == ['_extra_state'] and state['_extra_state'].dtype == torch.uint8
+    assert decode_table(state['_extra_state'])['plan'] == plan.to_dict()
     fresh = RoutingTable(3, 4)
     fresh.load_state_dict(state)
     assert fresh.plan == plan and fresh.plan_hash == plan.hash and fresh.source == 'checkpoint'
@@ -57,6 +59,8 @@ def test_a_bare_table_routes_by_quantiles_and_round_trips():
     fresh.set_extra_state(table.get_extra_state())
     np.testing.assert_array_equal(fresh.thresholds.numpy(), want)
     assert fresh.dataset_names == tuple(NAMES) and fresh.plan_hash == 'bare'
+    with pytest.raises(ValueError, match='not UTF-8 JSON'):
+        fresh.set_extra_state(torch.tensor([255, 0], dtype=torch.uint8))
     with pytest.raises(ValueError, match='plan quota has negative entries'):
         table.set_routing(-quota)
     assert table.plan_hash == 'bare'  # unchanged by a refused write

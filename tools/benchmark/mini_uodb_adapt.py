@@ -63,7 +63,7 @@ def expand_state_dict(old: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]
     for key, fresh in new.items():
         value = old[key]
         if any(part in key for part in FRESH):
-            out[key] = fresh.clone() if torch.is_tensor(fresh) else fresh
+            out[key] = fresh.clone()
         elif value.shape == fresh.shape:
             out[key] = value.clone()
         elif (value.dim() == fresh.dim() and value.shape[1:] == fresh.shape[1:]

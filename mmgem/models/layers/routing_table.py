@@ -7,9 +7,12 @@ plan's hash), so a forward reads nothing from the device; and, when it was
 given one, the :class:`~mmgem.planner.GEMPlan` itself (loads, similarity,
 provenance), which :class:`~mmgem.engine.hooks.GEMPlannerHook` checks against
 the data. Checkpoints hold it once, as this module's extra state in the
-model's state dict (``routing_table._extra_state``): the plan's own dict, or,
-for a table given as bare quota and thresholds, those.
+model's state dict (``routing_table._extra_state``): the canonical JSON of the
+plan's own dict (or, for a table given as bare quota and thresholds, of those)
+as a uint8 tensor, so that everything that walks a state dict as tensors
+(distributed broadcasts, ``torch.jit`` tracing, ``weights_only`` loads) takes it.
 """
+import json
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -25,6 +28,40 @@ from .plan_routing import plan_is_installed, quantile_thresholds
 TABLE_VERSION = 1
 #: State-dict keys of the plan buffers of checkpoints made before the table.
 LEGACY_KEYS = ('plan_quota', 'plan_thresholds', 'plan_dataset_names', 'plan_hash')
+
+
+def encode_table(data: Dict[str, Any]) -> Tensor:
+    """A saved table as a uint8 tensor of its canonical JSON.
+
+    Args:
+        data (dict): Plain data (a :meth:`RoutingTable.get_extra_state` dict).
+
+    Returns:
+        Tensor: 1-d uint8 CPU tensor.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(',', ':'), allow_nan=False)
+    return torch.tensor(list(text.encode('utf-8')), dtype=torch.uint8)
+
+
+def decode_table(state: Any) -> Dict[str, Any]:
+    """The dict of :func:`encode_table` (a dict passes through).
+
+    Args:
+        state (Tensor | dict): A saved table.
+
+    Returns:
+        dict: The table's plain data.
+    """
+    if torch.is_tensor(state):
+        try:
+            state = json.loads(bytes(state.to(torch.uint8).tolist()).decode('utf-8'))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ValueError(f'routing_table: the saved table is not UTF-8 JSON: {err}') from err
+    if not isinstance(state, dict) or state.get('version') != TABLE_VERSION:
+        version = state.get('version') if isinstance(state, dict) else None
+        raise ValueError(f'routing_table: unsupported saved table {type(state).__name__} '
+                         f'version {version!r}; expected version {TABLE_VERSION}')
+    return state
 
 
 class RoutingTable(nn.Module):
@@ -118,30 +155,28 @@ class RoutingTable(nn.Module):
         """
         return self.quota, self.dataset_names, self.thresholds
 
-    def get_extra_state(self) -> Dict[str, Any]:
-        """The table as plain Python data (what checkpoints store once).
+    def get_extra_state(self) -> Tensor:
+        """The table as :func:`encode_table` data (what checkpoints store once).
 
         Returns:
-            dict: ``version`` and either ``plan`` (:meth:`GEMPlan.to_dict`),
-            or ``quota``, ``thresholds``, ``dataset_names`` and ``hash`` of
-            a bare table (all empty without a plan).
+            Tensor: The encoded dict of ``version`` and either ``plan``
+            (:meth:`GEMPlan.to_dict`), or ``quota``, ``thresholds``,
+            ``dataset_names`` and ``hash`` of a bare table (all empty without
+            a plan).
         """
         if self.plan is not None:
-            return dict(version=TABLE_VERSION, plan=self.plan.to_dict())
-        return dict(version=TABLE_VERSION, quota=self.quota.tolist(),
-                    thresholds=self.thresholds.tolist(), dataset_names=list(self.dataset_names),
-                    hash=self.plan_hash)
+            return encode_table(dict(version=TABLE_VERSION, plan=self.plan.to_dict()))
+        return encode_table(dict(version=TABLE_VERSION, quota=self.quota.tolist(),
+                                 thresholds=self.thresholds.tolist(),
+                                 dataset_names=list(self.dataset_names), hash=self.plan_hash))
 
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
+    def set_extra_state(self, state: Any) -> None:
         """Restore :meth:`get_extra_state` (a checkpoint's table).
 
         Args:
-            state (dict): The saved table.
+            state (Tensor | dict): The saved table.
         """
-        if not isinstance(state, dict) or state.get('version') != TABLE_VERSION:
-            raise ValueError(f'routing_table: unsupported saved table {type(state).__name__} '
-                             f"version {getattr(state, 'get', lambda k: None)('version')!r}; "
-                             f'expected version {TABLE_VERSION}')
+        state = decode_table(state)
         if state.get('plan') is not None:
             plan = GEMPlan.from_dict(state['plan'], source='checkpoint plan')
             if tuple(plan.quota.shape) != self.shape:
@@ -172,9 +207,10 @@ def plan_of_state_dict(state_dict: Dict[str, Any], prefix: str = '') -> Optional
         GEMPlan | None: The plan.
     """
     state = state_dict.get(prefix + 'routing_table._extra_state')
-    if not isinstance(state, dict) or state.get('plan') is None:
+    if state is None:
         return None
-    return GEMPlan.from_dict(state['plan'], source='checkpoint plan')
+    plan = decode_table(state).get('plan')
+    return None if plan is None else GEMPlan.from_dict(plan, source='checkpoint plan')
 
 
 def upgrade_legacy_state_dict(state_dict: Dict[str, Any], prefix: str = '',
@@ -197,7 +233,7 @@ def upgrade_legacy_state_dict(state_dict: Dict[str, Any], prefix: str = '',
     if key in state_dict or not (legacy or plan):
         return
     if plan is not None:
-        state_dict[key] = dict(version=TABLE_VERSION, plan=plan)
+        state_dict[key] = encode_table(dict(version=TABLE_VERSION, plan=plan))
         return
 
     def text(raw: Tensor) -> str:
@@ -206,11 +242,11 @@ def upgrade_legacy_state_dict(state_dict: Dict[str, Any], prefix: str = '',
     names = [text(row) for row in legacy['plan_dataset_names']] if 'plan_dataset_names' in \
         legacy else []
     zeros = torch.zeros_like(legacy['plan_quota'])
-    state_dict[key] = dict(
+    state_dict[key] = encode_table(dict(
         version=TABLE_VERSION, quota=legacy['plan_quota'].tolist(),
         thresholds=legacy.get('plan_thresholds', zeros).tolist(),
         dataset_names=names if all(names) else [],
-        hash=text(legacy['plan_hash']) if 'plan_hash' in legacy else '')
+        hash=text(legacy['plan_hash']) if 'plan_hash' in legacy else ''))
 
 
 def upgrade_legacy_plan_buffers(state_dict: Dict[str, Any], prefix: str, *args) -> None:
