@@ -25,7 +25,7 @@ def _plan():
                      image_ids=ids)
 
 
-def test_the_plan_travels_once_as_plain_data():
+def test_the_plan_travels_once_in_the_state_dict():
     plan = _plan()
     table = RoutingTable(3, 4)
     table.attach(plan, source='test')
