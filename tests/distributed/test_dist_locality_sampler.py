@@ -34,6 +34,7 @@ from mmgem.engine.hooks.expert_parallel_exchange_hook import ExpertParallelExcha
 from mmgem.models.layers import MoEFFN
 from mmgem.models.layers.ep_exchange_stats import exchange_stats
 from mmgem.models.layers.expert_parallel import convert_to_expert_parallel
+from mmgem.models.layers.plan_routing import quantile_thresholds
 from mmgem.planner import build_similarity, image_bucket, make_plan, route_bucket
 from tools.benchmark.routing import routing_from_plan
 
@@ -110,12 +111,13 @@ class _PlannedModel(nn.Sequential):
         convert_to_expert_parallel(layer)
         super().__init__(layer, norm)
         self.quota, self.frozen = quota, frozen
+        table = torch.as_tensor(np.asarray(quota), dtype=torch.long)
+        # the routing table's host view: quota, names, quantile thresholds
+        self.routing_table = SimpleNamespace(
+            host=lambda: (table, (), quantile_thresholds(table)))
 
     def has_plan(self):
         return True
-
-    def installed_plan_quota(self):
-        return self.quota
 
     def train(self, mode=True):
         super().train(mode)

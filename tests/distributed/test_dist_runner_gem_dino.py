@@ -187,6 +187,7 @@ def _two_rank_worker(rank, world_size, out_dir, data_root, ckpt):
         trained={b: _head_outputs(model, cfg, b)
                  for b in BATCHES},
         state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        plan_hash=model.installed_plan_hash(),
         moments=moments.moments,
         resumed_exp_avg_w1=resumed,
         exchange_MB=list(exchange),
@@ -241,10 +242,10 @@ def test_shared_parameters_identical_after_training(runs):
     assert len(experts) == 8 and all(states[0][k].size(0) == 2
                                      for k in experts)
     # BN running statistics are per rank (MMEngine's broadcast_buffers=False)
-    # but the plan buffers are the same everywhere
-    shared = [k for k in params if k not in experts] + [
-        k for k in states[0] if k.endswith(('plan_quota', 'plan_hash'))
-    ]
+    # but the plan is the same everywhere
+    plans = [res['plan_hash'] for res in runs['results']]
+    assert plans[0] and plans[0] == plans[1]
+    shared = [k for k in params if k not in experts] + ['routing_table._extra_state']
     assert len(shared) > 100
     for key in shared:
         assert torch.equal(states[0][key], states[1][key]), key

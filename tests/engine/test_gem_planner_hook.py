@@ -11,11 +11,14 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-import mmgem.engine.hooks.gem_planner_hook as hook_module
+import mmgem.engine.planning.service as service_module
+from mmgem.apis import attach_plan
 from mmgem.datasets import expected_images_per_dataset
 from mmgem.engine import GEMPlannerHook
-from mmgem.models.routers import LEGACY_ROUTING
+from mmgem.engine.planning import PlanningService, same_mix
 from mmgem.engine.runner import build_runner as build_gem_runner
+from mmgem.models.layers.routing_table import decode_table, encode_table, plan_of_state_dict
+from mmgem.models.routers import LEGACY_ROUTING
 from mmgem.planner import GEMPlan, PlanError, build_similarity, make_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +117,7 @@ def test_hook_installs_the_planners_plan_before_first_iteration(trained):
     assert realised.sum(0).max() <= plan.capacity
     np.testing.assert_array_equal(runner.model.installed_plan_thresholds(), plan.thresholds)
     np.testing.assert_array_equal(runner.model.installed_plan_quota(), direct.quota)
-    np.testing.assert_array_equal(runner.model.plan_quota.cpu().numpy(), direct.quota)
+    assert runner.model.routing_table.plan == plan  # one table, holding the plan
     assert runner.model.installed_dataset_names() == tuple(names)
     np.testing.assert_array_equal(runner.model.label_offsets.cpu().numpy(),
                                   np.asarray(dataset.label_offsets))
@@ -124,9 +127,12 @@ def test_hook_installs_the_planners_plan_before_first_iteration(trained):
     png = (work_dir / 'gem_plan.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n'
 
-    # The checkpoint carries the plan, and its buffers hold the same table.
+    # The checkpoint carries the plan once: in the model's state dict, and
+    # nowhere else.
     ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
-    assert GEMPlan.from_dict(ckpt['gem_plan']).hash == plan.hash
+    assert plan_of_state_dict(ckpt['state_dict']).hash == plan.hash
+    assert 'gem_plan' not in ckpt
+    assert not [k for k in ckpt['state_dict'] if k.startswith('plan_')]
 
 
 def test_resume_restores_the_plan_without_replanning(trained, monkeypatch):
@@ -136,7 +142,7 @@ def test_resume_restores_the_plan_without_replanning(trained, monkeypatch):
     def no_replanning(*args, **kwargs):
         raise AssertionError('the hook re-planned instead of restoring the plan')
 
-    monkeypatch.setattr(hook_module, 'make_plan', no_replanning)
+    monkeypatch.setattr(service_module, 'make_plan', no_replanning)
     probe = FirstIterProbe()
     cfg = make_cfg(Path(runner.cfg.train_dataloader.dataset.data_root), work_dir, max_iters=3)
     resumed = build_runner(cfg, probe, resume=True)
@@ -158,16 +164,19 @@ def test_load_from_rejects_a_plan_that_does_not_fit(trained, tmp_path):
 
     # A plan made for other datasets is refused too (a valid, hashed plan) ...
     ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
-    data = dict(ckpt['gem_plan'], dataset_names=['a', 'b', 'c', 'd', 'e', 'f'])
+    table = decode_table(ckpt['state_dict']['routing_table._extra_state'])
+    data = dict(table['plan'], dataset_names=['a', 'b', 'c', 'd', 'e', 'f'])
     data.pop('hash')
-    ckpt['gem_plan'] = GEMPlan.from_dict(data, force=True, _quiet=True).to_dict()
+    table['plan'] = GEMPlan.from_dict(data, force=True, _quiet=True).to_dict()
+    ckpt['state_dict']['routing_table._extra_state'] = encode_table(table)
     forged = tmp_path / 'forged.pth'
     torch.save(ckpt, forged)
     other = build_runner(make_cfg(root, tmp_path / 'forged'), load_from=str(forged))
     with pytest.raises(ValueError, match=r"made for datasets \['a'.*does not fit"):
         other.train()
     # ... and so is a checkpoint plan without its hash
-    ckpt['gem_plan'].pop('hash')
+    table['plan'].pop('hash')
+    ckpt['state_dict']['routing_table._extra_state'] = encode_table(table)
     torch.save(ckpt, forged)
     other = build_runner(make_cfg(root, tmp_path / 'forged2'), load_from=str(forged))
     with pytest.raises(PlanError, match='checkpoint plan has no hash'):
@@ -252,26 +261,26 @@ def test_plan_file_for_other_loads_or_without_hash_is_refused(trained, tmp_path)
     other = make_plan(plan.dataset_names, plan.images * 2, plan.similarity, 4,
                       capacity_factor=1.25, similarity_spec=plan.similarity_spec)
     path = other.save(str(tmp_path / 'other.json'))
-    cfg = make_cfg(root, tmp_path / 'w1')
-    cfg.custom_hooks[0].plan_file = path
+    cfg = make_cfg(root, tmp_path / 'w1', plan_file=path)
     with pytest.raises(ValueError, match=r'plan_file=.*other.json.* does not fit.*\n.*'
                        r'loads \(images per epoch\): natural'):
         build_runner(cfg).train()
-    # a plan file without its hash is refused when the hook is built
+    # a plan file without its hash is refused when the model is built
     data = plan.to_dict()
     del data['hash']
     hashless = tmp_path / 'hashless.json'
     hashless.write_text(json.dumps(data))
-    cfg.custom_hooks[0].plan_file = str(hashless)
-    with pytest.raises(ValueError, match=r'plan_file=.*hashless.json.*has no hash'):
+    cfg.model.plan_file = str(hashless)
+    with pytest.raises(PlanError, match=r'hashless.json.*has no hash'):
         build_runner(cfg)
-    GEMPlannerHook(plan_file=str(hashless), force_plan=True,
-                   similarity=dict(sources=dict(labels=1.0)))  # accepted, re-validated
-    # the training plan itself is accepted and installed as it is
-    cfg.custom_hooks[0].plan_file = plan.save(str(tmp_path / 'same.json'))
+    # attach_plan(force=True) accepts it, re-validated
+    assert attach_plan(runner.model, str(hashless), force=True).hash == plan.hash
+    # the training plan itself is accepted and installed as it is, without planning
+    cfg.model.plan_file = plan.save(str(tmp_path / 'same.json'))
     same = build_runner(cfg)
     same.train()
     assert planner_hook(same).plan == plan
+    assert same.model.routing_table.plan is plan or same.model.routing_table.plan == plan
 
 
 @pytest.mark.parametrize('kwargs, match', [
@@ -284,7 +293,6 @@ def test_plan_file_for_other_loads_or_without_hash_is_refused(trained, tmp_path)
     (dict(similarity=dict(sources=dict(labels=-1.0))), r'similarity.sources.labels=-1.0'),
     (dict(similarity=dict(sources=dict(prior=1.0))), r'similarity.prior=None'),
     (dict(similarity=dict(matrix=[[1.0, 0.2], [0.3, 1.0]])), 'not symmetric'),
-    (dict(plan_file='/nowhere/plan.json'), r"plan_file='/nowhere/plan.json'.*does not exist"),
 ])
 def test_hook_arguments_are_validated_when_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -298,7 +306,7 @@ def test_hook_num_experts_is_checked_before_planning(trained, tmp_path, monkeypa
     def no_planning(*args, **kwargs):
         raise AssertionError('the hook planned before checking its settings')
 
-    monkeypatch.setattr(hook_module, 'make_plan', no_planning)
+    monkeypatch.setattr(service_module, 'make_plan', no_planning)
     cfg = make_cfg(root, tmp_path)
     cfg.custom_hooks[0].num_experts = 8
     with pytest.raises(ValueError, match=r"GEMPlannerHook\(num_experts=8\) does not match "
@@ -306,8 +314,18 @@ def test_hook_num_experts_is_checked_before_planning(trained, tmp_path, monkeypa
         build_runner(cfg).train()
 
 
-def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path):
-    """The offline plan of a few-shot config is the training plan, bit for bit."""
+def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path,
+                                              monkeypatch):
+    """The offline plan of a few-shot config is the training plan, bit for bit,
+    both made by the one planning service."""
+    made = []
+    service_plan = PlanningService.make_plan
+
+    def spy(self, *args, **kwargs):
+        made.append(service_plan(self, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(PlanningService, 'make_plan', spy)
     config = tmp_path / 'few_shot.py'
     config.write_text(
         f'_base_ = {str(GEM_CFG)!r}\n'
@@ -324,14 +342,67 @@ def test_gem_plan_config_equals_the_hooks_plan(mini_uodb_root, tmp_path):
     from tools.analysis_tools import gem_plan
     offline = gem_plan.plan_from_config(str(config))
     assert offline.hash == trained_plan.hash
+    assert [p.hash for p in made] == [trained_plan.hash, offline.hash]
 
 
 def test_loads_scaled_by_padding_are_the_same_mix():
     plan_loads = np.array([48.0, 100.0, 7.0])
     padded = plan_loads * (160.0 / 155.0)  # 8 ranks: ceil(155 / 8) * 8 = 160 draws
-    assert hook_module.same_mix(plan_loads, padded)
-    assert hook_module.same_mix(padded, plan_loads)  # planned on 8, resumed on 1
-    assert not hook_module.same_mix(plan_loads, plan_loads * 2)  # twice the images
-    assert not hook_module.same_mix(plan_loads, [5.0, 100.0, 7.0])  # a cut
-    assert not hook_module.same_mix(plan_loads, [48.0, 100.0, 14.0])  # other ratios
-    assert not hook_module.same_mix(plan_loads, plan_loads[:2])
+    assert same_mix(plan_loads, padded)
+    assert same_mix(padded, plan_loads)  # planned on 8, resumed on 1
+    assert not same_mix(plan_loads, plan_loads * 2)  # twice the images
+    assert not same_mix(plan_loads, [5.0, 100.0, 7.0])  # a cut
+    assert not same_mix(plan_loads, [48.0, 100.0, 14.0])  # other ratios
+    assert not same_mix(plan_loads, plan_loads[:2])
+
+
+def _legacy_checkpoint(ckpt: dict, with_plan: bool) -> dict:
+    """A checkpoint in the format before the routing table: plan buffers
+    (names and hash as bytes) and, saved by the hook, ``ckpt['gem_plan']``."""
+    state = ckpt['state_dict']
+    plan = plan_of_state_dict(state)
+    del state['routing_table._extra_state']
+
+    def raw(text, rows=None):
+        return torch.tensor(list(text.encode().ljust(64, b'\0')), dtype=torch.uint8)
+
+    state['plan_quota'] = torch.from_numpy(plan.quota.astype(np.int64))
+    state['plan_thresholds'] = torch.from_numpy(plan.thresholds.astype(np.int64))
+    state['plan_dataset_names'] = torch.stack([raw(n) for n in plan.dataset_names])
+    state['plan_hash'] = raw(plan.hash)
+    if with_plan:
+        ckpt['gem_plan'] = plan.to_dict()
+    return ckpt
+
+
+def test_checkpoints_of_the_old_format_load(trained, tmp_path, monkeypatch):
+    runner, _, work_dir = trained
+    plan = planner_hook(runner).plan
+    root = Path(runner.cfg.train_dataloader.dataset.data_root)
+    ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
+    old = tmp_path / 'old.pth'
+    torch.save(_legacy_checkpoint(ckpt, with_plan=True), old)
+
+    def no_replanning(*args, **kwargs):
+        raise AssertionError('the hook re-planned instead of re-using the old plan')
+
+    monkeypatch.setattr(service_module, 'make_plan', no_replanning)
+    probe = FirstIterProbe()
+    loaded = build_runner(make_cfg(root, tmp_path / 'w', max_iters=1), probe,
+                          load_from=str(old))
+    loaded.train()
+    assert probe.plan_hash_at_first_iter == plan.hash
+    assert loaded.model.routing_table.plan == plan
+    # without checkpoint['gem_plan'] (the model's buffers only): it routes, as
+    # inference needs, but training refuses a plan it cannot check
+    ckpt = torch.load(work_dir / 'iter_2.pth', map_location='cpu', weights_only=False)
+    bare = _legacy_checkpoint(ckpt, with_plan=False)['state_dict']
+    model = copy.deepcopy(loaded.model)
+    model.routing_table.clear()
+    model.load_state_dict(bare)
+    assert model.installed_plan_hash() == plan.hash and model.routing_table.plan is None
+    np.testing.assert_array_equal(model.installed_plan_thresholds(), plan.thresholds)
+    assert model.installed_dataset_names() == tuple(plan.dataset_names)
+    torch.save(dict(state_dict=bare, meta=ckpt['meta']), old)
+    with pytest.raises(RuntimeError, match='cannot be checked'):
+        build_runner(make_cfg(root, tmp_path / 'w2'), load_from=str(old)).train()

@@ -86,7 +86,8 @@ def test_gem_dino_routes_the_plans_training_images_exactly():
     model.install_plan(plan.quota, None, plan.hash, dataset_names=plan.dataset_names,
                        thresholds=plan.thresholds)
     np.testing.assert_array_equal(model.installed_plan_thresholds(), plan.thresholds)
-    assert model.plan_thresholds.shape == (2, 4) and model.plan_thresholds.dtype == torch.long
+    assert model.routing_table.thresholds.shape == (2, 4)
+    assert model.routing_table.thresholds.dtype == torch.long
     # the buffers travel with the state dict (checkpoints carry the rule)
     fresh = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS), seed=1)
     fresh.load_state_dict(model.state_dict())
@@ -116,9 +117,13 @@ def test_bad_or_missing_thresholds_are_refused():
     # a checkpoint of the plan's quota without thresholds (an older model)
     model.install_plan(plan.quota, None, plan.hash, dataset_names=plan.dataset_names,
                        thresholds=plan.thresholds)
+    # in the format of checkpoints made before the routing table (plan buffers)
     state = model.state_dict()
-    state['plan_thresholds'] = torch.zeros_like(state['plan_thresholds'])
+    del state['routing_table._extra_state']
+    state['plan_quota'] = torch.from_numpy(plan.quota.astype(np.int64))
+    state['plan_thresholds'] = torch.zeros(2, 4, dtype=torch.long)
     model.load_state_dict(state)
+    np.testing.assert_array_equal(model.installed_plan_quota(), plan.quota)
     model.train()
     inputs, samples = _batch(model, [0, 1], training=True)
     with pytest.raises(ValueError, match='re-plan it with GEMPlannerHook'):

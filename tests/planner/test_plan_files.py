@@ -98,13 +98,20 @@ def test_a_plan_file_over_the_size_limit_is_refused_before_reading(tmp_path, pla
     assert GEMPlan.load(str(path)) == plan
 
 
-def test_the_planner_hook_reports_a_bad_plan_file_as_plan_error(tmp_path, plan):
-    from mmgem.engine.hooks import GEMPlannerHook
+def test_a_model_plan_file_reports_a_bad_plan_file_as_plan_error(tmp_path, plan):
+    """``model.plan_file`` (the one place a plan file enters) names the file
+    and the field."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import mmgem  # noqa: F401  (registers GEMDINO)
+    from mmdet.registry import MODELS
     path = tmp_path / 'bad_plan.json'
     path.write_text(_edit_text(plan, 'beta', 'NaN'))
-    with pytest.raises(PlanError, match=rf"plan_file='{re.escape(str(path))}'.*field 'beta' "
-                       'holds NaN'):
-        GEMPlannerHook(plan_file=str(path))
+    cfg = Config.fromfile('configs/gem/gem-dino-tiny_r18_mini-uodb.py')
+    init_default_scope('mmdet')
+    with pytest.raises(PlanError, match=rf"{re.escape(str(path))}.*field 'beta' holds NaN"):
+        MODELS.build(dict(cfg.model, plan_file=str(path)))
 
 
 # --- the hash covers the quota and the thresholds ---------------------------

@@ -332,7 +332,7 @@ def test_checkpoint_expansion_keeps_old_rows(runs):
     assert any('label_embedding' in k for k in expanded)
     assert any('domain_classifier' in k for k in expanded)
     for key, value in state.items():
-        if 'plan_' in key or 'label_offsets' in key:
+        if 'routing_table.' in key or 'label_offsets' in key:
             assert torch.equal(value, fresh[key])
         elif key in expanded:
             n = old[key].shape[0]

@@ -13,8 +13,8 @@ initialises the model as the Runner does (``load_from`` included)::
         --config configs/gem/few_shot/gem-dino-4scale_r50_8xb2-36e_uodb_kitti-50shot.py \\
         [--data-root data/uodb] [--cfg-options k=v ...] [--out-dir work_dirs/gem_plan]
 
-Give the plan to training with ``GEMPlannerHook(plan_file=...)``; the hook
-checks that it fits the config and data.
+Give the plan to a model with ``model.plan_file=...`` (``--cfg-options``);
+in training, ``GEMPlannerHook`` checks that it fits the config and data.
 
 From a statistics file (JSON/YAML: image counts, class lists, prior groups),
 for analysis without the data (routing by quantiles, exact quotas only once
@@ -27,7 +27,7 @@ the hook cuts the thresholds at the training images)::
 
 ``--capacity-factor none`` disables the capacity limit; ``--prior`` adds or
 replaces prior groups (``"coco,voc,comic;kitti,lisa"``). With ``--config``
-these options override the hook's settings (the plan then differs from the
+these options override the planning settings (the plan then differs from the
 training plan, which is printed). The plan is written to
 ``<out-dir>/gem_plan.json`` and ``<out-dir>/gem_plan.png``.
 """
@@ -83,12 +83,15 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
                      work_dir=None):
     """The plan a training run of ``config`` would make.
 
+    The config's ``GEMPlannerHook`` entry is the planning config; the plan
+    is made by :class:`mmgem.engine.planning.PlanningService`, as in training.
+
     Args:
         config (str): A GEM training config with a ``GEMPlannerHook``.
         data_root (str, optional): Overrides the training dataset's
             ``data_root``.
         cfg_options (dict, optional): Config overrides (as ``--cfg-options``).
-        overrides (dict, optional): Hook arguments to override.
+        overrides (dict, optional): Planning settings to override.
         work_dir (str, optional): Work dir of the temporary Runner (the
             ``features`` source only); a temporary folder by default.
 
@@ -101,6 +104,7 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
 
     import mmgem  # noqa: F401  (registers mmgem's modules)
     from mmgem.engine.hooks.gem_planner_hook import GEMPlannerHook
+    from mmgem.engine.planning import PlanningService
     from mmgem.engine.runner import build_runner
 
     cfg = Config.fromfile(config)
@@ -113,21 +117,21 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
     if not hooks:
         raise SystemExit(f'config {config!r} has no GEMPlannerHook in custom_hooks: add one, or '
                          'plan from a statistics file with --stats')
-    hook_args = copy.deepcopy(dict(hooks[0]))
-    hook_args.pop('type')
-    hook_args.pop('priority', None)
-    hook_args.pop('plan_file', None)  # plan, do not read a plan
-    hook_args.update(overrides or {})
+    settings = copy.deepcopy(dict(hooks[0]))
+    settings.pop('type')
+    settings.pop('priority', None)
+    settings.update(overrides or {})
     init_default_scope(cfg.get('default_scope', 'mmdet'))
-    hook = GEMPlannerHook(**hook_args)
-    num_experts = hook.num_experts or cfg.model.get('num_experts')
-    if 'features' not in hook.sources:
+    service = PlanningService(settings)
+    num_experts = service.config.num_experts or cfg.model.get('num_experts')
+    if 'features' not in service.config.sources:
         loader = Runner.build_dataloader(cfg.train_dataloader)
-        return hook.plan_for(loader, num_experts=num_experts)
+        return service.make_plan(loader, num_experts=num_experts)
     # the features are probed from the model as training initialises it
     with tempfile.TemporaryDirectory() as tmp:
         cfg.work_dir = work_dir or tmp
         cfg.custom_hooks = [h for h in cfg.custom_hooks if h is not hooks[0]]
+        cfg.model.pop('plan_file', None)  # plan, do not read a plan
         cfg.log_level = 'WARNING'
         # a name of its own: MMEngine's logger and visualizer are global instances
         # keyed by it, and a training Runner built in the same second must not
@@ -139,7 +143,7 @@ def plan_from_config(config: str, data_root=None, cfg_options=None, overrides=No
         if cfg.get('load_from') and not cfg.get('resume', False):
             runner.load_checkpoint(cfg.load_from)
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        return hook.plan_for(loader, model)
+        return service.make_plan(loader, model)
 
 
 def parse_args(argv=None):
@@ -224,8 +228,8 @@ def _config_plan(args):
     if args.experts is not None:
         overrides['num_experts'] = args.experts
     if overrides:
-        print(f'note: {sorted(overrides)} override the config\'s GEMPlannerHook, so this plan '
-              'is not the one training makes')
+        print(f'note: {sorted(overrides)} override the config\'s GEMPlannerHook settings, so '
+              'this plan is not the one training makes')
     cfg_options = None
     if args.cfg_options:
         from mmengine.config import DictAction

@@ -36,8 +36,8 @@ from mmengine.registry import init_default_scope
 from mmgem.engine.hooks.align_experts_hook import AlignExpertsHook, expert_permutation
 from mmgem.engine.runner import load_checkpoint_file
 
-#: buffers that must start empty in the K-dataset model (re-planned)
-FRESH = ('plan_quota', 'plan_hash', 'plan_thresholds', 'plan_dataset_names', 'label_offsets')
+#: entries that must start empty in the K-dataset model (re-planned)
+FRESH = ('routing_table.', 'label_offsets')
 
 
 def expand_state_dict(old: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]

@@ -122,13 +122,10 @@ class ExpertParallelExchangeHook(Hook):
                 raise RuntimeError(
                     'the training sampler needs the GEM plan but the model '
                     'has none installed; add GEMPlannerHook to custom_hooks')
-            # the thresholds the model routes by; a model holding only a quota
-            # table routes by its quantiles (thresholds=None)
-            sampler.set_plan(model.installed_plan_quota(),
-                             expert_parallel_size=ep_size,
-                             thresholds=(model.installed_plan_thresholds()
-                                         if hasattr(model, 'installed_plan_thresholds')
-                                         else None))
+            # the quota and thresholds the model routes by, from its routing table
+            quota, _, thresholds = model.routing_table.host()
+            sampler.set_plan(quota.numpy().copy(), expert_parallel_size=ep_size,
+                             thresholds=thresholds.numpy().copy())
             self._check_batchnorm(runner, model, sampler)
         exchange_stats().reset()
 

@@ -12,7 +12,6 @@ from mmdet.utils import OptConfigType
 from torch import Tensor, nn
 
 from mmgem.planner import GEMPlan
-from mmgem.planner.hashing import threshold_errors
 from mmgem.utils.choices import check_choice
 
 from ..dense_heads.dataset_aware_dino_head import DatasetAwareDINOHead
@@ -20,21 +19,14 @@ from ..layers.batch_routing import BatchRouting
 from ..layers.dataset_aware_cdn import DatasetAwareCdnQueryGenerator
 from ..layers.gem_dino_decoder import GEMDinoTransformerDecoder
 from ..layers.moe_ffn import MoEFFN
-from ..layers.plan_routing import (
-    NO_PLAN_MESSAGE,
-    plan_is_installed,
-    quantile_thresholds,
-    route_images,
-)
+from ..layers.plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_images
+from ..layers.routing_table import RoutingTable, upgrade_legacy_plan_buffers
 from ..routers.builder import router_class, router_config
 from ..utils import upcycling
 from ..utils.label_space import label_range_mask, label_ranges_of
 from ..utils.routing_stats import routing_scalars, specialisation_scalars
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
-PLAN_HASH_BYTES = 64
-#: Bytes of one dataset name in the ``plan_dataset_names`` buffer.
-PLAN_NAME_BYTES = 64
 AUX_LOSS_REDUCTIONS = ('mean', 'sum')
 BALANCE_TOKENS = ('foreground', 'all')
 
@@ -60,16 +52,16 @@ class GEMDINO(DINO):
     training and at test time), which auxiliary loss it has and whether
     that loss takes the foreground token mask; it tests no method name.
 
-    The plan lives in buffers of fixed shape of the detector
-    (``plan_quota`` and ``plan_thresholds``, ``num_datasets x num_experts``
-    int64 -- the quota table and the routing thresholds cut at the training
-    images, so the realised per-expert loads equal the quota;
-    ``plan_dataset_names``; ``plan_hash``; ``label_offsets``), so checkpoints
-    carry it and
-    ``load_state_dict`` restores it. :class:`GEMPlannerHook` computes it and
-    calls :meth:`install_plan`. Routing is computed once per forward: after
+    The plan lives in one place, :attr:`routing_table` (a
+    :class:`~mmgem.models.layers.routing_table.RoutingTable`: the quota table
+    and the routing thresholds cut at the training images, so the realised
+    per-expert loads equal the quota, the dataset names, the hash, and the
+    :class:`~mmgem.planner.GEMPlan` behind them), which checkpoints carry once
+    in the state dict. :class:`GEMPlannerHook` makes or checks it and calls
+    :meth:`attach_plan`; ``plan_file`` attaches one without training.
+    Routing is computed once per forward: after
     the encoder, the detector looks the batch up in the plan on the host
-    (the table is read from the device only when it changes) and hands the
+    (the table lives there; nothing is read from the device) and hands the
     resulting :class:`~mmgem.models.layers.BatchRouting` to every MoE layer.
 
     Auxiliary router losses (``Top1Router``, ``DAMEXRouter``) are taken after the
@@ -171,14 +163,13 @@ class GEMDINO(DINO):
             to be installed by the hook) otherwise. Defaults to None.
         plan_file (str, optional): A plan JSON (``work_dir/gem_plan.json``
             of a training run, or ``tools/analysis_tools/gem_plan.py``'s
-            output) installed when the model is built (:meth:`install_plan_file`),
-            so a model built without a training run routes: mmdet's
+            output) attached when the model is built (:meth:`attach_plan`):
+            the one way to give a model a plan without training (mmdet's
             ``get_flops.py``, ``DetInferencer`` without weights, ``test.py``
-            on a config without ``GEMPlannerHook``. A checkpoint loaded later
-            replaces it with its own plan buffers. For training, give the
-            file to ``GEMPlannerHook(plan_file=...)`` instead (the hook
-            refuses a model that already holds a plan it did not install).
-            Defaults to None.
+            on a config without ``GEMPlannerHook``). In training,
+            ``GEMPlannerHook`` checks it against the data like a plan
+            restored from a checkpoint. A checkpoint loaded later replaces
+            it with its own plan. Defaults to None.
         *args, **kwargs: Those of mmdet's ``DINO``.
     """
 
@@ -268,26 +259,16 @@ class GEMDINO(DINO):
             self.set_label_offsets(label_offsets)
         elif num_datasets == 1:
             self.set_label_offsets([0, num_classes])
-        self.register_buffer(
-            'plan_hash', torch.zeros(PLAN_HASH_BYTES, dtype=torch.uint8))
-        self.register_buffer(
-            'plan_quota',
-            torch.zeros(num_datasets, num_experts, dtype=torch.long))
-        self.register_buffer(
-            'plan_thresholds',
-            torch.zeros(num_datasets, num_experts, dtype=torch.long))
-        self.register_buffer(
-            'plan_dataset_names',
-            torch.zeros(num_datasets, PLAN_NAME_BYTES, dtype=torch.uint8))
-        self._host_plan_key: Optional[tuple] = None
-        self._host_plan: Optional[Tuple[Tensor, Tuple[str, ...], Tensor]] = None
+        #: the model's one copy of the GEM plan (checkpoints hold it once)
+        self.routing_table = RoutingTable(num_datasets, num_experts)
+        self._register_load_state_dict_pre_hook(upgrade_legacy_plan_buffers)
         #: Set by :class:`~mmgem.engine.hooks.MoERoutingVisualizationHook`:
         #: keep the routing of every test forward in :attr:`routing_record`.
         self.record_routing = False
         self.routing_record: Optional[Dict] = None
         self.plan_file = plan_file
         if plan_file is not None:
-            self.install_plan_file(plan_file)
+            self.attach_plan(GEMPlan.load(plan_file), source=f'plan_file={plan_file!r}')
 
     def _init_layers(self) -> None:
         """Initialize layers except for backbone, neck and bbox_head.
@@ -354,150 +335,73 @@ class GEMDINO(DINO):
         """bool: Whether label offsets are set (not all zeros)."""
         return int(self.label_offsets[-1]) > 0
 
+    def attach_plan(self, plan: GEMPlan, source: str = 'plan') -> None:
+        """Route by a GEM plan (kept, with its provenance, in :attr:`routing_table`).
+
+        Args:
+            plan (GEMPlan): The plan; ``num_datasets x num_experts``.
+            source (str): Where it came from, for messages.
+        """
+        want = (self.num_datasets, self.num_experts)
+        if tuple(plan.quota.shape) != want:
+            raise ValueError(
+                f'GEMDINO: {source} holds a plan for {plan.quota.shape[0]} datasets '
+                f'{list(plan.dataset_names)} x {plan.quota.shape[1]} experts, but the model '
+                f'has num_datasets={want[0]} and num_experts={want[1]}')
+        self.routing_table.attach(plan, source)
+
     def install_plan(self,
                      quota: np.ndarray,
                      label_offsets: Optional[np.ndarray] = None,
                      plan_hash: str = '',
                      dataset_names: Optional[Sequence[str]] = None,
                      thresholds: Optional[np.ndarray] = None) -> None:
-        """Install a GEM plan into the detector's plan buffers.
+        """Route by a bare quota table (no plan object; tests and benchmarks).
 
         Args:
-            quota (np.ndarray): ``(num_datasets, num_experts)`` integer quota
-                table (images of each dataset per epoch for each expert).
+            quota (np.ndarray): ``(num_datasets, num_experts)`` integer quota.
             label_offsets (np.ndarray, optional): ``num_datasets + 1`` label
                 offsets; None keeps the current ones.
-            plan_hash (str): The plan's hash (at most 64 ASCII characters),
-                returned by :meth:`installed_plan_hash`.
-            dataset_names (Sequence[str], optional): The plan's dataset names
-                (at most 64 UTF-8 bytes each), in the order of the quota
-                rows. They key the image hash when the dataset of a test
-                image is predicted (``test_dataset_known=False``); None keeps
-                the current ones.
-            thresholds (np.ndarray, optional): ``(num_datasets,
-                num_experts)`` int64 routing thresholds of the plan
-                (:attr:`mmgem.planner.GEMPlan.thresholds`, cut at the training
-                images). None routes by the quantiles of the quota (a plan
-                made from counts only).
+            plan_hash (str): A label of the table.
+            dataset_names (Sequence[str], optional): The names keying the
+                image hash; None keeps the current ones.
+            thresholds (np.ndarray, optional): Routing thresholds; None routes
+                by the quantiles of the quota.
         """
-        quota = np.asarray(quota)
-        if quota.shape != (self.num_datasets, self.num_experts):
-            raise ValueError(
-                f'plan quota has shape {quota.shape}, the model has '
-                f'num_datasets={self.num_datasets} and '
-                f'num_experts={self.num_experts}')
-        if not np.issubdtype(quota.dtype, np.integer):
-            if not np.array_equal(quota, np.round(quota)):
-                raise ValueError(f'plan quota must be integers, got {quota}')
-        if np.any(quota < 0):
-            raise ValueError(f'plan quota has negative entries: {quota}')
-        encoded = plan_hash.encode('ascii')
-        if len(encoded) > PLAN_HASH_BYTES:
-            raise ValueError(f'plan hash {plan_hash!r} is longer than '
-                             f'{PLAN_HASH_BYTES} characters')
-        quota_t = torch.from_numpy(quota.astype(np.int64))
-        if thresholds is None:
-            thresholds_t = quantile_thresholds(quota_t)
-        else:
-            thresholds_t = torch.from_numpy(np.asarray(thresholds).astype(np.int64))
-            problems = threshold_errors(quota, thresholds_t.numpy())
-            if problems:
-                raise ValueError('plan thresholds do not fit the quota: ' + '; '.join(problems))
-        names = None
-        if dataset_names is not None:
-            names = self._encode_names(dataset_names)
+        table = RoutingTable(self.num_datasets, self.num_experts)
+        table.dataset_names = self.routing_table.dataset_names
+        table.set_routing(quota, thresholds, dataset_names, plan_hash)  # checks first
         if label_offsets is not None:
             self.set_label_offsets(label_offsets)
-        self.plan_quota.copy_(quota_t)
-        self.plan_thresholds.copy_(thresholds_t)
-        padded = encoded.ljust(PLAN_HASH_BYTES, b'\0')
-        self.plan_hash.copy_(
-            torch.tensor(list(padded), dtype=torch.uint8))
-        if names is not None:
-            self.plan_dataset_names.copy_(names)
-
-    def _encode_names(self, dataset_names: Sequence[str]) -> Tensor:
-        """``(num_datasets, PLAN_NAME_BYTES)`` uint8 table of the names."""
-        names = [str(name) for name in dataset_names]
-        if len(names) != self.num_datasets:
-            raise ValueError(
-                f'{len(names)} plan dataset names {names} for a model of '
-                f'num_datasets={self.num_datasets}')
-        rows = []
-        for name in names:
-            raw = name.encode('utf-8')
-            if not raw or len(raw) > PLAN_NAME_BYTES or b'\0' in raw:
-                raise ValueError(
-                    f'plan dataset name {name!r} must be 1 to '
-                    f'{PLAN_NAME_BYTES} UTF-8 bytes without NUL')
-            rows.append(list(raw.ljust(PLAN_NAME_BYTES, b'\0')))
-        return torch.tensor(rows, dtype=torch.uint8)
-
-    def install_plan_file(self, plan_file: str) -> GEMPlan:
-        """Install the plan of a plan JSON (:meth:`GEMPlan.save`'s format).
-
-        Args:
-            plan_file (str): Path of the JSON.
-
-        Returns:
-            GEMPlan: The installed plan.
-        """
-        plan = GEMPlan.load(plan_file)
-        want = (self.num_datasets, self.num_experts)
-        if tuple(plan.quota.shape) != want:
-            raise ValueError(
-                f'GEMDINO: plan_file {plan_file} holds a plan for {plan.quota.shape[0]} '
-                f'datasets {list(plan.dataset_names)} x {plan.quota.shape[1]} experts, but '
-                f'the model has num_datasets={want[0]} and num_experts={want[1]}')
-        self.install_plan(plan.quota, plan_hash=plan.hash, dataset_names=plan.dataset_names,
-                          thresholds=plan.thresholds)
-        return plan
+        self.routing_table.set_extra_state(table.get_extra_state())
 
     def has_plan(self) -> bool:
         """bool: Whether the model has MoE layers and a (non-zero) plan."""
-        return bool(self.moe_ffns()) and plan_is_installed(self.plan_quota)
+        return bool(self.moe_ffns()) and self.routing_table.is_set()
 
     def installed_plan_hash(self) -> str:
         """str: Hash of the installed plan, ``''`` when none was given."""
-        return bytes(self.plan_hash.tolist()).rstrip(b'\0').decode('ascii')
+        return self.routing_table.plan_hash
 
     def installed_plan_quota(self) -> np.ndarray:
         """np.ndarray: The installed ``(num_datasets, num_experts)`` quota."""
-        return self.host_plan()[0].numpy().copy()
+        return self.routing_table.quota.numpy().copy()
 
     def installed_dataset_names(self) -> Tuple[str, ...]:
         """tuple[str]: The installed plan's dataset names (``()`` if none)."""
-        return self.host_plan()[1]
+        return self.routing_table.dataset_names
 
     def installed_plan_thresholds(self) -> np.ndarray:
         """np.ndarray: The installed ``(num_datasets, num_experts)`` thresholds."""
-        return self.host_plan()[2].numpy().copy()
+        return self.routing_table.thresholds.numpy().copy()
 
     def host_plan(self) -> Tuple[Tensor, Tuple[str, ...], Tensor]:
         """The plan's quota table, dataset names and thresholds, on the host.
 
-        The copy is remade only when a plan buffer changed (in-place writes
-        such as :meth:`install_plan` or ``load_state_dict`` bump the
-        tensors' version counters; ``.to(device)`` makes new tensors), so a
-        forward reads nothing from the device.
-
         Returns:
-            tuple[Tensor, tuple[str], Tensor]: The ``(K, M)`` int64 CPU quota
-            table, the dataset names (``()`` when none are installed) and the
-            ``(K, M)`` int64 CPU routing thresholds.
+            tuple[Tensor, tuple[str], Tensor]: :meth:`RoutingTable.host`.
         """
-        buffers = (self.plan_quota, self.plan_dataset_names, self.plan_thresholds)
-        key = tuple((buf.data_ptr(), buf._version, buf.device) for buf in buffers)
-        if key != self._host_plan_key:
-            quota = self.plan_quota.detach().cpu().clone()
-            raw = self.plan_dataset_names.detach().cpu().numpy()
-            names = tuple(
-                bytes(row.tolist()).rstrip(b'\0').decode('utf-8')
-                for row in raw)
-            thresholds = self.plan_thresholds.detach().cpu().clone()
-            self._host_plan = (quota, names if all(names) else (), thresholds)
-            self._host_plan_key = key
-        return self._host_plan
+        return self.routing_table.host()
 
     # ------------------------------------------------------------------
     # upcycling

@@ -21,10 +21,10 @@ from torch import Tensor
 from mmgem.planner.hashing import BUCKET_END, bucket_thresholds
 
 NO_PLAN_MESSAGE = (
-    'no GEM plan is installed: the model\'s plan_quota buffer is all zeros. '
+    'no GEM plan is installed: the model\'s routing table is empty. '
     'Add GEMPlannerHook to `custom_hooks` in the config (it solves the plan '
-    'before training and calls `model.install_plan`), or load a checkpoint '
-    'that carries a plan.')
+    'before training and attaches it to the model), give `model.plan_file`, '
+    'or load a checkpoint that carries a plan.')
 
 
 def plan_is_installed(plan_quota: Tensor) -> bool:

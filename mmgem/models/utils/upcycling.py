@@ -12,8 +12,7 @@ from torch import Tensor, nn
 #: A dense decoder FFN's key: ``decoder.layers.<i>.ffn.layers.<...>``.
 FFN_KEY = re.compile(r'^decoder\.layers\.(\d+)\.ffn\.(layers\..+)$')
 #: Keys a dense DINO lacks; the MoE model keeps its own values for them.
-GEM_ONLY_KEYS = ('plan_quota', 'plan_thresholds', 'plan_dataset_names', 'router.',
-                 'label_offsets', 'plan_hash', 'domain_classifier.')
+GEM_ONLY_KEYS = ('routing_table.', 'router.', 'label_offsets', 'domain_classifier.')
 
 
 def upcycle_state_dict(model: nn.Module,
@@ -21,7 +20,7 @@ def upcycle_state_dict(model: nn.Module,
     """Convert a dense DINO state dict to the keys of an MoE DINO.
 
     The FFN weights of every MoE layer (``model.moe_layers``) are copied
-    into each expert; GEM-only entries (plan buffers, routers, domain
+    into each expert; GEM-only entries (routing table, routers, domain
     classifier) missing from the dense state dict keep the model's current
     values.
 
