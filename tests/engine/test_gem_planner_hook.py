@@ -34,6 +34,7 @@ class FirstIterProbe(Hook):
         self.plan_hash_at_first_iter = None
         self.losses = []
         self.iters = []
+        self.experts_used = []
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         self.iters.append(runner.iter)
@@ -44,6 +45,11 @@ class FirstIterProbe(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self.losses.append(float(outputs['loss']))
+        # the experts that received tokens in this iteration, per MoE layer
+        model = getattr(runner.model, 'module', runner.model)
+        self.experts_used.append([
+            sorted(torch.nonzero(layer.routing_stats['expert_tokens']).flatten().tolist())
+            for layer in model.moe_ffns()])
 
 
 def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CFG,
@@ -211,6 +217,10 @@ def test_each_routing_mode_lowers_the_loss(trained, tmp_path, routing):
     build_runner(cfg, probe).train()
     first, last = np.mean(probe.losses[:2]), np.mean(probe.losses[-2:])
     assert last < first, f'{routing}: loss {probe.losses}'
+    # the images of six datasets reach more than one expert in every MoE layer
+    # (a router that sends everything to one expert fails here)
+    assert probe.experts_used and all(
+        len(used) > 1 for step in probe.experts_used for used in step), probe.experts_used
 
 
 def _resume_cfg(runner, tmp_path, **hook):
