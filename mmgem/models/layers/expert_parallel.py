@@ -142,6 +142,10 @@ class ExpertParallelMoEFFN(MoEFFN):
 
     def _shard(self, topology: ExpertParallelTopology) -> None:
         """Keep only this rank's experts."""
+        if self.owns_experts:
+            raise NotImplementedError(
+                f'{type(self.router).__name__} owns its experts (no batched expert '
+                'weights to shard): expert parallelism is not supported')
         check_divisible(self.num_experts, topology.ep_size)
         local = topology.local_experts(self.num_experts)
         self.topology = topology
