@@ -185,7 +185,8 @@ class ExpertParallelMoEFFN(MoEFFN):
         experts would, so an expert gets the same initial weights whatever
         the world size.
         """
-        full = types.SimpleNamespace(num_experts=self.num_experts)
+        # a sharded layer has batched experts (owns_experts routers are refused)
+        full = types.SimpleNamespace(num_experts=self.num_experts, owns_experts=False)
         start, stop = (self.local_expert_start,
                        self.local_expert_start + self.num_local_experts)
         with torch.no_grad():
