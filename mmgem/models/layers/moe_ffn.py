@@ -36,8 +36,10 @@ class MoEFFN(BaseModule):
     ``(M, feedforward_channels)``, ``w2`` ``(M, embed_dims,
     feedforward_channels)`` and ``b2`` ``(M, embed_dims)``; ``w1[e]`` is laid
     out like ``nn.Linear.weight`` so a dense FFN copies in directly
-    (:meth:`upcycle_from_ffn`). The layer holds no plan: the plan lives in
-    the detector.
+    (:meth:`upcycle_from_ffn`). A router whose ``owns_experts`` holds the
+    experts itself (``MuMoERouter``'s CP factors): the layer then has no
+    batched weights and leaves init and upcycling to the router. The layer
+    holds no plan: the plan lives in the detector.
 
     How tokens reach experts is the job of the layer's router
     (``router=dict(type=...)``, a :class:`~mmgem.models.routers.BaseRouter`
