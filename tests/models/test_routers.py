@@ -285,6 +285,7 @@ def test_moe_plus_plus_heterogeneous_balance_loss():
     dict(type='SoftMoERouter', num_slots=2),
     dict(type='ReMoERouter'),
     dict(type='MoEPlusPlusRouter', balance_tau=0.75),
+    dict(type='MuMoERouter'),
 ], ids=lambda r: r['type'])
 def test_every_new_router_trains_and_predicts_in_gem_dino(router):
     from test_gem_dino import OFFSETS, _batch, _build, _gem_cfg
@@ -305,3 +306,116 @@ def test_every_new_router_trains_and_predicts_in_gem_dino(router):
     inputs, samples = _batch(model, [0, 1], training=False)
     with torch.no_grad():
         assert len(model.predict(inputs, samples)) == 2
+
+
+def _np_entmax15(z, iters=200):
+    """entmax-1.5 by bisection on the threshold: p = [z/2 - tau]_+^2, sum p = 1."""
+    z = np.asarray(z, dtype=np.float64) / 2
+    lo = z.max(-1, keepdims=True) - 1  # sum >= 1 here (the top entry alone gives 1)
+    hi = z.max(-1, keepdims=True)      # sum = 0 here
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        big = (np.maximum(z - mid, 0) ** 2).sum(-1, keepdims=True) >= 1
+        lo, hi = np.where(big, mid, lo), np.where(big, hi, mid)
+    return np.maximum(z - (lo + hi) / 2, 0) ** 2
+
+
+def test_entmax15_matches_bisection_and_its_jacobian():
+    from mmgem.models.layers.cp_mumoe import entmax15
+    gen = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(50, 6, generator=gen, dtype=torch.float64) * s
+                   for s in (0.1, 1.0, 5.0)])
+    z[0] = torch.tensor([1., 1., 1., 0., -3., 1.], dtype=torch.float64)  # ties
+    p = entmax15(z)
+    np.testing.assert_allclose(p.numpy(), _np_entmax15(z.numpy()), rtol=1e-9, atol=1e-12)
+    assert (p == 0).any() and (p > 0).sum(-1).min() >= 1
+    np.testing.assert_allclose(p.sum(-1).numpy(), 1, rtol=1e-12)
+    z = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(entmax15, (z, ))
+
+
+def _np_gelu(x):
+    from scipy.special import erf
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def _np_mumoe_linear(fc, x, a):
+    """Eq. 2 of Oldfield et al. with the full weight tensor formed:
+    W[n, i, o] = sum_r A[n, r] B[i, r] D[o, r]; y = sum_n a_n [x; 1] W[n]."""
+    f = [t.detach().double().numpy()
+         for t in (fc.expert_factor, fc.input_factor, fc.output_factor)]
+    weight = np.einsum('nr,ir,or->nio', *f)
+    z = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    return np.einsum('tn,ti,nio->to', a, z, weight)
+
+
+def _np_mumoe(layer, x):
+    """The reference MuMoE (hierarchy 1, LN gating, GELU between two layers)."""
+    r = layer.router
+    logits = x @ r.gate.detach().double().numpy()
+    norm = (logits - logits.mean(1, keepdims=True)) / np.sqrt(
+        logits.var(1, keepdims=True) + 1e-5)
+    a = _np_entmax15(norm)
+    return _np_mumoe_linear(r.fc2, _np_gelu(_np_mumoe_linear(r.fc1, x, a)), a), a
+
+
+def test_mumoe_matches_numpy_and_owns_its_experts():
+    layer = _layer(dict(type='MuMoERouter', rank=12))
+    assert not hasattr(layer, 'w1') and layer.owns_experts
+    with torch.no_grad():
+        layer.router.gate.normal_()  # the reference's zero init routes uniformly
+    x = torch.randn(2, 7, DIM)
+    out = layer(x)
+    ref, a = _np_mumoe(layer, x.reshape(-1, DIM).double().numpy())
+    np.testing.assert_allclose(out.detach().reshape(-1, DIM).numpy(),
+                               x.reshape(-1, DIM).numpy() + ref, rtol=1e-4, atol=1e-5)
+    stats = layer.routing_stats
+    np.testing.assert_array_equal(stats['token_experts'].reshape(-1).numpy(), a.argmax(1))
+    assert int(stats['active_experts']) == int((a > 0).sum())
+    assert 0 < (a == 0).mean() < 1  # entmax: sparse, not one-hot everywhere
+    out.square().sum().backward()
+    # every parameter takes part (DDP without find_unused_parameters)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.parameters())
+
+
+def test_mumoe_init_upcycling_and_expert_parallel_refusal():
+    from mmcv.cnn.bricks.transformer import FFN
+
+    from mmgem.models.layers import convert_to_expert_parallel
+    layer = _layer(dict(type='MuMoERouter', rank=17))
+    for p in layer.parameters():
+        torch.nn.init.xavier_uniform_(p.data.view(p.size(0), -1))  # as DINO's init
+    layer.xavier_init_experts()  # gives the factors their own init back
+    r = layer.router
+    assert float(r.gate.abs().sum()) == 0
+    assert abs(float(r.fc1.expert_factor.mean()) - 1) < 0.5
+    assert float(r.fc2.output_factor.abs().max()) <= 17**-0.5
+    dense = FFN(DIM, HIDDEN, act_cfg=dict(type='GELU'))
+    layer.upcycle_from_ffn(dense)
+    with torch.no_grad():
+        r.gate.normal_()  # any gates: every expert is the dense FFN
+        x = torch.randn(3, 5, DIM)
+        torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-5)
+    small = _layer(dict(type='MuMoERouter', rank=8))  # < min(DIM + 1, HIDDEN) = 9
+    with pytest.raises(ValueError, match='set rank >= 9'):
+        small.upcycle_from_ffn(dense)
+    with pytest.raises(NotImplementedError, match='expert parallelism'):
+        convert_to_expert_parallel(layer)
+
+
+def test_mumoe_gem_dino_upcycles_from_dense_dino():
+    from mmcv.cnn.bricks.transformer import FFN
+    from test_gem_dino import OFFSETS, _build, _dino_cfg, _gem_cfg
+    dino = _build(_dino_cfg())
+    model = _build(_gem_cfg(num_experts=4, num_datasets=2, label_offsets=OFFSETS,
+                            router=dict(type='MuMoERouter')))
+    assert not any(k.endswith(('.w1', '.w2')) for k in model.state_dict())
+    model.load_dense_state_dict(dino.state_dict(), strict=True)
+    for i in model.moe_layers:
+        moe, ffn = model.decoder.layers[i].ffn, dino.decoder.layers[i].ffn
+        dense = FFN(moe.embed_dims, moe.feedforward_channels, act_cfg=dict(type='GELU'))
+        dense.load_state_dict(ffn.state_dict())
+        with torch.no_grad():
+            moe.router.gate.normal_()
+            x = torch.randn(2, 3, moe.embed_dims)
+            torch.testing.assert_close(moe(x), dense(x), rtol=1e-4, atol=1e-4)

@@ -10,7 +10,9 @@ Compares, side by side in one process and on the same inputs:
   run once), ``damex`` / ``moe`` (learned top-1 token routers, capacity
   factor 1.25), ``sinkhorn`` (balanced top-1), ``soft_moe`` (slots,
   ``--queries / --experts`` per expert), ``remoe`` (ReLU gates),
-  ``moe_plus_plus`` (FFN + zero-computation experts, top-2).
+  ``moe_plus_plus`` (FFN + zero-computation experts, top-2), ``mumoe``
+  (CP-factorised experts, rank matched to the experts' parameters, every
+  token through the entmax-weighted mixture; upcycled exactly, GELU).
 
 Each measurement is forward + backward through ``--layers`` stacked layers
 (3 MoE layers' worth, as GEM-DINO's decoder layers 0, 2, 4) on
@@ -73,6 +75,7 @@ ROUTERS = dict(
     soft_moe=dict(type='SoftMoERouter'),
     remoe=dict(type='ReMoERouter', num_active=1),
     moe_plus_plus=dict(type='MoEPlusPlusRouter'),
+    mumoe=dict(type='MuMoERouter'),
 )
 
 

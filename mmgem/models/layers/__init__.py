@@ -18,11 +18,10 @@ from .moe_losses import (
                          tutel_load_importance_loss,
 )
 from .plan_routing import NO_PLAN_MESSAGE, plan_is_installed, quantile_thresholds, route_images
-from .token_router import RouterOutput, TopOneRouter
 
 __all__ = [
     'MoEFFN', 'ROUTING_MODES', 'BatchRouting', 'capacity_keep_mask',
-    'tutel_load_importance_loss', 'TopOneRouter', 'RouterOutput', 'DomainClassifier',
+    'tutel_load_importance_loss', 'DomainClassifier',
     'DatasetAwareCdnQueryGenerator',
     'GEMDinoDecoderLayer', 'GEMDinoTransformerDecoder', 'route_images', 'plan_is_installed',
     'quantile_thresholds',

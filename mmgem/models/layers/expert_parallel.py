@@ -143,6 +143,10 @@ class ExpertParallelMoEFFN(MoEFFN):
 
     def _shard(self, topology: ExpertParallelTopology) -> None:
         """Keep only this rank's experts."""
+        if self.owns_experts:
+            raise NotImplementedError(
+                f'{type(self.router).__name__} owns its experts (no batched expert '
+                'weights to shard): expert parallelism is not supported')
         check_divisible(self.num_experts, topology.ep_size)
         local = topology.local_experts(self.num_experts)
         self.topology = topology
@@ -182,7 +186,8 @@ class ExpertParallelMoEFFN(MoEFFN):
         experts would, so an expert gets the same initial weights whatever
         the world size.
         """
-        full = types.SimpleNamespace(num_experts=self.num_experts)
+        # a sharded layer has batched experts (owns_experts routers are refused)
+        full = types.SimpleNamespace(num_experts=self.num_experts, owns_experts=False)
         start, stop = (self.local_expert_start,
                        self.local_expert_start + self.num_local_experts)
         with torch.no_grad():

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from mmgem.utils.choices import check_choice
 
-from ..routers.builder import LEGACY_ROUTING, build_router, router_config
+from ..routers.builder import LEGACY_ROUTING, build_router, router_class, router_config
 from .batch_routing import BatchRouting
 from .dispatch import CAPACITY_PRIORITIES, ExpertFn, expert_capacity, image_dispatch, token_dispatch
 
@@ -36,8 +36,10 @@ class MoEFFN(BaseModule):
     ``(M, feedforward_channels)``, ``w2`` ``(M, embed_dims,
     feedforward_channels)`` and ``b2`` ``(M, embed_dims)``; ``w1[e]`` is laid
     out like ``nn.Linear.weight`` so a dense FFN copies in directly
-    (:meth:`upcycle_from_ffn`). The layer holds no plan: the plan lives in
-    the detector.
+    (:meth:`upcycle_from_ffn`). A router whose ``owns_experts`` holds the
+    experts itself (``MuMoERouter``'s CP factors): the layer then has no
+    batched weights and leaves init and upcycling to the router. The layer
+    holds no plan: the plan lives in the detector.
 
     How tokens reach experts is the job of the layer's router
     (``router=dict(type=...)``, a :class:`~mmgem.models.routers.BaseRouter`
@@ -131,25 +133,32 @@ class MoEFFN(BaseModule):
         self.capacity_priority = capacity_priority
         self.add_identity = add_identity
 
-        self.w1 = nn.Parameter(
-            torch.empty(num_experts, feedforward_channels, embed_dims))
-        self.b1 = nn.Parameter(torch.empty(num_experts, feedforward_channels))
-        self.w2 = nn.Parameter(
-            torch.empty(num_experts, embed_dims, feedforward_channels))
-        self.b2 = nn.Parameter(torch.empty(num_experts, embed_dims))
+        if not router_class(router_cfg).owns_experts:
+            self.w1 = nn.Parameter(
+                torch.empty(num_experts, feedforward_channels, embed_dims))
+            self.b1 = nn.Parameter(torch.empty(num_experts, feedforward_channels))
+            self.w2 = nn.Parameter(
+                torch.empty(num_experts, embed_dims, feedforward_channels))
+            self.b2 = nn.Parameter(torch.empty(num_experts, embed_dims))
         self.activate = build_activation_layer(act_cfg)
         self.drop = nn.Dropout(ffn_drop)
         self.dropout_layer = build_dropout(
             dropout_layer) if dropout_layer else nn.Identity()
         self.router = build_router(
             router_cfg, embed_dims, num_experts,
-            gate_noise=gate_noise, balance_loss=balance_loss)
+            gate_noise=gate_noise, balance_loss=balance_loss,
+            feedforward_channels=feedforward_channels)
         self.reset_parameters()
 
     @property
     def routing(self) -> str:
         """str: The router's short name (``'gem'``, ``'damex'``, ...)."""
         return self.router.name
+
+    @property
+    def owns_experts(self) -> bool:
+        """bool: Whether the router holds the experts (no batched weights)."""
+        return self.router.owns_experts
 
     @property
     def routing_stats(self) -> Dict[str, Tensor]:
@@ -161,8 +170,11 @@ class MoEFFN(BaseModule):
 
         Each expert slice gets ``nn.Linear``'s default init (Kaiming-uniform
         with ``a=sqrt(5)`` on its own fan-in, bias uniform in
-        ``+-1/sqrt(fan_in)``), not an init over the 3-d tensor.
+        ``+-1/sqrt(fan_in)``), not an init over the 3-d tensor. A router
+        that owns the experts initialised them itself.
         """
+        if self.owns_experts:
+            return
         for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):
             bound = 1 / math.sqrt(weight.size(2))
             for e in range(self.num_experts):
@@ -179,8 +191,13 @@ class MoEFFN(BaseModule):
         hit the 2-d ``(M, out)`` biases, so detectors call this after their
         own init: xavier-uniform on every expert's ``(out, in)`` weight
         slice, and a fresh ``nn.Linear`` bias (uniform in
-        ``+-1/sqrt(fan_in)``) for every expert.
+        ``+-1/sqrt(fan_in)``) for every expert. A router that owns the
+        experts gets its own init back (``router.reset_parameters()``),
+        undoing DINO's xavier on its factors.
         """
+        if self.owns_experts:
+            self.router.reset_parameters()
+            return
         for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):
             bound = 1 / math.sqrt(weight.size(2))
             for e in range(self.num_experts):
@@ -196,8 +213,12 @@ class MoEFFN(BaseModule):
             ffn (nn.Module | Mapping[str, Tensor]): An mmcv ``FFN`` with
                 ``num_fcs=2`` or its state dict, with keys
                 ``layers.0.0.weight``, ``layers.0.0.bias``, ``layers.1.weight``
-                and ``layers.1.bias``.
+                and ``layers.1.bias``. A router that owns the experts upcycles
+                them itself (``router.upcycle_from_ffn``).
         """
+        if self.owns_experts:
+            self.router.upcycle_from_ffn(ffn)
+            return
         state = ffn.state_dict() if isinstance(ffn, nn.Module) else ffn
         keys = {
             'layers.0.0.weight': self.w1,
@@ -252,6 +273,9 @@ class MoEFFN(BaseModule):
 
     def _expert_fn(self) -> ExpertFn:
         """``expert_fn(e, tokens)``: expert ``e`` of this layer on tokens."""
+        if self.owns_experts:
+            raise RuntimeError(f'{type(self.router).__name__} owns the experts: the '
+                               'layer has no batched experts to dispatch to')
         weights = (self.w1.unbind(0), self.b1.unbind(0), self.w2.unbind(0),
                    self.b2.unbind(0))
         return lambda e, tokens: self._expert(weights, e, tokens)

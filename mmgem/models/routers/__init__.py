@@ -10,6 +10,7 @@ from .builder import LEGACY_ROUTING, build_router, router_class, router_config
 from .damex_router import DAMEXRouter
 from .gem_router import GEMRouter
 from .moe_plus_plus_router import MoEPlusPlusRouter
+from .mumoe import MuMoERouter, matched_rank
 from .remoe_router import ReMoERouter
 from .sinkhorn_router import SinkhornRouter, sinkhorn
 from .soft_router import SoftMoERouter, query_segments
@@ -18,6 +19,6 @@ from .top1_router import BALANCE_LOSSES, Top1Router
 __all__ = [
     'BaseRouter', 'GEMRouter', 'DAMEXRouter', 'Top1Router', 'BALANCE_LOSSES',
     'SinkhornRouter', 'sinkhorn', 'ReMoERouter',
-    'MoEPlusPlusRouter', 'SoftMoERouter', 'query_segments',
+    'MoEPlusPlusRouter', 'MuMoERouter', 'matched_rank', 'SoftMoERouter', 'query_segments',
     'LEGACY_ROUTING', 'build_router', 'router_class', 'router_config'
 ]

@@ -31,6 +31,10 @@ class BaseRouter(nn.Module):
             detector's foreground token mask (``balance_tokens``).
         image_level (bool): Whether the router routes whole images (its
             input must be batch-first ``(B, N, C)``).
+        owns_experts (bool): Whether the router holds the experts' weights
+            itself (e.g. factorised ones); the layer then builds no batched
+            experts and hands initialisation and upcycling to the router's
+            ``reset_parameters`` and ``upcycle_from_ffn`` / ``upcycled_state``.
 
     After every forward :attr:`routing_stats` holds ``expert_tokens``
     (``(M,)``), ``dropped_tokens`` (scalar) and, for batch-first input,
@@ -49,6 +53,7 @@ class BaseRouter(nn.Module):
     aux_loss_name: Optional[str] = None
     aux_loss_uses_token_mask = False
     image_level = False
+    owns_experts = False
 
     def __init__(self, embed_dims: int, num_experts: int) -> None:
         super().__init__()

@@ -20,7 +20,8 @@ def upcycle_state_dict(model: nn.Module,
     """Convert a dense DINO state dict to the keys of an MoE DINO.
 
     The FFN weights of every MoE layer (``model.moe_layers``) are copied
-    into each expert; GEM-only entries (routing table, routers, domain
+    into each expert (a router that owns its experts converts them itself,
+    ``router.upcycled_state``); GEM-only entries (routing table, routers, domain
     classifier) missing from the dense state dict keep the model's current
     values.
 
@@ -45,6 +46,10 @@ def upcycle_state_dict(model: nn.Module,
     for layer_id, ffn_state in dense_ffns.items():
         moe = model.decoder.layers[layer_id].ffn
         prefix = f'decoder.layers.{layer_id}.ffn.'
+        if moe.owns_experts:  # e.g. muMoE's factors, set from the dense FFN
+            for name, value in moe.router.upcycled_state(ffn_state).items():
+                converted[prefix + 'router.' + name] = value
+            continue
         with torch.no_grad():
             scratch = MoEFFN(
                 moe.embed_dims,
