@@ -344,7 +344,8 @@ def test_checkpoint_expansion_keeps_old_rows(load_tool, runs):
     init_default_scope('mmdet')
     cfg = runs.build_cfg(runs.method_config('gem', 1), '.', 1, 0, 'w')
     small = copy.deepcopy(cfg.model)  # building edits the config it gets
-    small.update(num_datasets=5, label_offsets=[0, 4, 7, 10, 13, 17])
+    small.update(num_datasets=5, label_offsets=[0, 4, 7, 10, 13, 17],
+                 dataset_classes=cfg.model.dataset_classes[:5])
     small.bbox_head.num_classes = 17
     old = MODELS.build(small).state_dict()
     model = MODELS.build(copy.deepcopy(cfg.model))
