@@ -1,8 +1,11 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Detect objects in images with a GEM checkpoint, like mmdet's ``demo/image_demo.py``.
 
-The dataset of the images is either unknown (the domain classifier predicts
-it and GEM routes by the prediction) or given with ``--dataset``::
+The dataset of the images is either unknown (the dataset-unknown protocol:
+detections are labelled in the model's unified label space by class name,
+``person`` for every dataset's person; GEM's domain classifier only picks the
+plan row that routes the image) or given with ``--dataset`` (labels of that
+dataset's classes)::
 
     python tools/image_demo.py img.jpg configs/gem/gem-dino-tiny_r18_mini-uodb.py \\
         --weights work_dirs/demo_gem/iter_600.pth --out-dir outputs
@@ -11,13 +14,17 @@ it and GEM routes by the prediction) or given with ``--dataset``::
 
 Drawn images go to ``<out-dir>/vis/`` (``vis/<dataset>/`` with
 ``--dataset``), predictions to ``<out-dir>/preds/`` (with
-``dataset_name`` and ``label_names``) unless ``--no-save-pred``. For each
-image it prints how many boxes reach ``--pred-score-thr`` (those are drawn)
-and the highest-scoring boxes whatever their score, so that a model whose
-scores stay low (a short training run such as ``make demo``'s) shows what it
-found and which threshold would draw it.
+``dataset_name``, ``label_space`` and ``label_names``) unless
+``--no-save-pred``. A model without class names (no ``dataset_classes`` in
+its config) labels images of unknown dataset in the concatenated space
+(``'<dataset>/<class>'``), with a warning. For each image it prints how many
+boxes reach ``--pred-score-thr`` (those are drawn) and the highest-scoring
+boxes whatever their score, so that a model whose scores stay low (a short
+training run such as ``make demo``'s) shows what it found and which threshold
+would draw it.
 """
 import argparse
+import warnings
 from typing import List, Sequence
 
 from mmengine.config import Config, DictAction
@@ -32,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--weights', default=None, help='checkpoint file')
     parser.add_argument('--dataset', default=None,
                         help='dataset of the images (a name of the model\'s datasets); '
-                        'default: unknown, predicted by the domain classifier')
+                        'default: unknown, labels in the unified space by class name')
     parser.add_argument('--out-dir', default='outputs', help='output folder')
     parser.add_argument('--device', default=None, help='device, e.g. cpu or cuda:0')
     parser.add_argument('--pred-score-thr', type=float, default=0.3,
@@ -87,6 +94,11 @@ def main() -> None:
         model.merge_from_dict(args.cfg_options)
     inferencer = GEMDetInferencer(model, args.weights, dataset=args.dataset,
                                   device=args.device, palette=args.palette)
+    if args.dataset is None and len(inferencer.dataset_names) > 1 and getattr(
+            inferencer.model, 'unified_label_space', None) is None:
+        warnings.warn('image_demo: the dataset of the images is unknown and the model has no '
+                      'class names (dataset_classes) to unify its label space; labels are '
+                      "'<dataset>/<class>' of the concatenated space, of any dataset")
     results = inferencer(args.inputs, batch_size=args.batch_size, out_dir=args.out_dir,
                          show=args.show, pred_score_thr=args.pred_score_thr,
                          no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred,

@@ -46,6 +46,8 @@ model = dict(
     _base_.gem_dense_model,
     num_datasets=11,
     label_offsets=label_offsets,
+    dataset_classes=_base_.uodb_dataset_classes,
+    label_merge_table=_base_.uodb_label_merge_table,
     bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes))
 
 # DAMEX's schedule (jinga-lala/DAMEX): AdamW, lr 1.4e-4 and 36 epochs as in

@@ -35,6 +35,7 @@ model = dict(
     _base_.gem_dense_model,
     num_datasets=6,
     label_offsets=label_offsets,
+    dataset_classes=_base_.uodb_dataset_classes,
     bbox_head=dict(type='DatasetAwareDINOHead', num_classes=num_classes))
 
 # a few hundred iterations: CPU-sized, enough for the tiny model to learn

@@ -52,18 +52,24 @@ class GEMDetInferencer(DetInferencer):
     labels, and without weights it labels the classes with COCO's names.
     This subclass
 
-    - routes an image by the domain classifier's predicted dataset when the
-      dataset is unknown (``dataset=None``: ``test_dataset_known=False``,
-      DAMEX's protocol), or by a given dataset (``dataset='natural'``:
-      UODB's per-dataset protocol), per inferencer or per call;
+    - with the dataset unknown (``dataset=None``:
+      ``test_dataset_known=False``, the dataset-unknown protocol) labels the
+      detections in the model's unified label space by class name (no
+      dataset decision on labels; GEM's domain classifier only picks the
+      plan row that routes the image), or with a given dataset
+      (``dataset='natural'``: the dataset-known protocol, UODB's
+      per-dataset evaluation) routes by it and labels in its classes, per
+      inferencer or per call;
     - takes the class and dataset names from the checkpoint's
       ``dataset_meta`` or, without one, from the config's test dataset
       (no COCO fallback);
-    - adds ``dataset_id``, ``dataset_name`` (given or predicted) and
-      ``label_names`` (``'<dataset>/<class>'``) to each prediction dict.
+    - adds ``dataset_id``, ``dataset_name`` (given, else the domain
+      classifier's guess, which routed the image; ``dataset_predicted``
+      says which), ``label_space`` (``'concat'`` or ``'unified'``) and
+      ``label_names`` (``'<dataset>/<class>'``, or the unified class names)
+      to each prediction dict, and draws unified labels by their names.
 
-    Models without MoE routing (dense DINO) work too; ``dataset`` then only
-    names the folder and restricts nothing.
+    Models without MoE routing (dense DINO) work alike, without the routing.
 
     Args:
         model (str, optional): Config path, or None to read the config
@@ -188,7 +194,8 @@ class GEMDetInferencer(DetInferencer):
         Args:
             inputs: Image paths, arrays or a folder, as ``DetInferencer``.
             dataset (str | int | None): Dataset of these images; None:
-                unknown (predicted by the domain classifier); not given:
+                unknown (unified labels; GEM routes by the domain
+                classifier's guess); not given:
                 the inferencer's ``dataset``.
             **kwargs: ``DetInferencer.__call__``'s arguments (``out_dir``,
                 ``pred_score_thr``, ``batch_size``, ...).
@@ -225,21 +232,53 @@ class GEMDetInferencer(DetInferencer):
 
         Returns:
             dict: ``labels``, ``scores``, ``bboxes``, and ``dataset_id``,
-            ``dataset_name`` (given, else predicted, else None) and
-            ``label_names``.
+            ``dataset_name`` (given, else predicted, else None),
+            ``dataset_predicted``, ``label_space`` and ``label_names``.
         """
         result = super().pred2dict(data_sample, '')
         names = self.dataset_names
-        dataset_id = data_sample.metainfo.get('dataset_id', data_sample.get('pred_dataset_id'))
+        given = data_sample.metainfo.get('dataset_id')
+        dataset_id = given if given is not None else data_sample.get('pred_dataset_id')
         result['dataset_id'] = None if dataset_id is None else int(dataset_id)
         result['dataset_name'] = (names[result['dataset_id']]
                                   if dataset_id is not None and names else None)
-        classes = (self.model.dataset_meta or {}).get('classes')
+        result['dataset_predicted'] = given is None and dataset_id is not None
+        result['label_space'] = data_sample.get('pred_label_space', 'concat')
+        classes = self._class_names(result['label_space'])
         if classes is not None and 'labels' in result:
             result['label_names'] = [classes[i] for i in result['labels']]
         if pred_out_dir:
             self._save_pred(data_sample, result, pred_out_dir)
         return result
+
+    def _class_names(self, label_space: str) -> Optional[Tuple[str, ...]]:
+        """The names of the labels of ``label_space`` (None if unknown)."""
+        if label_space == 'unified':
+            return self.model.unified_class_names()
+        return (self.model.dataset_meta or {}).get('classes')
+
+    def visualize(self, inputs, preds, **kwargs):
+        """``DetInferencer.visualize``, drawing unified labels by their names.
+
+        Args:
+            inputs, preds, **kwargs: As ``DetInferencer.visualize``.
+
+        Returns:
+            As ``DetInferencer.visualize``.
+        """
+        unified = any(p.get('pred_label_space') == 'unified' for p in preds)
+        if self.visualizer is None or not unified:
+            return super().visualize(inputs, preds, **kwargs)
+        meta = self.visualizer.dataset_meta
+        classes = self._class_names('unified')
+        palette = (meta or {}).get('palette')
+        self.visualizer.dataset_meta = dict(
+            meta or {}, classes=classes,
+            palette=palette if isinstance(palette, str) else 'random')
+        try:
+            return super().visualize(inputs, preds, **kwargs)
+        finally:
+            self.visualizer.dataset_meta = meta
 
     def _save_pred(self, data_sample: DetDataSample, result: Dict, pred_out_dir: str) -> None:
         """Write the prediction dict as ``DetInferencer`` names it, in

@@ -9,10 +9,15 @@ from mmdet.registry import METRICS
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 
+from ..utils.choices import check_choice
 from ..utils.fileio import atomic_write
+from ..utils.label_space import UnifiedLabelSpace
 from .domain_confusion import domain_accuracy, format_domain_confusion
 from .functional import coco_box_ap, voc07_map
 from .uodb_table import format_uodb_table
+
+#: Values of ``UODBMetric(label_mapping=...)``.
+LABEL_MAPPINGS = ('offset', 'name')
 
 
 def _to_int(value) -> int:
@@ -25,10 +30,22 @@ def _to_int(value) -> int:
 class UODBMetric(BaseMetric):
     """COCO box AP and AP50 of each UODB dataset, and their mean.
 
-    Predictions are split by ``dataset_id``; labels of dataset ``d`` are
-    mapped back to its own label space by subtracting
-    ``label_offsets[d]``, and predicted labels outside
-    ``[label_offsets[d], label_offsets[d + 1])`` are dropped. Each dataset is
+    Predictions are split by ``dataset_id`` and their labels mapped to
+    dataset ``d``'s own label space (``label_mapping``):
+
+    - ``'offset'`` (dataset known): labels of the concatenated space minus
+      ``label_offsets[d]``; labels outside ``[label_offsets[d],
+      label_offsets[d + 1])`` are dropped.
+    - ``'name'`` (dataset unknown): every predicted label is read as its
+      class name in the unified space (:class:`~mmgem.utils.label_space.
+      UnifiedLabelSpace` of the datasets' class lists and ``merge_table``;
+      a sample's ``pred_label_space`` says whether its labels are unified
+      ids, as ``GEMDINO`` gives with the dataset unknown, or concatenated
+      ones) and mapped to dataset ``d``'s class of that name; names that
+      ``d`` does not annotate are dropped. A right box labelled with a
+      sibling dataset's same-named class therefore scores.
+
+    Each dataset is
     then evaluated by its own mmdet ``CocoMetric`` (pycocotools) against its
     own annotation file and class list, so the numbers are exactly what
     ``CocoMetric`` reports on that dataset alone.
@@ -82,6 +99,12 @@ class UODBMetric(BaseMetric):
             AP at 100 only).
         voc07 (bool): Also compute the VOC07 11-point AP50. Defaults to
             True.
+        label_mapping (str): ``'offset'`` (dataset-known protocol) or
+            ``'name'`` (dataset-unknown protocol), see above. Defaults to
+            ``'offset'``.
+        merge_table (dict, optional): Synonyms of the unified space of
+            ``'name'`` mapping (normalised name -> the name it is read as);
+            use the model's ``label_merge_table``. None: the default (none).
         backend_args (dict, optional): For reading the annotation files.
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix; defaults to ``'uodb'``.
@@ -94,6 +117,8 @@ class UODBMetric(BaseMetric):
                  classwise: bool = False,
                  max_dets: int = 100,
                  voc07: bool = True,
+                 label_mapping: str = 'offset',
+                 merge_table: Optional[Dict[str, str]] = None,
                  backend_args: Optional[dict] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
@@ -106,6 +131,10 @@ class UODBMetric(BaseMetric):
                              'reports AR at 1, 10 and max_dets)')
         self.max_dets = int(max_dets)
         self.voc07 = voc07
+        check_choice('label_mapping', label_mapping, LABEL_MAPPINGS)
+        self.label_mapping = label_mapping
+        self.merge_table = merge_table
+        self._label_space: Optional[UnifiedLabelSpace] = None
         self.backend_args = backend_args
         self._coco_metrics: Dict[int, CocoMetric] = {}
         self.last_table: Optional[str] = None
@@ -117,16 +146,55 @@ class UODBMetric(BaseMetric):
                 'UODBDataset (the runner passes its metainfo)')
         return self.dataset_meta[key]
 
+    @property
+    def label_space(self) -> UnifiedLabelSpace:
+        """UnifiedLabelSpace: Of the evaluated datasets (built once)."""
+        if self._label_space is None:
+            self._label_space = UnifiedLabelSpace.from_dataset_meta(
+                dict(dataset_names=self._meta('dataset_names'),
+                     dataset_classes=self._meta('dataset_classes')), self.merge_table)
+            self._label_space.log_merges()
+        return self._label_space
+
+    def local_labels(self, d: int, labels: np.ndarray,
+                     pred_label_space: str) -> np.ndarray:
+        """Dataset ``d``'s label of every predicted label, -1 to drop.
+
+        Args:
+            d (int): The image's true dataset.
+            labels (np.ndarray): Predicted labels.
+            pred_label_space (str): ``'concat'`` or ``'unified'``.
+
+        Returns:
+            np.ndarray: int64 local labels, -1 where the label is dropped.
+        """
+        if self.label_mapping == 'offset':
+            if pred_label_space != 'concat':
+                raise ValueError(
+                    f'UODBMetric: predictions labelled in the {pred_label_space!r} '
+                    "space (dataset-unknown test) need label_mapping='name'")
+            offsets = np.asarray(self._meta('label_offsets'), dtype=np.int64)
+            keep = (labels >= offsets[d]) & (labels < offsets[d + 1])
+            return np.where(keep, labels - offsets[d], -1)
+        space = self.label_space
+        size = space.num_unified if pred_label_space == 'unified' else space.num_concat
+        if labels.size and (labels.min() < 0 or labels.max() >= size):
+            raise ValueError(
+                f'UODBMetric: predicted label {int(labels.max())} outside the '
+                f'{pred_label_space} space of {size} labels of this dataset_meta')
+        unified = labels if pred_label_space == 'unified' else space.concat_to_unified[labels]
+        return space.unified_to_local(d)[unified]
+
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
-        """Split one batch by dataset and map labels back.
+        """Split one batch by dataset and map labels to each dataset's own.
 
         Args:
             data_batch (dict): The batch (unused).
             data_samples (Sequence[dict]): Data samples with
                 ``pred_instances``, ``dataset_id``, ``img_id`` and
-                ``ori_shape``.
+                ``ori_shape`` (and ``pred_label_space``; absent is
+                ``'concat'``).
         """
-        offsets = np.asarray(self._meta('label_offsets'), dtype=np.int64)
         for sample in data_samples:
             if 'dataset_id' not in sample:
                 raise KeyError(
@@ -135,12 +203,13 @@ class UODBMetric(BaseMetric):
             d = _to_int(sample['dataset_id'])
             pred = sample['pred_instances']
             labels = pred['labels'].cpu().numpy().astype(np.int64)
-            keep = (labels >= offsets[d]) & (labels < offsets[d + 1])
+            local = self.local_labels(d, labels, sample.get('pred_label_space', 'concat'))
+            keep = local >= 0
             result = dict(
                 img_id=sample['img_id'],
                 bboxes=pred['bboxes'].cpu().numpy()[keep],
                 scores=pred['scores'].cpu().numpy()[keep],
-                labels=labels[keep] - offsets[d])
+                labels=local[keep])
             gt = dict(
                 width=sample['ori_shape'][1],
                 height=sample['ori_shape'][0],
@@ -269,7 +338,9 @@ class UODBMetric(BaseMetric):
         if self.voc07:
             rows[f'{method} VOC07 AP50'.strip()] = voc
         protocol = (f'AP, AP50: COCO box AP@[.5:.95] and @.5, maxDets={self.max_dets}'
-                    + ('; VOC07 AP50: 11-point AP@.5' if self.voc07 else ''))
+                    + ('; VOC07 AP50: 11-point AP@.5' if self.voc07 else '')
+                    + ('; labels mapped by class name' if self.label_mapping == 'name'
+                       else ''))
         table = format_uodb_table(
             titles, rows,
             first_header=f'{"Method" if method else "Metric"} ({protocol})')

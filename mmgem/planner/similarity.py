@@ -12,26 +12,14 @@ S is a weighted mean of any of three sources:
 
 The diagonal is always 1.
 """
-import re
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..utils.label_space import normalize_class_name
 from .errors import PlanError
 
 SIMILARITY_SOURCES = ('prior', 'labels', 'features')
-
-
-def normalize_class_name(name: str) -> str:
-    """Normalise a class name for the label overlap.
-
-    Args:
-        name (str): A class name such as ``'Traffic_Light'``.
-
-    Returns:
-        str: ``'traffic light'``.
-    """
-    return re.sub(r'\s+', ' ', re.sub(r'[_\-]+', ' ', str(name))).strip().lower()
 
 
 def prior_similarity(dataset_names: Sequence[str],

@@ -1,6 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """Tests of UODBMetric: per-dataset COCO AP equals mmdet's CocoMetric."""
 import copy
+import json
 import re
 
 import numpy as np
@@ -248,3 +249,113 @@ def test_table_format():
     assert table.split('\n')[3] == '| AP50 | 25.0 | 75.0 | 50.0 |'
     with pytest.raises(ValueError, match="row 'AP' has 1 values"):
         format_uodb_table(['A', 'B'], {'AP': [0.5]})
+
+
+# ----------------------------------------------------------------------
+# dataset unknown: labels mapped by class name
+# ----------------------------------------------------------------------
+NAME_CLASSES = dict(a=('person', 'car'), b=('car', 'Person', 'dog'))
+# unified: person 0, car 1, dog 2; concatenated: a/person 0, a/car 1,
+# b/car 2, b/Person 3, b/dog 4
+A_CAR = [10., 10., 50., 40.]
+B_PERSONS = ([5., 5., 25., 45.], [60., 20., 90., 70.])
+B_FALSE = [30., 60., 50., 90.]
+
+
+def _name_meta(tmp_path):
+    """Two one-image COCO datasets: a (one car), b (two persons)."""
+    files = []
+    for name, boxes in (('a', [('car', A_CAR)]),
+                        ('b', [('Person', b) for b in B_PERSONS])):
+        classes = NAME_CLASSES[name]
+        cats = [dict(id=i + 1, name=c) for i, c in enumerate(classes)]
+        anns = [dict(id=k + 1, image_id=1, category_id=classes.index(c) + 1,
+                     bbox=[x1, y1, x2 - x1, y2 - y1], area=(x2 - x1) * (y2 - y1),
+                     iscrowd=0) for k, (c, (x1, y1, x2, y2)) in enumerate(boxes)]
+        path = tmp_path / f'{name}.json'
+        path.write_text(json.dumps(dict(
+            images=[dict(id=1, width=100, height=100, file_name='1.jpg')],
+            annotations=anns, categories=cats)))
+        files.append(str(path))
+    return dict(dataset_names=('a', 'b'), dataset_classes=NAME_CLASSES,
+                label_offsets=(0, 2, 5), ann_files=tuple(files))
+
+
+def _sample(d, boxes, pred_label_space=None):
+    sample = dict(
+        img_id=1, ori_shape=(100, 100), dataset_id=d,
+        pred_instances=dict(
+            bboxes=torch.tensor([b for b, _, _ in boxes], dtype=torch.float32),
+            scores=torch.tensor([s for _, s, _ in boxes], dtype=torch.float32),
+            labels=torch.tensor([u for _, _, u in boxes], dtype=torch.int64)))
+    if pred_label_space is not None:
+        sample['pred_label_space'] = pred_label_space
+    return sample
+
+
+def _name_results(tmp_path, samples, **kwargs):
+    init_default_scope('mmdet')
+    metric = METRICS.build(dict(type='UODBMetric', voc07=False,
+                                table_file=str(tmp_path / 't.md'), **kwargs))
+    metric.dataset_meta = _name_meta(tmp_path)
+    metric.process({}, samples)
+    return metric, metric.evaluate(len(samples))
+
+
+# b's image: person (right box, 0.9), a false person (0.8), person (right box,
+# 0.7): precision 1 up to recall 0.5, then 2/3 up to recall 1. COCO's 101
+# recall points: 51 at precision 1, 50 at 2/3 -> (51 + 50 * 2 / 3) / 101,
+# at every IoU threshold (the boxes are exact).
+HAND_AP_B = round((51 + 50 * 2 / 3) / 101, 3)  # 0.835
+
+
+@pytest.mark.parametrize('space,person,car,dog', [('unified', 0, 1, 2),
+                                                  ('concat', 0, 1, 4)])
+def test_name_mapping_scores_a_sibling_datasets_same_named_class(
+        tmp_path, space, person, car, dog):
+    """b's persons labelled with a's 'person' (unified id, or a's label in
+    the concatenated space) score by name; a's 'dog' box, a name a does not
+    annotate, is dropped (it would be a first-ranked false car if it were
+    mis-mapped to a's classes)."""
+    samples = [
+        _sample(0, [(A_CAR, 0.5, car), (B_FALSE, 0.9, dog)], space),
+        _sample(1, [(list(B_PERSONS[0]), 0.9, person), (B_FALSE, 0.8, person),
+                    (list(B_PERSONS[1]), 0.7, person)], space)]
+    metric, results = _name_results(tmp_path, samples, label_mapping='name')
+    assert HAND_AP_B == 0.835
+    assert results['uodb/b_bbox_mAP'] == HAND_AP_B
+    assert results['uodb/a_bbox_mAP'] == 1.0
+    assert results['uodb/bbox_mAP'] == pytest.approx((1.0 + HAND_AP_B) / 2)
+    assert 'labels mapped by class name' in metric.last_table
+    # car, dog, person: a's labels 1, dropped, 0; b's 0, 2, 1
+    kept = [metric.local_labels(d, np.array([car, dog, person]), space)
+            for d in (0, 1)]
+    assert kept[0].tolist() == [1, -1, 0]
+    assert kept[1].tolist() == [0, 2, 1]
+
+
+def test_offset_mapping_drops_a_sibling_datasets_same_named_class(tmp_path):
+    """The dataset-known protocol: a's 'person' label on b's image scores 0,
+    and unified labels are refused."""
+    samples = [_sample(0, [(A_CAR, 0.5, 1)]),
+               _sample(1, [(list(b), 0.9, 0) for b in B_PERSONS])]
+    _, results = _name_results(tmp_path, samples)
+    assert results['uodb/b_bbox_mAP'] == 0.0 and results['uodb/a_bbox_mAP'] == 1.0
+    with pytest.raises(ValueError, match="need label_mapping='name'"):
+        _name_results(tmp_path, [_sample(0, [(A_CAR, 0.5, 1)], 'unified')])
+    with pytest.raises(ValueError, match='outside the unified space of 3'):
+        _name_results(tmp_path, [_sample(0, [(A_CAR, 0.5, 3)], 'unified')],
+                      label_mapping='name')
+    with pytest.raises(ValueError, match='label_mapping must be one of'):
+        METRICS.build(dict(type='UODBMetric', label_mapping='names'))
+
+
+def test_name_mapping_keeps_domain_accuracy(tmp_path):
+    samples = [_sample(0, [(A_CAR, 0.5, 1)], 'unified'),
+               _sample(1, [(list(B_PERSONS[0]), 0.9, 0)], 'unified')]
+    samples[0]['pred_dataset_id'] = 1
+    samples[1]['pred_dataset_id'] = 1
+    metric, results = _name_results(tmp_path, samples, label_mapping='name')
+    assert results['uodb/a_domain_acc'] == 0.0
+    assert results['uodb/b_domain_acc'] == 100.0
+    assert 'Domain classification' in metric.last_table

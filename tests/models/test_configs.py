@@ -96,7 +96,9 @@ def test_r50_uodb_configs_inherit_mmdets_dino():
         assert dense[loader].dataset.type == 'UODBDataset'
         assert 'ann_file' not in dense[loader].dataset
         assert '_delete_' not in dense[loader]
-    assert dense.val_evaluator == dict(type='UODBMetric', backend_args=None)
+    # the metric reads names with the model's synonym table
+    assert dense.val_evaluator == dict(type='UODBMetric', backend_args=None,
+                                       merge_table=dense.model.label_merge_table)
     for key in ('optim_wrapper', 'auto_scale_lr', 'default_hooks'):
         assert dense[key].keys() >= mmdet[key].keys()
 

@@ -5,8 +5,9 @@ Three datasets share a concatenated label space of 7 classes. Every
 classification loss of an image (encoder, each decoder layer, denoising)
 ignores the other datasets' classes, the two-stage top-k ranks by the
 image's dataset, and with one dataset the model is mmdet's DINO. At test
-time every row (dense, moe, damex, gem) restricts labels to the known or
-the predicted dataset alike.
+time every row (dense, moe, damex, gem) restricts labels to the known
+dataset alike, and with the dataset unknown labels in the unified space by
+class name (or, ``test_label_space='dataset'``, in the predicted dataset).
 """
 import copy
 from pathlib import Path
@@ -26,6 +27,9 @@ NUM_CLASSES = 7
 OFFSETS = [0, 2, 5, 7]  # labels 0-1, 2-4, 5-6
 NUM_QUERIES = 30
 DOMAIN = dict(type='DomainClassifier', hidden_dims=32, detach_input=True)
+# names shared across datasets: person (0, 2), car (1, 5)
+CLASSES = [('person', 'car'), ('Person', 'dog', 'cat'), ('car', 'bus')]
+UNIFIED = ['person', 'car', 'dog', 'cat', 'bus']
 
 
 def _dino_cfg(num_classes=NUM_CLASSES):
@@ -188,7 +192,8 @@ def _expected_topk(model, enc_out, dataset_ids, differs=True):
     coords = model.bbox_head.reg_branches[layer](out_mem) + proposals
     own = []
     for b, d in enumerate(dataset_ids):
-        by_dataset = scores[b, :, OFFSETS[d]:OFFSETS[d + 1]].max(-1)[0]
+        low, high = (0, NUM_CLASSES) if d is None else OFFSETS[d:d + 2]
+        by_dataset = scores[b, :, low:high].max(-1)[0]
         idx = torch.topk(by_dataset, NUM_QUERIES)[1]
         own.append((scores[b, idx], coords[b, idx].sigmoid()))
         plain = torch.topk(scores[b].max(-1)[0], NUM_QUERIES)[1]
@@ -234,6 +239,7 @@ def test_pre_decoder_ranks_topk_and_draws_dn_labels_by_dataset():
         torch.testing.assert_close(dec_in['reference_points'][b], coords)
 
     model.test_dataset_known = False  # predicted, metainfo not read
+    model.test_label_space_cfg = 'dataset'  # labels of the predicted dataset
     for s in samples:
         del s.dataset_id
     with torch.no_grad():
@@ -242,6 +248,13 @@ def test_pre_decoder_ranks_topk_and_draws_dn_labels_by_dataset():
         predicted = model.domain_classifier(
             enc_out['memory'], enc_out['memory_mask']).argmax(1).tolist()
         expected = _expected_topk(model, enc_out, predicted, differs=False)
+    for b, (_, coords) in enumerate(expected):
+        torch.testing.assert_close(dec_in['reference_points'][b], coords)
+
+    model.test_label_space_cfg = None  # dataset unknown: unified, all classes
+    with torch.no_grad():
+        dec_in, _ = model.pre_decoder(**enc_out, batch_data_samples=samples)
+        expected = _expected_topk(model, enc_out, [None] * 3, differs=False)
     for b, (_, coords) in enumerate(expected):
         torch.testing.assert_close(dec_in['reference_points'][b], coords)
 
@@ -259,7 +272,7 @@ def test_last_matched_query_mask_after_loss():
 
 def _row(routing):
     """The four rows of the comparison, tiny: dense, moe, damex, gem."""
-    kwargs = dict(domain_classifier=DOMAIN)
+    kwargs = dict(domain_classifier=DOMAIN, dataset_classes=CLASSES)
     if routing != 'dense':
         kwargs.update(routing=routing, moe_layers=(1, ), num_experts=3)
     model = _build(_gem_cfg(**kwargs))
@@ -269,10 +282,28 @@ def _row(routing):
     return model
 
 
+def _unified_expected(cls_scores, max_per_img):
+    """Independent unified post-processing of one image's last-layer logits:
+    per query, the max probability of every name's members, then the top
+    ``max_per_img`` (score, unified label) pairs."""
+    probs = cls_scores.sigmoid()
+    members = {}
+    for d, classes in enumerate(CLASSES):
+        for i, name in enumerate(classes):
+            members.setdefault(name.lower(), []).append(OFFSETS[d] + i)
+    pairs = []
+    for q in range(probs.shape[0]):
+        for u, name in enumerate(UNIFIED):
+            pairs.append((float(max(probs[q, c] for c in members[name])), u))
+    pairs.sort(key=lambda p: -p[0])
+    return pairs[:max_per_img]
+
+
 @pytest.mark.parametrize('routing', ['dense', 'moe', 'damex', 'gem'])
 def test_every_row_is_tested_alike(routing):
-    """Known dataset: labels of the true dataset; unknown: of the predicted
-    one (metainfo not needed); predictions carry pred_dataset_id."""
+    """Known dataset: labels of the true dataset; unknown: unified labels by
+    class name (metainfo not needed), or with test_label_space='dataset' of
+    the predicted dataset; predictions carry pred_dataset_id."""
     model = _row(routing)
     model.eval()
     model.bbox_head.test_cfg['max_per_img'] = 150
@@ -288,16 +319,34 @@ def test_every_row_is_tested_alike(routing):
             OFFSETS[d + 1] - OFFSETS[d])
         assert result.pred_dataset_id == predicted[d]
 
+        assert result.pred_label_space == 'concat'
+
     model.test_dataset_known = False
     unknown = copy.deepcopy(samples)
     for s in unknown:
         del s.dataset_id
+    with torch.no_grad():  # default: the unified space, no dataset decision
+        results = model.predict(inputs, copy.deepcopy(unknown))
+        logits = model._forward(inputs, copy.deepcopy(unknown))[0][-1]
+    for b, result in enumerate(results):
+        assert result.pred_label_space == 'unified'
+        assert result.pred_dataset_id == predicted[b]
+        expected = _unified_expected(logits[b], 150)
+        got = result.pred_instances
+        torch.testing.assert_close(got.scores, torch.tensor([p[0] for p in expected]))
+        assert sorted((round(v, 5), u) for v, u in zip(
+            got.scores.tolist(), got.labels.tolist())) == sorted(
+                (round(v, 5), u) for v, u in expected)
+        assert set(got.labels.tolist()) == set(range(len(UNIFIED)))
+
+    model.test_label_space_cfg = 'dataset'  # restricted to the predicted one
     with torch.no_grad():
-        results = model.predict(inputs, unknown)
+        results = model.predict(inputs, copy.deepcopy(unknown))
     for d, result in zip(predicted, results):
         labels = result.pred_instances.labels
         assert labels.min() >= OFFSETS[d] and labels.max() < OFFSETS[d + 1]
         assert result.pred_dataset_id == d
+        assert result.pred_label_space == 'concat'
 
     model.restrict_test_labels = False  # the "no restriction" option
     with torch.no_grad():
@@ -336,7 +385,15 @@ def test_bad_label_space_inputs_are_refused():
     with pytest.raises(ValueError, match='restrict_test_labels=True needs a '
                        'domain_classifier'):
         MODELS.build(_gem_cfg(routing='moe', moe_layers=(1, ),
-                              test_dataset_known=False))
+                              test_dataset_known=False, test_label_space='dataset'))
+    # unified labels need no domain classifier
+    MODELS.build(_gem_cfg(routing='moe', moe_layers=(1, ), test_dataset_known=False))
+    with pytest.raises(ValueError, match=r'label offsets \[0, 2, 5, 6\].*'
+                       r'label_offsets \[0, 2, 5, 7\]'):
+        MODELS.build(_gem_cfg(dataset_classes=[('a', 'b'), ('c', 'd', 'e'), ('f', )]))
+    with pytest.raises(ValueError, match="'person' and 'Person'"):
+        MODELS.build(_gem_cfg(dataset_classes=[('person', 'Person'), ('c', 'd', 'e'),
+                                               ('f', 'g')]))
     unset = _build(_gem_cfg(label_offsets=None))
     unset.train()
     with pytest.raises(RuntimeError, match='label_offsets are not set'):

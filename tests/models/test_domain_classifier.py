@@ -37,3 +37,85 @@ def test_logits_loss_and_detach():
     assert memory.grad is None
     with pytest.raises(ValueError, match='num_layers must be >= 1'):
         DomainClassifier(3, 8, num_layers=0)
+
+
+# ----------------------------------------------------------------------
+# class-balanced losses: the rare domains are seen
+# ----------------------------------------------------------------------
+TOY_COUNTS = [1000, 60, 6]
+
+
+def _toy(counts, seed, dims=8):
+    """Domain d: N(2 e_d, 0.3^2 I) in ``dims`` dimensions, one token each."""
+    gen = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for d, n in enumerate(counts):
+        mean = torch.zeros(dims)
+        mean[d] = 2.0
+        xs.append(mean + 0.3 * torch.randn(n, dims, generator=gen))
+        ys.append(torch.full((n, ), d))
+    return torch.cat(xs)[:, None, :], torch.cat(ys)
+
+
+def _recalls(**kwargs):
+    """Train a linear classifier 200 SGD steps of 16 images sampled in
+    proportion to the imbalanced toy set; recall of each domain on a
+    balanced test set."""
+    torch.manual_seed(0)
+    clf = DomainClassifier(3, embed_dims=8, num_layers=1, **kwargs)
+    x, y = _toy(TOY_COUNTS, 0)
+    opt = torch.optim.SGD(clf.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(200):
+        idx = torch.randint(0, len(y), (16, ), generator=gen)
+        loss = clf.loss(clf(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    clf.eval()
+    x_test, y_test = _toy([100, 100, 100], 2)
+    with torch.no_grad():
+        pred = clf(x_test).argmax(1)
+    return clf, [float((pred[y_test == d] == d).float().mean()) for d in range(3)]
+
+
+def test_balanced_classifier_sees_the_rare_domains():
+    _, plain = _recalls()
+    assert plain[2] < 0.5  # the rarest domain is (mostly) not predicted
+    clf, inverse = _recalls(loss_balance='inverse_frequency')
+    _, softmax = _recalls(loss_balance='balanced_softmax', class_counts=TOY_COUNTS)
+    for recalls in (inverse, softmax):
+        assert min(recalls) >= 0.5, recalls  # every domain is predicted
+        assert sum(recalls) > sum(plain) + 0.3  # balanced accuracy gains
+    # the training targets were counted: 200 x 16 images, in proportion
+    assert int(clf.seen_counts.sum()) == 3200
+    assert clf.seen_counts[0] > 10 * clf.seen_counts[2] > 0
+
+
+def test_balanced_losses_equal_their_formulas():
+    logits = torch.tensor([[1.0, -0.5, 0.2], [0.1, 0.3, -1.0], [0.0, 2.0, 0.5]])
+    target = torch.tensor([0, 2, 1])
+    counts = [7, 2, 0]
+    freq = torch.tensor([8 / 12, 3 / 12, 1 / 12])  # add-one smoothing
+    nll = -torch.log_softmax(logits, 1)[torch.arange(3), target]
+    weight = 1 / (3 * freq[target])
+    inverse = DomainClassifier(3, 4, loss_balance='inverse_frequency', class_counts=counts)
+    torch.testing.assert_close(inverse.loss(logits, target), (weight * nll).sum() / weight.sum())
+    shifted = logits + freq.log()
+    expected = -torch.log_softmax(shifted, 1)[torch.arange(3), target].mean()
+    softmax = DomainClassifier(3, 4, loss_balance='balanced_softmax', class_counts=counts)
+    torch.testing.assert_close(softmax.loss(logits, target), expected)
+    # counted: in training only, before the loss
+    running = DomainClassifier(3, 4, loss_balance='balanced_softmax')
+    running.train()
+    running.loss(logits, target)
+    assert running.seen_counts.tolist() == [1, 1, 1]
+    running.eval()
+    running.loss(logits, target)
+    assert running.seen_counts.tolist() == [1, 1, 1]
+    assert 'seen_counts' in running.state_dict()
+    assert 'seen_counts' not in DomainClassifier(3, 4).state_dict()
+    with pytest.raises(ValueError, match='loss_balance must be one of'):
+        DomainClassifier(3, 4, loss_balance='focal')
+    with pytest.raises(ValueError, match='class_counts must be 3 counts'):
+        DomainClassifier(3, 4, class_counts=[1, 2])

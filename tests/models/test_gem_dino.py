@@ -217,17 +217,27 @@ def test_unknown_dataset_routes_by_domain_classifier(gem4):
             memory = gem4.forward_encoder(**enc_in)
             expected = gem4.domain_classifier(
                 memory['memory'], memory['memory_mask']).argmax(1).tolist()
-            results = gem4.predict(inputs, samples)
+            gem4.test_label_space_cfg = 'dataset'  # labels of the predicted dataset
+            results = gem4.predict(inputs, copy.deepcopy(samples))
+            gem4.test_label_space_cfg = None  # default: no dataset decision on labels
+            unified = gem4.predict(inputs, copy.deepcopy(samples))
     finally:
         gem4.test_dataset_known = True
+        gem4.test_label_space_cfg = None
     for pred, result in zip(expected, results):
         assert result.pred_dataset_id == pred
         labels = result.pred_instances.labels
         assert labels.min() >= OFFSETS[pred]
         assert labels.max() < OFFSETS[pred + 1]
+    # without class names (no dataset_classes) the labels stay concatenated
+    assert {r.pred_label_space for r in unified} == {'concat'}
+    assert [r.pred_dataset_id for r in unified] == expected
+    assert len({int(x) for r in unified for x in r.pred_instances.labels}) > max(
+        OFFSETS[1] - OFFSETS[0], OFFSETS[2] - OFFSETS[1])
     with pytest.raises(ValueError, match='needs a domain_classifier'):
         MODELS.build(
-            _gem_cfg(num_experts=2, num_datasets=2, test_dataset_known=False))
+            _gem_cfg(num_experts=2, num_datasets=2, test_dataset_known=False,
+                     test_label_space='dataset'))
 
 
 @pytest.mark.parametrize('routing,key', [('damex', 'loss_damex_ce'),

@@ -101,11 +101,11 @@ def test_a_plan_file_over_the_size_limit_is_refused_before_reading(tmp_path, pla
 def test_a_model_plan_file_reports_a_bad_plan_file_as_plan_error(tmp_path, plan):
     """``model.plan_file`` (the one place a plan file enters) names the file
     and the field."""
+    from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     import mmgem  # noqa: F401  (registers GEMDINO)
-    from mmdet.registry import MODELS
     path = tmp_path / 'bad_plan.json'
     path.write_text(_edit_text(plan, 'beta', 'NaN'))
     cfg = Config.fromfile('configs/gem/gem-dino-tiny_r18_mini-uodb.py')

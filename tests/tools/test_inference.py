@@ -3,6 +3,7 @@
 import copy
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tool_utils import GEM_CONFIG, REPO, data_options, run_tool, tiny_gem_config
 
 from mmgem.apis import GEMDetInferencer
 from mmgem.planner import PlanError
+from mmgem.utils.label_space import UnifiedLabelSpace
 from mmgem.utils.mmdet_tools import mmdet_tool_path
 
 
@@ -89,6 +91,7 @@ def test_inferencer_with_a_given_dataset_predicts_as_the_test_loop(inferencer, t
     lo, hi = test_dataset.label_offsets[d], test_dataset.label_offsets[d + 1]
     assert pred['labels'] and all(lo <= label < hi for label in pred['labels'])
     assert pred['dataset_id'] == d and pred['dataset_name'] == name
+    assert pred['dataset_predicted'] is False and pred['label_space'] == 'concat'
     assert all(n.startswith(f'{name}/') for n in pred['label_names'])
     base = img_path.rsplit('/', 1)[-1]
     assert (tmp_path / 'vis' / name / base).is_file()
@@ -96,17 +99,26 @@ def test_inferencer_with_a_given_dataset_predicts_as_the_test_loop(inferencer, t
     assert inferencer.model.test_dataset_known  # the config's protocol is restored
 
 
-def test_inferencer_without_a_dataset_routes_by_the_domain_classifier(inferencer, test_dataset):
+def test_inferencer_without_a_dataset_routes_by_the_domain_classifier(inferencer, test_dataset,
+                                                                      tmp_path):
+    """Unified labels by class name (no dataset decision on labels); the
+    domain classifier's guess routes and is reported."""
     names = test_dataset.dataset_names
+    unified = UnifiedLabelSpace.from_dataset_meta(test_dataset.metainfo).names
     for d in range(0, len(names), 2):  # three domains keep it short
         idx = int(np.flatnonzero(np.asarray(test_dataset.sample_dataset_ids) == d)[0])
         expected = _model_predicts(inferencer.model, test_dataset, idx, False)
         img = test_dataset.get_data_info(idx)['img_path']
-        (pred,) = inferencer(img)['predictions']
+        (pred,) = inferencer(img, out_dir=str(tmp_path), pred_score_thr=0.0)['predictions']
         guess = int(expected.pred_dataset_id)
         assert pred['dataset_id'] == guess and pred['dataset_name'] == names[guess]
-        lo, hi = test_dataset.label_offsets[guess], test_dataset.label_offsets[guess + 1]
-        assert all(lo <= label < hi for label in pred['labels'])
+        assert pred['dataset_predicted'] is True and pred['label_space'] == 'unified'
+        # (the image's shard hash differs from the test loop's: img_path, not the COCO id)
+        assert expected.pred_label_space == 'unified'
+        assert pred['labels'] and max(pred['labels']) < len(unified)
+        assert pred['label_names'] == [unified[label] for label in pred['labels']]
+        assert '/' not in ''.join(pred['label_names'])
+    assert (tmp_path / 'vis' / Path(img).name).is_file()
     image = np.full((90, 120, 3), 127, np.uint8)  # an array has no path: still routed
     (pred,) = inferencer(image, dataset=None)['predictions']
     assert pred['dataset_name'] in names

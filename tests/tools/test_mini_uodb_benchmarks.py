@@ -151,6 +151,31 @@ def test_gem_protocols_share_one_training(runs, tmp_path, mini_uodb_root):
         assert cfgs[1].model.test_dataset_known is False
 
 
+def test_every_method_has_a_dataset_unknown_row_sharing_its_training(runs, tmp_path,
+                                                                     mini_uodb_root):
+    """Rows per method: dataset known and unknown; GEM's 2 x 2 table."""
+    cells = [dict(key=f'{m}_0', config=runs.method_config(m, 2), iters=1, seed=0,
+                  overrides=runs.method_overrides(m)) for m in runs.METHODS]
+    jobs = runs.group_jobs(cells, str(tmp_path / 'c'), str(tmp_path / 'w'),
+                           str(mini_uodb_root), 'data')
+    assert sorted(sorted(e['key'] for e in j['evals']) for j in jobs) == sorted([
+        ['damex_0', 'damex_unknown_0'], ['dino_0', 'dino_unknown_0'],
+        ['moe_0', 'moe_unknown_0'],
+        ['gem_0', 'gem_predicted_labels_0', 'gem_true_routing_names_0', 'gem_unknown_0']])
+    protocol = {}
+    for m in runs.METHODS:
+        cfg = runs.build_cfg(runs.method_config(m, 2), '.', 5, 0, 'w', runs.method_overrides(m))
+        space = cfg.model.get('test_label_space') or (
+            'dataset' if cfg.model.get('test_dataset_known', True) else 'unified')
+        protocol[m] = (cfg.model.get('test_dataset_known', True), space,
+                       cfg.test_evaluator.get('label_mapping', 'offset'))
+    for m in ('dino', 'moe', 'damex', 'gem'):
+        assert protocol[m] == (True, 'dataset', 'offset')
+        assert protocol[f'{m}_unknown'] == (False, 'unified', 'name')
+    assert protocol['gem_true_routing_names'] == (True, 'unified', 'name')
+    assert protocol['gem_predicted_labels'] == (False, 'dataset', 'offset')
+
+
 def test_a_cell_of_another_setup_is_refused(runs, tmp_path, mini_uodb_root):
     job = runs.group_jobs([dict(key='dino_s0', config=runs.method_config('dino', 1), iters=1,
                                 seed=0)], str(tmp_path), str(tmp_path / 'w'),
@@ -322,7 +347,8 @@ def test_checkpoint_expansion_keeps_old_rows(runs):
     init_default_scope('mmdet')
     cfg = runs.build_cfg(runs.method_config('gem', 1), '.', 1, 0, 'w')
     small = copy.deepcopy(cfg.model)  # building edits the config it gets
-    small.update(num_datasets=5, label_offsets=[0, 4, 7, 10, 13, 17])
+    small.update(num_datasets=5, label_offsets=[0, 4, 7, 10, 13, 17],
+                 dataset_classes=cfg.model.dataset_classes[:5])
     small.bbox_head.num_classes = 17
     old = MODELS.build(small).state_dict()
     model = MODELS.build(copy.deepcopy(cfg.model))

@@ -26,6 +26,7 @@ Example::
     python tools/benchmark/mini_uodb_few_shot.py --data-version 2 --seeds 0
 """
 import argparse
+import json
 import os.path as osp
 import sys
 from typing import List, Optional, Sequence
@@ -79,7 +80,8 @@ def dataset_overrides(config: str, names: Sequence[str], shots: str, domain: str
     """Config options that train on ``names`` (in order), ``domain`` limited.
 
     The model's label space follows the selection: ``num_classes`` and, for
-    GEM-DINO, ``num_datasets`` and ``label_offsets``. Options that equal the
+    GEM-DINO, ``num_datasets``, ``label_offsets`` and (when the config has
+    them) ``dataset_classes``. Options that equal the
     config's own are left out, so every domain at ``all`` shots is exactly
     the config (the table's cell, reused when saved there).
 
@@ -106,12 +108,14 @@ def dataset_overrides(config: str, names: Sequence[str], shots: str, domain: str
     wanted = {'model.bbox_head.num_classes': offsets[-1]}
     if cfg.model.type == 'GEMDINO':
         wanted.update({'model.num_datasets': len(names), 'model.label_offsets': offsets})
+        if cfg.model.get('dataset_classes') is not None:
+            wanted['model.dataset_classes'] = [list(classes[n]) for n in names]
     for key, value in wanted.items():
         node = cfg
         for part in key.split('.'):
             node = node.get(part) if node is not None else None
-        same = (list(node) == value) if isinstance(value, list) and node is not None \
-            else node == value
+        same = (json.loads(json.dumps(list(node))) == value) \
+            if isinstance(value, list) and node is not None else node == value
         if not same:
             out[key] = value
     if shots != 'all' and domain in names:

@@ -69,14 +69,32 @@ from tools.benchmark import mini_uodb_adapt  # noqa: E402
 from tools.benchmark.cell_store import CellStore, fingerprint  # noqa: E402
 from tools.misc import make_mini_uodb  # noqa: E402
 
-#: method -> (row title, config stem, config suffix); the config is
-#: ``configs/gem/<stem>-tiny_r18_mini-uodb<version suffix><suffix>.py``.
+#: method -> (row title, config stem, config suffix[, test overrides]); the
+#: config is ``configs/gem/<stem>-tiny_r18_mini-uodb<version suffix><suffix>.py``
+#: with the ``Config.merge_from_dict`` overrides (test keys only) applied.
+#: Every method has a dataset-known row and a dataset-unknown row (labels in
+#: the unified space by class name, scored with UODBMetric's name mapping);
+#: the rows of one method share its training run. GEM's two further rows
+#: complete its 2 x 2 table {true, predicted} routing x {dataset, name} labels.
+UNIFIED_LABELS = {'model.test_label_space': 'unified',
+                  'val_evaluator.label_mapping': 'name',
+                  'test_evaluator.label_mapping': 'name'}
+PREDICTED_DATASET_LABELS = {'model.test_label_space': 'dataset',
+                            'val_evaluator.label_mapping': 'offset',
+                            'test_evaluator.label_mapping': 'offset'}
 METHODS: Dict[str, tuple] = {
     'dino': ('DINO (mixed)', 'dino', ''),
     'moe': ('DINO-MoE', 'moe-dino', ''),
     'damex': ('DAMEX', 'damex-dino', ''),
     'gem': ('GEM (dataset known)', 'gem-dino', ''),
     'gem_unknown': ('GEM (dataset unknown)', 'gem-dino', '_dataset-unknown'),
+    'dino_unknown': ('DINO (mixed, dataset unknown)', 'dino', '_dataset-unknown'),
+    'moe_unknown': ('DINO-MoE (dataset unknown)', 'moe-dino', '_dataset-unknown'),
+    'damex_unknown': ('DAMEX (dataset unknown)', 'damex-dino', '_dataset-unknown'),
+    'gem_true_routing_names': ('GEM (true routing, labels by name)', 'gem-dino', '',
+                               UNIFIED_LABELS),
+    'gem_predicted_labels': ('GEM (predicted routing, predicted dataset\'s labels)',
+                             'gem-dino', '_dataset-unknown', PREDICTED_DATASET_LABELS),
 }
 
 #: per data version: default root, domains, titles, sizes, label-conflict pair
@@ -91,7 +109,8 @@ DATA_VERSIONS: Dict[int, dict] = {
 
 #: config keys that only change testing: two configs that differ only here
 #: share one training run (GEM dataset-known and dataset-unknown).
-TEST_ONLY_KEYS = ('model.test_dataset_known', 'model.restrict_test_labels', 'test_dataloader',
+TEST_ONLY_KEYS = ('model.test_dataset_known', 'model.restrict_test_labels',
+                  'model.test_label_space', 'test_dataloader',
                   'test_evaluator', 'test_cfg', 'val_dataloader', 'val_evaluator', 'val_cfg')
 
 
@@ -102,9 +121,16 @@ def method_config(method: str, version: int) -> str:
     """str: The tiny config of ``method`` for data ``version``."""
     if method not in METHODS:
         raise ValueError(f'unknown method {method!r}, expected one of {list(METHODS)}')
-    _, stem, suffix = METHODS[method]
+    _, stem, suffix = METHODS[method][:3]
     name = f'{stem}-tiny_r18_mini-uodb{DATA_VERSIONS[version]["suffix"]}{suffix}.py'
     return osp.join(REPO, 'configs', 'gem', name)
+
+
+def method_overrides(method: str) -> dict:
+    """dict: The test-only config overrides of ``method`` (often none)."""
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}, expected one of {list(METHODS)}')
+    return dict(METHODS[method][3]) if len(METHODS[method]) > 3 else {}
 
 
 def rarest(version: int, scale: str, k: int = 2) -> List[str]:

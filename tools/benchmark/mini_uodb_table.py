@@ -6,8 +6,9 @@ same seeds for every method), the same data, budget and schedule, and
 evaluates each domain's test split. Each (method, seed) cell is saved as
 JSON under the results folder as soon as it finishes; rerunning the same
 command skips the saved cells, so a long run survives interruption.
-GEM dataset-known and dataset-unknown share one training run per seed
-(they differ only in how the test images are routed).
+Every method's dataset-known and dataset-unknown rows (and GEM's 2 x 2
+table of {true, predicted} routing x {dataset, name-mapped} labels) share
+one training run per seed (they differ only in testing).
 
 The report (markdown, printed and written beside the cells) holds:
 
@@ -76,7 +77,8 @@ def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
     jobs = []
     for seed in args.seeds:
         cells = [dict(key=cell_key(m, seed), config=runs.method_config(m, args.data_version),
-                      iters=args.iters, seed=seed, meta=dict(method=m))
+                      iters=args.iters, seed=seed, meta=dict(method=m),
+                      overrides=runs.method_overrides(m))
                  for m in args.methods]
         jobs += runs.group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
                                 args.keep_checkpoints)

@@ -28,6 +28,8 @@ uodb_classes = dict(
     clipart=('person', 'car', 'dog', 'bird'),
     medical=('lesion', ))
 uodb_splits = {name: ('train', 'test') for name in uodb_dataset_names}
+# the class names of every dataset in id order: the models' unified label space
+uodb_dataset_classes = [uodb_classes[n] for n in uodb_dataset_names]
 uodb_num_classes = sum(len(uodb_classes[n]) for n in uodb_dataset_names)
 
 # what the model reads from DetDataSample.metainfo

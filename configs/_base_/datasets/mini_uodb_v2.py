@@ -54,6 +54,7 @@ mini_uodb_v2_label_offsets = [
 mini_uodb_v2_model = dict(
     num_datasets=mini_uodb_v2_num_datasets,
     label_offsets=mini_uodb_v2_label_offsets,
+    dataset_classes=[mini_uodb_v2_classes[n] for n in mini_uodb_v2_dataset_names],
     bbox_head=dict(num_classes=mini_uodb_v2_num_classes))
 
 

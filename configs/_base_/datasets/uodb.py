@@ -84,6 +84,16 @@ uodb_splits = dict(
     clipart=('train', 'test'),
     watercolor=('train', 'test'),
 )
+# Synonyms of the unified label space by class name (normalised names: lower
+# case, '_'/'-' as spaces), which the dataset-unknown protocol reads a key as
+# its value: VOC's names as COCO's. Edit freely; the model
+# (label_merge_table) and UODBMetric (merge_table) must get the same table,
+# and the merges are logged once.
+uodb_label_merge_table = dict(
+    aeroplane='airplane', diningtable='dining table', motorbike='motorcycle',
+    pottedplant='potted plant', sofa='couch', tvmonitor='tv')
+# the class names of every dataset in id order: the models' unified label space
+uodb_dataset_classes = [uodb_classes[n] for n in uodb_dataset_names]
 uodb_num_classes = sum(len(uodb_classes[n]) for n in uodb_dataset_names)
 
 # what the model reads from DetDataSample.metainfo
@@ -185,5 +195,6 @@ uodb_val_dataloader = dict(
 uodb_test_dataloader = uodb_val_dataloader
 
 uodb_val_evaluator = dict(
-    _delete_=True, type='UODBMetric', backend_args=uodb_backend_args)
+    _delete_=True, type='UODBMetric', merge_table=uodb_label_merge_table,
+    backend_args=uodb_backend_args)
 uodb_test_evaluator = uodb_val_evaluator

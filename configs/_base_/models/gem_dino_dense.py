@@ -6,6 +6,7 @@
 # dino_tiny.py) with their label space:
 #
 #   model = dict(_base_.gem_dense_model, num_datasets=K, label_offsets=...,
+#                dataset_classes=[...],  # the unified label space by name
 #                bbox_head=dict(type='DatasetAwareDINOHead', num_classes=C))
 #
 # and the MoE / DAMEX / GEM configs inherit a dense config, changing only
@@ -19,7 +20,10 @@ gem_dense_model = dict(
     bbox_head=dict(type='DatasetAwareDINOHead'),
     # test protocol: the dataset of a test image is known (UODB's
     # per-dataset protocol) and its predictions keep its classes; with
-    # test_dataset_known=False the domain classifier predicts it (DAMEX's)
+    # test_dataset_known=False (the dataset-unknown protocol, the
+    # *_dataset-unknown configs) predictions are labelled in the unified
+    # space by class name (test_label_space) and scored with
+    # UODBMetric(label_mapping='name'); GEM routes by the domain classifier
     test_dataset_known=True,
     restrict_test_labels=True,
     # predicts the dataset of each image (uodb/domain_acc) on detached

@@ -17,6 +17,7 @@ model = dict(
     num_experts=4,
     num_datasets=4,
     label_offsets=label_offsets,
+    dataset_classes=[_base_.uodb_classes[n] for n in ablation_names],
     bbox_head=dict(num_classes=num_classes))
 
 train_dataloader = dict(dataset=dict(select=ablation_names))

@@ -23,8 +23,9 @@ from ..layers.plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_imag
 from ..layers.routing_table import RoutingTable, upgrade_legacy_plan_buffers
 from ..routers.builder import router_class, router_config
 from ..utils import upcycling
-from ..utils.label_space import label_range_mask, label_ranges_of
+from ..utils.label_space import label_range_mask
 from ..utils.routing_stats import routing_scalars, specialisation_scalars
+from .dataset_label_space import TEST_LABEL_SPACES, DatasetLabelSpaceMixin
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
 
 AUX_LOSS_REDUCTIONS = ('mean', 'sum')
@@ -32,7 +33,7 @@ BALANCE_TOKENS = ('foreground', 'all')
 
 
 @MODELS.register_module()
-class GEMDINO(DINO):
+class GEMDINO(DatasetLabelSpaceMixin, DINO):
     """DINO whose chosen decoder FFNs are mixture-of-experts FFNs.
 
     The FFNs of decoder layers ``moe_layers`` become :class:`MoEFFN` with
@@ -87,14 +88,23 @@ class GEMDINO(DINO):
     ground-truth classes' logits.
 
     At test time the dataset of an image is either read from its metainfo
-    (``test_dataset_known=True``, UODB's per-dataset protocol) or predicted
-    by the domain classifier (``test_dataset_known=False``, DAMEX's
-    protocol). With ``restrict_test_labels`` that dataset's label range
-    selects the two-stage top-k, and class scores outside it are set to
-    ``-inf`` before the head's post-processing (any box left with such a
-    label is dropped); without it predictions use all classes. The same
-    rule holds for every routing mode and for the dense model
-    (``moe_layers=()``), so all rows of a comparison are tested alike.
+    (``test_dataset_known=True``, the dataset-known protocol: UODB's
+    per-dataset evaluation) or unknown (``test_dataset_known=False``, the
+    dataset-unknown protocol; GEM's domain classifier then predicts the
+    dataset, which only selects the plan row that routes the image).
+    ``test_label_space`` says how labels are read
+    (:class:`DatasetLabelSpaceMixin`): ``'dataset'`` restricts them to the
+    known (or, dataset unknown, the predicted) dataset's range when
+    ``restrict_test_labels`` -- that range selects the two-stage top-k and
+    class scores outside it are set to ``-inf`` (any box left with such a
+    label is dropped); ``'unified'`` makes no dataset decision on labels:
+    the scores of classes that share a name (``dataset_classes``) are merged
+    by their maximum and the predictions are labelled in the unified space
+    (``pred_label_space`` of the data sample; :class:`UODBMetric` with
+    ``label_mapping='name'`` scores them). The default reads labels by
+    dataset when it is known and unified when it is not. The same rules
+    hold for every routing mode and for the dense model (``moe_layers=()``),
+    so all rows of a comparison are tested alike.
 
     Args:
         num_experts (int): Experts per MoE layer. Defaults to 8.
@@ -157,6 +167,18 @@ class GEMDINO(DINO):
         restrict_test_labels (bool): Whether test predictions (and the
             two-stage top-k) are restricted to the known or predicted
             dataset's label range. Defaults to True.
+        test_label_space (str, optional): ``'dataset'`` or ``'unified'``
+            (see above); None: ``'dataset'`` when ``test_dataset_known``,
+            else ``'unified'``, following ``test_dataset_known`` when it is
+            changed later (``GEMDetInferencer`` does). Defaults to None.
+        dataset_classes (Sequence[Sequence[str]], optional): Class names of
+            every dataset, in dataset order: the unified space
+            (:class:`~mmgem.utils.label_space.UnifiedLabelSpace`). None: no
+            names, unified predictions keep the concatenated labels.
+            Defaults to None.
+        label_merge_table (dict, optional): Synonyms of the unified space
+            (normalised name -> the name it is read as); None: the default
+            table (none). Defaults to None.
         label_offsets (Sequence[int], optional): ``num_datasets + 1``
             cumulative label offsets (``UODBDataset.label_offsets``). None
             gives ``[0, num_classes]`` for one dataset and "unset" (zeros,
@@ -193,6 +215,9 @@ class GEMDINO(DINO):
                  dataset_aware: bool = True,
                  test_dataset_known: bool = True,
                  restrict_test_labels: bool = True,
+                 test_label_space: Optional[str] = None,
+                 dataset_classes: Optional[Sequence[Sequence[str]]] = None,
+                 label_merge_table: Optional[Dict[str, str]] = None,
                  label_offsets: Optional[Sequence[int]] = None,
                  plan_file: Optional[str] = None,
                  **kwargs) -> None:
@@ -222,6 +247,9 @@ class GEMDINO(DINO):
         self.dataset_aware = dataset_aware
         self.test_dataset_known = test_dataset_known
         self.restrict_test_labels = restrict_test_labels
+        if test_label_space is not None:
+            check_choice('test_label_space', test_label_space, TEST_LABEL_SPACES)
+        self.test_label_space_cfg = test_label_space
         if domain_classifier is not None:
             cfg = dict(type='DomainClassifier')
             cfg.update(domain_classifier)
@@ -236,12 +264,14 @@ class GEMDINO(DINO):
                 'domain_classifier to predict the dataset that routes each '
                 'test image')
         if (not test_dataset_known and restrict_test_labels
-                and num_datasets > 1 and self.domain_classifier is None):
+                and self.test_label_space == 'dataset' and num_datasets > 1
+                and self.domain_classifier is None):
             raise ValueError(
                 'test_dataset_known=False with restrict_test_labels=True '
                 'needs a domain_classifier to predict the dataset whose '
                 'labels each test image is restricted to (or set '
-                'restrict_test_labels=False)')
+                'restrict_test_labels=False, or test_label_space='
+                '"unified")')
         if (dataset_aware and num_datasets > 1
                 and not isinstance(self.bbox_head, DatasetAwareDINOHead)):
             raise ValueError(
@@ -259,6 +289,7 @@ class GEMDINO(DINO):
             self.set_label_offsets(label_offsets)
         elif num_datasets == 1:
             self.set_label_offsets([0, num_classes])
+        self.set_unified_label_space(dataset_classes, label_merge_table)
         #: the model's one copy of the GEM plan (checkpoints hold it once)
         self.routing_table = RoutingTable(num_datasets, num_experts)
         self._register_load_state_dict_pre_hook(upgrade_legacy_plan_buffers)
@@ -671,99 +702,6 @@ class GEMDINO(DINO):
             ).mean() * 100
         return losses
 
-    # ------------------------------------------------------------------
-    # the label space of each image
-    # ------------------------------------------------------------------
-    def label_dataset_ids(self,
-                          batch_data_samples: OptSampleList,
-                          domain_logits: Optional[Tensor] = None
-                          ) -> Optional[Tensor]:
-        """The dataset whose label range each image is trained / tested in.
-
-        - training with ``dataset_aware``: the true dataset (metainfo);
-        - test with ``restrict_test_labels`` and ``test_dataset_known``: the
-          true dataset;
-        - test with ``restrict_test_labels``, dataset unknown: the domain
-          classifier's prediction (the metainfo is not read);
-        - otherwise None (all classes), also at test time without data
-          samples (``mode='tensor'``).
-
-        Args:
-            batch_data_samples (list[DetDataSample], optional): The batch.
-            domain_logits (Tensor, optional): ``(bs, num_datasets)`` domain
-                classifier logits; needed only when the dataset is unknown.
-
-        Returns:
-            Tensor or None: ``(bs,)`` int64 dataset ids, or None.
-        """
-        if self.training:
-            use_known = self.dataset_aware
-        elif not self.restrict_test_labels:
-            return None
-        else:
-            use_known = self.test_dataset_known
-        if use_known:
-            if batch_data_samples is None:
-                if not self.training:  # tensor mode without samples
-                    return None
-                raise ValueError(
-                    'GEMDINO needs the batch data samples (dataset_id) to '
-                    'restrict each image to its dataset\'s labels')
-            return dataset_ids_from_samples(batch_data_samples,
-                                            self.num_datasets)
-        if self.training or domain_logits is None:
-            return None
-        return domain_logits.argmax(dim=1)
-
-    def label_ranges(self, dataset_ids: Optional[Tensor]) -> Optional[Tensor]:
-        """Label range of each image from its dataset id.
-
-        Args:
-            dataset_ids (Tensor, optional): ``(bs,)`` dataset ids.
-
-        Returns:
-            Tensor or None: ``(bs, 2)`` int64 ``[low, high)`` ranges on the
-            model's device; None if ``dataset_ids`` is None.
-
-        Raises:
-            RuntimeError: If the label offsets are not set.
-        """
-        if dataset_ids is None:
-            return None
-        if not self.has_label_offsets():
-            raise RuntimeError(
-                'label_offsets are not set, so images cannot be restricted '
-                'to their dataset\'s labels: give the model `label_offsets` '
-                '(UODBDataset.label_offsets) in the config or let '
-                'GEMPlannerHook install them; or set dataset_aware=False and '
-                'restrict_test_labels=False')
-        return label_ranges_of(self.label_offsets, dataset_ids)
-
-    @staticmethod
-    def _check_gt_labels(batch_data_samples: SampleList,
-                         label_ranges: Tensor) -> None:
-        """Raise if a ground-truth label is outside its image's range."""
-        labels = [s.gt_instances.labels for s in batch_data_samples]
-        counts = torch.tensor([len(x) for x in labels])
-        if int(counts.sum()) == 0:
-            return
-        all_labels = torch.cat(labels).to(label_ranges.device)
-        ranges = torch.repeat_interleave(
-            label_ranges, counts.to(label_ranges.device), dim=0)
-        bad = (all_labels < ranges[:, 0]) | (all_labels >= ranges[:, 1])
-        if not bool(bad.any()):
-            return
-        first = int(bad.nonzero()[0])
-        image = int((counts.cumsum(0) <= first).sum())
-        meta = batch_data_samples[image].metainfo
-        low, high = label_ranges[image].tolist()
-        raise ValueError(
-            f'image {meta.get("img_path", meta.get("img_id", image))} of '
-            f'dataset_id {meta.get("dataset_id")} has ground-truth label '
-            f'{int(all_labels[first])} outside its dataset\'s label range '
-            f'[{low}, {high}): check the model\'s label_offsets against '
-            'UODBDataset.label_offsets')
-
     def _dataset_aware_dn_generator(self, dn_cfg: OptConfigType
                                     ) -> DatasetAwareCdnQueryGenerator:
         """DINO's CDN generator as :class:`DatasetAwareCdnQueryGenerator`.
@@ -863,31 +801,18 @@ class GEMDINO(DINO):
             dn_meta=dn_meta) if self.training else dict()
         return decoder_inputs_dict, head_inputs_dict
 
-    def restrict_class_scores(self, cls_scores: Tensor,
-                              dataset_ids: Tensor) -> Tensor:
-        """Set class logits outside each image's dataset range to ``-inf``.
-
-        Args:
-            cls_scores (Tensor): ``(..., bs, num_queries, num_classes)``
-                logits.
-            dataset_ids (Tensor): ``(bs,)`` dataset of each image.
-
-        Returns:
-            Tensor: The masked logits.
-        """
-        ranges = self.label_ranges(dataset_ids).to(cls_scores.device)
-        allowed = label_range_mask(ranges, cls_scores.size(-1))
-        return cls_scores.masked_fill(~allowed[:, None, :], float('-inf'))
-
     def predict(self,
                 batch_inputs: Tensor,
                 batch_data_samples: SampleList,
                 rescale: bool = True) -> SampleList:
-        """Predict boxes, routed and label-restricted per dataset.
+        """Predict boxes, routed, in the test label space.
 
-        The label restriction (``restrict_test_labels``) uses the true
-        dataset when ``test_dataset_known``, else the domain classifier's
-        prediction, for every routing mode alike (:meth:`label_dataset_ids`).
+        With ``test_label_space='dataset'``, the label restriction
+        (``restrict_test_labels``) uses the true dataset when
+        ``test_dataset_known``, else the domain classifier's prediction;
+        with ``'unified'``, same-named classes are merged and labels are
+        unified ids. For every routing mode alike
+        (:meth:`label_dataset_ids`, :meth:`test_class_scores`).
 
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
@@ -896,8 +821,9 @@ class GEMDINO(DINO):
                 Defaults to True.
 
         Returns:
-            list[DetDataSample]: The samples with ``pred_instances`` (labels
-            in the concatenated label space) and, with a domain classifier,
+            list[DetDataSample]: The samples with ``pred_instances``,
+            ``pred_label_space`` (``'concat'`` or ``'unified'``: the space
+            of the labels) and, with a domain classifier,
             ``pred_dataset_id`` (int) in their fields.
         """
         img_feats = self.extract_feat(batch_inputs)
@@ -910,8 +836,7 @@ class GEMDINO(DINO):
         cls_scores, bbox_preds = self.bbox_head(**head_inputs_dict)
         dataset_ids = self.label_dataset_ids(batch_data_samples,
                                              routing['domain_logits'])
-        if dataset_ids is not None:
-            cls_scores = self.restrict_class_scores(cls_scores, dataset_ids)
+        cls_scores = self.test_class_scores(cls_scores, dataset_ids)
         if self.record_routing:
             self._record_routing(cls_scores, batch_data_samples)
         results_list = self.bbox_head.predict_by_feat(
@@ -919,14 +844,11 @@ class GEMDINO(DINO):
             bbox_preds,
             batch_img_metas=batch_img_metas,
             rescale=rescale)
-        if dataset_ids is not None:
-            ranges = self.label_ranges(dataset_ids).tolist()
-            for i, results in enumerate(results_list):
-                low, high = ranges[i]
-                keep = (results.labels >= low) & (results.labels < high)
-                results_list[i] = results[keep]
+        results_list = self.test_results(results_list, dataset_ids)
         batch_data_samples = self.add_pred_to_datasample(
             batch_data_samples, results_list)
+        for data_sample in batch_data_samples:
+            data_sample.pred_label_space = self.pred_label_space
         if routing['domain_logits'] is not None:
             predicted = routing['domain_logits'].argmax(dim=1).tolist()
             for data_sample, pred in zip(batch_data_samples, predicted):
