@@ -48,3 +48,13 @@ def mini_uodb_root(tmp_path_factory) -> Path:
     make_mini_uodb.make_mini_uodb(
         str(root), seed=MINI_UODB_SEED, scale='tiny', convert=True)
     return root
+
+
+@pytest.fixture(scope='session')
+def mini_uodb_v2_root(tmp_path_factory) -> Path:
+    """Root of a tiny mini-UODB v2 (seed 0, 11 domains), generated and
+    converted once per session (the generator, the identifiability tool and
+    the dataset-unknown config tests read it)."""
+    root = tmp_path_factory.mktemp('mini_uodb_v2')
+    make_mini_uodb.make_mini_uodb(str(root), seed=0, scale='tiny', convert=True, version=2)
+    return root

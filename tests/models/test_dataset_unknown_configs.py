@@ -34,15 +34,6 @@ TEST_KEYS = ('test_evaluator', 'val_evaluator')
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
-@pytest.fixture(scope='session')
-def mini_uodb_v2_root(tmp_path_factory, load_tool):
-    """A tiny mini-UODB v2 (seed 0), generated and converted once."""
-    root = tmp_path_factory.mktemp('mini_uodb_v2')
-    load_tool('tools/misc/make_mini_uodb.py').make_mini_uodb(
-        str(root), seed=0, scale='tiny', convert=True, version=2)
-    return root
-
-
 def test_there_are_tiny_configs_of_every_row_and_version():
     names = {p.name for p in CONFIGS}
     for stem in ('dino', 'moe-dino', 'damex-dino', 'gem-dino'):

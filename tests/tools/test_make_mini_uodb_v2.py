@@ -43,10 +43,9 @@ def gen():
 
 
 @pytest.fixture(scope='module')
-def v2_root(gen, tmp_path_factory):
-    root = tmp_path_factory.mktemp('mini_uodb_v2')
-    gen.make_mini_uodb(str(root), seed=0, scale='tiny', convert=True, version=2)
-    return root
+def v2_root(mini_uodb_v2_root):
+    """The session's tiny v2 tree (seed 0, converted): ``tests/conftest.py``."""
+    return mini_uodb_v2_root
 
 
 def _files(root: Path):

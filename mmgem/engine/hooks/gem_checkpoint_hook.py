@@ -29,25 +29,11 @@ from mmengine.dist import is_main_process
 from mmengine.fileio.backends.local_backend import LocalBackend
 from mmengine.hooks import CheckpointHook
 
-from mmgem.utils.fileio import atomic_write
+from mmgem.utils.fileio import atomic_write, fsync_dir
 
 #: Suffix of the temporary file a checkpoint is written to.
 TMP_SUFFIX = '.mmgem-tmp'
 _TMP_NAME = re.compile(r'^\..+\.\d+' + re.escape(TMP_SUFFIX) + r'$')
-
-
-def _fsync_dir(folder: str) -> None:
-    """Flush a folder's entries (the rename) to disk, where supported."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @HOOKS.register_module()
@@ -94,7 +80,7 @@ class GEMCheckpointHook(CheckpointHook):
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(osp.dirname(path) or '.')
+        fsync_dir(osp.dirname(path) or '.')
 
     def _remove_checkpoint(self, step: int) -> None:
         """Delete the checkpoint of ``step`` (a file or a folder)."""
