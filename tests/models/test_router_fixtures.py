@@ -18,6 +18,16 @@ from router_fixtures import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The fixtures were captured with one intra-op thread; a float sum
+    splits differently over two, so compare with one (then restore)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _load(name):
     return torch.load(FIXTURE_DIR / f'{name}.pt', weights_only=True)
 

@@ -23,7 +23,8 @@ def test_gpu_smoke_script_cpu_mode(repo_root, tmp_path):
     assert fp32[0].endswith('GlobalNormOptimWrapper')
     # --amp on a CPU: bf16 autocast through the global-norm AMP wrapper
     assert amp[0].endswith('GlobalNormAmpOptimWrapper')
-    assert '| batch | active experts (gem) |' in summary
+    assert '| batch | method | ms | / dense | / gem |' in summary
+    assert '| 2 | gem |' in summary and '| 2 | moe |' in summary
     assert summary.rstrip().endswith('s.') and 'All steps passed' in summary
     # the run that failed would say where
     bad = subprocess.run(

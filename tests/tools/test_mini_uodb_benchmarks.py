@@ -105,11 +105,12 @@ def test_table_saves_resumes_and_renders(table, runs, tmp_path, mini_uodb_root, 
     def forbidden(*a, **k):
         raise AssertionError('a saved cell was run again')
 
-    from_cfg = Runner.from_cfg
-    monkeypatch.setattr(Runner, 'from_cfg', forbidden)
-    assert table.main(args) == 0
+    # (a context restores the classmethod itself, which GEMRunner's from_cfg
+    # calls through super(); a saved bound method would build a plain Runner)
+    with monkeypatch.context() as patch:
+        patch.setattr(Runner, 'from_cfg', forbidden)
+        assert table.main(args) == 0
     assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in cells} == saved
-    monkeypatch.setattr(Runner, 'from_cfg', from_cfg)
 
     # a lost cell whose training finished: evaluated again from its checkpoint
     calls = Calls(monkeypatch)
