@@ -63,6 +63,7 @@ from mmgem.datasets.mini_uodb_v2_meta import (  # noqa: E402
     MINI_UODB_V2_SIZES,
 )
 from mmgem.engine.runner import build_runner  # noqa: E402
+from mmgem.models.utils.routing_stats import dataset_expert_counts  # noqa: E402
 from mmgem.planner import GEMPlan  # noqa: E402
 from mmgem.utils import atomic_write  # noqa: E402
 from tools.benchmark import mini_uodb_adapt  # noqa: E402
@@ -79,6 +80,10 @@ from tools.misc import make_mini_uodb  # noqa: E402
 UNIFIED_LABELS = {'model.test_label_space': 'unified',
                   'val_evaluator.label_mapping': 'name',
                   'test_evaluator.label_mapping': 'name'}
+#: the ``*_dataset-unknown.py`` configs' change, for rows without such a config
+UNKNOWN = {'model.test_dataset_known': False,
+           'val_evaluator.label_mapping': 'name',
+           'test_evaluator.label_mapping': 'name'}
 PREDICTED_DATASET_LABELS = {'model.test_label_space': 'dataset',
                             'val_evaluator.label_mapping': 'offset',
                             'test_evaluator.label_mapping': 'offset'}
@@ -91,6 +96,16 @@ METHODS: Dict[str, tuple] = {
     'dino_unknown': ('DINO (mixed, dataset unknown)', 'dino', '_dataset-unknown'),
     'moe_unknown': ('DINO-MoE (dataset unknown)', 'moe-dino', '_dataset-unknown'),
     'damex_unknown': ('DAMEX (dataset unknown)', 'damex-dino', '_dataset-unknown'),
+    'soft_moe': ('Soft MoE', 'soft-moe-dino', ''),
+    'soft_moe_unknown': ('Soft MoE (dataset unknown)', 'soft-moe-dino', '', UNKNOWN),
+    'sinkhorn': ('Sinkhorn (BASE)', 'sinkhorn-dino', ''),
+    'sinkhorn_unknown': ('Sinkhorn (BASE) (dataset unknown)', 'sinkhorn-dino', '', UNKNOWN),
+    'moe_pp': ('MoE++', 'moe-plus-plus-dino', ''),
+    'moe_pp_unknown': ('MoE++ (dataset unknown)', 'moe-plus-plus-dino', '', UNKNOWN),
+    'remoe': ('ReMoE', 'remoe-dino', ''),
+    'remoe_unknown': ('ReMoE (dataset unknown)', 'remoe-dino', '', UNKNOWN),
+    'mumoe': ('μMoE', 'mumoe-dino', ''),
+    'mumoe_unknown': ('μMoE (dataset unknown)', 'mumoe-dino', '', UNKNOWN),
     'gem_true_routing_names': ('GEM (true routing, labels by name)', 'gem-dino', '',
                                UNIFIED_LABELS),
     'gem_predicted_labels': ('GEM (predicted routing, predicted dataset\'s labels)',
@@ -451,6 +466,12 @@ def pending(job: dict) -> List[dict]:
 class ExpertUtilisation(Hook):
     """Sums, per dataset and expert, the decoder tokens of the test images.
 
+    ``tokens`` (``(K, M)``) adds every layer's ``image_experts`` (the
+    routers that record them); ``layers`` (``(L, K, M)``) counts, per MoE
+    layer, each token's expert from ``token_experts`` (every router records
+    them), from which the report computes the specialisation measure
+    (NMI of dataset and expert, per layer).
+
     Args:
         num_datasets (int): K.
         num_experts (int): M.
@@ -459,17 +480,29 @@ class ExpertUtilisation(Hook):
     priority = 'LOWEST'
 
     def __init__(self, num_datasets: int, num_experts: int) -> None:
+        self.num_datasets, self.num_experts = num_datasets, num_experts
         self.tokens = np.zeros((num_datasets, num_experts), dtype=np.int64)
+        self.layers: Optional[np.ndarray] = None
         self.available = True
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         ids = [s.metainfo['dataset_id'] for s in data_batch['data_samples']]
-        for ffn in model.moe_ffns():
-            per_image = getattr(ffn, 'routing_stats', {}).get('image_experts')
-            if per_image is None:  # this routing mode does not record it
+        ffns = list(model.moe_ffns())
+        if self.layers is None:
+            self.layers = np.zeros((len(ffns), self.num_datasets, self.num_experts), np.int64)
+        for i, ffn in enumerate(ffns):
+            stats = getattr(ffn, 'routing_stats', {}) or {}
+            experts = stats.get('token_experts')
+            if (experts is not None and experts.dim() == 2 and experts.shape[0] == len(ids)
+                    and int(experts.max()) < self.num_experts):
+                self.layers[i] += dataset_expert_counts(
+                    experts, torch.as_tensor(ids), self.num_datasets,
+                    self.num_experts).numpy()
+            per_image = stats.get('image_experts')
+            if per_image is None:  # this router does not record it
                 self.available = False
-                return
+                continue
             for d, row in zip(ids, per_image.cpu().numpy()):
                 self.tokens[d] += row
 
@@ -581,6 +614,8 @@ def run_job(job: dict, threads: int) -> List[str]:
             iter_median_s=done['iter_median_s'], iter_cpu_median_s=done['iter_cpu_median_s'],
             test_s=test_s, test_cpu_s=test_cpu_s,
             utilisation=(util.tokens.tolist() if util is not None and util.available else None),
+            layer_counts=(util.layers.tolist() if util is not None and util.layers is not None
+                          else None),
             plan=done['plan'], meta=e.get('meta') or {}, machine=machine_info(threads),
             finished=time.strftime('%Y-%m-%d %H:%M:%S'))
         store.save(e['key'], cell)
