@@ -45,11 +45,16 @@ def domain_accuracy(names: Sequence[str], truth: Sequence[int],
         guess (Sequence[int]): Predicted dataset id of each image.
 
     Returns:
-        dict[str, float]: ``domain_acc`` and ``<name>_domain_acc`` for every
-        dataset with at least one image, rounded to 2 decimals.
+        dict[str, float]: ``domain_acc``, ``domain_balanced_acc`` (the
+        mean of the per-dataset accuracies, so a rare dataset weighs as
+        much as a large one) and ``<name>_domain_acc`` for every dataset
+        with at least one image, rounded to 2 decimals.
     """
     matrix = domain_confusion(len(names), truth, guess)
     results = {'domain_acc': round(100.0 * np.trace(matrix) / matrix.sum(), 2)}
+    seen = matrix.sum(1) > 0
+    results['domain_balanced_acc'] = round(
+        100.0 * float(np.mean(np.diag(matrix)[seen] / matrix.sum(1)[seen])), 2)
     for d, name in enumerate(names):
         if matrix[d].sum():
             results[f'{name}_domain_acc'] = round(100.0 * matrix[d, d] / matrix[d].sum(), 2)

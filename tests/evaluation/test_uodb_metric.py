@@ -204,7 +204,10 @@ def test_domain_accuracy_and_work_dir_table(test_dataset, tmp_path):
             100 * counts.get((d, d), 0) / n_d, abs=0.005)
     accs = [results[f'uodb/{name}_domain_acc'] for name in names]
     assert len(set(accs)) > 1 and max(accs) < 100  # a non-trivial comparison
-    domain_keys = [key for key in results if 'domain_acc' in key]
+    balanced = np.mean([counts.get((d, d), 0) / sum(v for (t, _), v in counts.items() if t == d)
+                        for d in range(len(names))])
+    assert results['uodb/domain_balanced_acc'] == pytest.approx(100 * balanced, abs=0.005)
+    domain_keys = [key for key in results if 'domain_' in key and key.endswith('_acc')]
     assert list(results)[-len(domain_keys):] == domain_keys  # after the APs
     table = (work_dir / 'uodb_table.md').read_text()
     assert table == metric.last_table
@@ -359,3 +362,14 @@ def test_name_mapping_keeps_domain_accuracy(tmp_path):
     assert results['uodb/a_domain_acc'] == 0.0
     assert results['uodb/b_domain_acc'] == 100.0
     assert 'Domain classification' in metric.last_table
+
+
+def test_balanced_domain_accuracy_weighs_every_domain_alike():
+    from mmgem.evaluation import domain_accuracy
+
+    # three images of a (all right), one of b (wrong): 75 % of images, but the
+    # mean of the per-domain accuracies (100 %, 0 %) is 50 %; c has no image
+    res = domain_accuracy(['a', 'b', 'c'], [0, 0, 0, 1], [0, 0, 0, 0])
+    assert res['domain_acc'] == 75.0
+    assert res['domain_balanced_acc'] == 50.0
+    assert 'c_domain_acc' not in res
