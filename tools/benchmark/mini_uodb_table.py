@@ -41,6 +41,10 @@ import numpy as np
 if not __package__:  # run by path: make the `tools` package importable
     from mmgem.utils.tool_scripts import import_tools_beside
     import_tools_beside(__file__)
+from mmgem.models.utils.routing_stats import (  # noqa: E402
+    expert_dataset_nmi,
+    top_expert_share,
+)
 from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
 from tools.benchmark.cell_store import CellStore  # noqa: E402
 from tools.benchmark.seed_statistics import (  # noqa: E402
@@ -52,8 +56,31 @@ from tools.benchmark.seed_statistics import (  # noqa: E402
 #: iterations per cell by data version: v2's is where the curve shows learning
 #: (``mini_uodb_curve.py``; README "where the budget sits"), about 20 min a cell here
 DEFAULT_ITERS = {1: 600, 2: 1000}
-BASELINES = ('dino', 'moe', 'damex')
+BASELINES = ('dino', 'moe', 'damex', 'soft_moe', 'sinkhorn', 'moe_pp', 'remoe', 'mumoe')
 GEM_ROWS = ('gem', 'gem_unknown')
+#: GEM's 2 x 2 table: (routing, labels) -> method
+GEM_2X2 = {('true', 'dataset'): 'gem', ('true', 'name-mapped'): 'gem_true_routing_names',
+           ('predicted', 'dataset'): 'gem_predicted_labels',
+           ('predicted', 'name-mapped'): 'gem_unknown'}
+
+
+def comparisons(methods: Sequence[str]) -> List[tuple]:
+    """The (GEM row, other row) pairs of the paired-difference table.
+
+    GEM dataset-known minus every dataset-known baseline, GEM dataset-unknown
+    minus every dataset-unknown baseline, and GEM dataset-unknown minus GEM
+    dataset-known and minus dense DINO dataset-known (issue 25's targets).
+
+    Args:
+        methods (Sequence[str]): The methods with saved cells.
+
+    Returns:
+        list[tuple]: ``(minuend, subtrahend)`` method pairs, both present.
+    """
+    pairs = [('gem', b) for b in BASELINES]
+    pairs += [('gem_unknown', f'{b}_unknown') for b in BASELINES]
+    pairs += [('gem_unknown', 'gem'), ('gem_unknown', 'dino')]
+    return [(a, b) for a, b in pairs if a in methods and b in methods]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -116,19 +143,116 @@ def _table(cells, names, titles, metric) -> List[str]:
 
 def _paired(cells, groups: Dict[str, List[str]]) -> List[str]:
     lines = ['| Comparison | ' + ' | '.join(groups) + ' |', '|---' * (len(groups) + 1) + '|']
-    for g in GEM_ROWS:
-        for b in BASELINES:
-            if g not in cells or b not in cells:
-                continue
-            row = []
-            for names in groups.values():
-                iv = paired_difference({s: ap(c, names) for s, c in cells[g].items()},
-                                       {s: ap(c, names) for s, c in cells[b].items()})
-                mark = ' *' if iv.excludes_zero() else ''
-                row.append(format_interval(iv, signed=True, show_n=True) + mark)
-            lines.append(f'| {runs.METHODS[g][0]} − {runs.METHODS[b][0]} | '
-                         + ' | '.join(row) + ' |')
+    for g, b in comparisons(list(cells)):
+        row = []
+        for names in groups.values():
+            iv = paired_difference({s: ap(c, names) for s, c in cells[g].items()},
+                                   {s: ap(c, names) for s, c in cells[b].items()})
+            mark = ' *' if iv.excludes_zero() else ''
+            row.append(format_interval(iv, signed=True, show_n=True) + mark)
+        lines.append(f'| {runs.METHODS[g][0]} − {runs.METHODS[b][0]} | '
+                     + ' | '.join(row) + ' |')
     return lines
+
+
+def _two_by_two(cells) -> List[str]:
+    """GEM's mean AP by {true, predicted} routing x {dataset, name} labels."""
+    if not any(m in cells for m in GEM_2X2.values()):
+        return []
+
+    def cell(routing, labels):
+        by_seed = cells.get(GEM_2X2[routing, labels])
+        if not by_seed:
+            return '-'
+        names = next(iter(by_seed.values()))['names']
+        return format_interval(t_interval([ap(c, names) for c in by_seed.values()]))
+
+    return ['**GEM, 2 x 2** (mean box AP; routing by the true dataset\'s plan row or by the '
+            'domain classifier\'s; labels in the dataset\'s own label ids, or in the unified '
+            'space mapped to each dataset by class name)', '',
+            '| Routing \\ labels | dataset\'s label ids | by class name |', '|---|---|---|',
+            f'| true dataset | {cell("true", "dataset")} | {cell("true", "name-mapped")} |',
+            f'| predicted dataset | {cell("predicted", "dataset")} | '
+            f'{cell("predicted", "name-mapped")} |', '']
+
+
+def layer_nmi(cell: dict) -> Optional[List[float]]:
+    """list[float]: NMI(dataset; expert) of every MoE layer of a cell.
+
+    From the cell's ``layer_counts`` (per layer, dataset x expert decoder
+    tokens of the test split); None for a cell without them (dense DINO, or
+    saved before they were recorded).
+    """
+    counts = cell.get('layer_counts')
+    if not counts:
+        return None
+    return [expert_dataset_nmi(np.asarray(c)) for c in counts]
+
+
+def _specialisation(cells) -> List[str]:
+    rows, layers = [], 0
+    for m, by_seed in cells.items():
+        per_seed = [v for v in (layer_nmi(c) for c in by_seed.values()) if v is not None]
+        if not per_seed:
+            continue
+        counts = [np.asarray(c['layer_counts'], np.float64) for c in by_seed.values()
+                  if c.get('layer_counts')]
+        share = np.mean([top_expert_share(layer).numpy().mean()
+                         for layers in counts for layer in layers])
+        nmi = np.mean(per_seed, axis=0)
+        layers = max(layers, len(nmi))
+        rows.append(f'| {runs.METHODS[m][0]} | {len(per_seed)} | '
+                    + ' | '.join(f'{v:.2f}' for v in nmi) + f' | {share:.2f} |')
+    if not rows:
+        return []
+    return ['**Expert specialisation** (NMI of an image\'s dataset and the expert its decoder '
+            'tokens go to, per MoE layer, test split, mean over seeds; 1: the expert names the '
+            'dataset, 0: independent; last column: mean share of a dataset\'s tokens on its '
+            'most-used expert)', '',
+            '| Method | seeds | ' + ' | '.join(f'NMI layer {i + 1}' for i in range(layers))
+            + ' | top-expert share |', '|---' * (layers + 3) + '|'] + rows + ['']
+
+
+def _domain_accuracy(cells) -> List[str]:
+    lines = []
+    for m, by_seed in cells.items():
+        got = [c['metrics'] for c in by_seed.values() if 'uodb/domain_acc' in c['metrics']]
+        if not got:
+            continue
+        names = next(iter(by_seed.values()))['names']
+        per = {n: np.mean([g.get(f'uodb/{n}_domain_acc', np.nan) for g in got]) for n in names}
+        balanced = np.mean([np.nanmean([g.get(f'uodb/{n}_domain_acc', np.nan) for n in names])
+                            for g in got])
+        plain = np.mean([g['uodb/domain_acc'] for g in got])
+        lines.append(f'| {runs.METHODS[m][0]} | {len(got)} | {plain:.1f} | {balanced:.1f} | '
+                     + ' | '.join(f'{per[n]:.0f}' for n in names) + ' |')
+    if not lines:
+        return []
+    names = next(iter(next(iter(cells.values())).values()))['names']
+    return ['**Domain classifier** (test split, percent; balanced: the mean of the per-domain '
+            'accuracies)', '',
+            '| Row | seeds | accuracy | balanced | ' + ' | '.join(names) + ' |',
+            '|---' * (len(names) + 4) + '|'] + lines + ['']
+
+
+def zero_domains(cells) -> List[str]:
+    """Lines naming, per dataset-unknown row, the domains at 0 AP whose
+    dataset-known row is above 2 AP (issue 25's first target)."""
+    lines = []
+    for m in cells:
+        if not m.endswith('_unknown') or m[:-len('_unknown')] not in cells:
+            continue
+        known = cells[m[:-len('_unknown')]]
+        names = next(iter(known.values()))['names']
+        zero = [n for n in names
+                if np.mean([ap(c, [n]) for c in cells[m].values()]) == 0
+                and np.mean([ap(c, [n]) for c in known.values()]) > 0.02]
+        lines.append(f'- {runs.METHODS[m][0]}: '
+                     + (', '.join(zero) if zero else 'none') + '')
+    if not lines:
+        return []
+    return ['**Domains at 0 AP with the dataset unknown whose dataset-known AP is above 2**',
+            ''] + lines + ['']
 
 
 def _utilisation(m: str, by_seed: Dict[int, dict]) -> List[str]:
@@ -187,7 +311,7 @@ def render(args: argparse.Namespace) -> str:
     seeds = ' '.join(str(s) for s in args.seeds)
     command = (f'python tools/benchmark/mini_uodb_table.py --data-version {args.data_version} '
                f'--iters {args.iters} --seeds {seeds} --methods {" ".join(args.methods)}')
-    lines = [f'# mini-UODB v{args.data_version}: dense DINO vs DINO-MoE vs DAMEX vs GEM', '',
+    lines = [f'# mini-UODB v{args.data_version}: dense DINO, the MoE routers, DAMEX and GEM', '',
              caption(cells, args, command), '',
              'Every number is the mean over seeds ± the half-width of its 95 % Student-t '
              'interval (no interval from one seed).', '']
@@ -197,13 +321,9 @@ def render(args: argparse.Namespace) -> str:
     if len(paired) > 2:
         lines += ['**Paired differences of box AP** (GEM minus baseline on the same seed, '
                   'mean over seeds ± 95 % paired t-interval, n seeds; * the interval excludes '
-                  '0)', ''] + paired + ['']
-    for g in GEM_ROWS:
-        accs = [c['metrics']['uodb/domain_acc'] for c in cells.get(g, {}).values()
-                if 'uodb/domain_acc' in c['metrics']]
-        if accs:
-            lines += [f'Domain classifier accuracy, {runs.METHODS[g][0]} test run: '
-                      f'{format_interval(t_interval(accs), scale=1.0)} %'.replace(' %', '%'), '']
+                  '0; one seed gives the difference without an interval)', ''] + paired + ['']
+    lines += _two_by_two(cells) + zero_domains(cells) + _specialisation(cells)
+    lines += _domain_accuracy(cells)
     lines += ['**Time per cell** (mean over seeds): ' + ', '.join(
         f'{runs.METHODS[m][0]} {np.mean([c["train_s"] for c in b.values()]) / 60:.1f} min '
         f'training ({np.mean([c["iter_s"] for c in b.values()]):.2f} s/iter) + '

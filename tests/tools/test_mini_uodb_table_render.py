@@ -1,0 +1,82 @@
+# Copyright (c) mmgem contributors. All rights reserved.
+"""The v2 table's new sections, rendered from hand-made cells: the
+specialisation measure (NMI per layer, against the entropy identity
+I = H(D) + H(E) - H(D, E) computed with scipy), GEM's 2 x 2 table, the
+dataset-unknown comparisons and the zero-AP domain check."""
+import numpy as np
+import pytest
+from scipy.stats import entropy
+
+from tools.benchmark import mini_uodb_runs as runs
+from tools.benchmark import mini_uodb_table as table
+from tools.benchmark.cell_store import CellStore
+
+NAMES = list(runs.DATA_VERSIONS[2]['names'])
+
+
+def _cell(aps, seed=0, **extra):
+    metrics = {f'uodb/{n}_bbox_mAP': v for n, v in zip(NAMES, aps)}
+    metrics.update({f'uodb/{n}_bbox_mAP_50': v for n, v in zip(NAMES, aps)})
+    cell = dict(fingerprint='f', names=NAMES, display=NAMES, seed=seed, iters=7,
+                train_fingerprint=f't{seed}{aps[0]}', train_s=60.0, test_s=6.0, iter_s=1.0,
+                iter_median_s=0.8, lengths=[10] * len(NAMES), train_names=NAMES,
+                metrics=metrics, utilisation=None, plan=None,
+                machine=dict(machine='x86_64', cpus=2, threads=1, torch='t'))
+    cell.update(extra)
+    return cell
+
+
+def _nmi_by_entropies(counts):
+    joint = np.asarray(counts, np.float64)
+    joint = joint / joint.sum()
+    h_d, h_e = entropy(joint.sum(1)), entropy(joint.sum(0))
+    mutual = h_d + h_e - entropy(joint.ravel())
+    return 2 * mutual / (h_d + h_e)
+
+
+def _render(tmp_path, cells):
+    store = CellStore(str(tmp_path / 'cells'))
+    for key, cell in cells.items():
+        store.save(key, cell)
+    methods = [k.rsplit('_s', 1)[0] for k in cells]
+    args = table.parse_args(['--data-version', '2', '--iters', '7', '--render', '--seeds', '0',
+                             '--methods', *methods, '--results-dir', str(tmp_path / 'cells')])
+    return table.render(args)
+
+
+def test_specialisation_column_is_the_nmi_of_each_layer(tmp_path):
+    rng = np.random.default_rng(0)
+    layers = [rng.integers(0, 50, size=(len(NAMES), 4)).tolist(),
+              np.eye(len(NAMES), 4, dtype=int).dot(7).tolist()]
+    layers[1][5][1] = 3  # not a perfect map: NMI strictly between 0 and 1
+    report = _render(tmp_path, {'soft_moe_s0': _cell([0.1] * len(NAMES), layer_counts=layers),
+                                'dino_s0': _cell([0.1] * len(NAMES))})
+    want = [_nmi_by_entropies(c) for c in layers]
+    assert 0 < want[0] < 0.2 and 0.5 < want[1] < 1
+    row = next(line for line in report.splitlines() if line.startswith('| Soft MoE | 1 | 0'))
+    got = [float(v) for v in row.strip('| ').split(' | ')[2:4]]
+    assert got == pytest.approx(want, abs=0.005)
+    assert '| Method | seeds | NMI layer 1 | NMI layer 2 | top-expert share |' in report
+    share = np.mean([(np.max(c, 1) / np.maximum(np.sum(c, 1), 1)).mean() for c in layers])
+    assert float(row.strip('| ').split(' | ')[4]) == pytest.approx(share, abs=0.005)
+
+
+def test_two_by_two_comparisons_and_zero_domains(tmp_path):
+    k = len(NAMES)
+    aps = {'gem': [0.2] * k, 'gem_true_routing_names': [0.18] * k,
+           'gem_predicted_labels': [0.1] * k, 'gem_unknown': [0.15] * (k - 1) + [0.0],
+           'dino': [0.12] * k, 'damex': [0.11] * (k - 1) + [0.01],
+            'damex_unknown': [0.05] * (k - 1) + [0.0]}
+    report = _render(tmp_path, {f'{m}_s0': _cell(v) for m, v in aps.items()})
+    lines = report.splitlines()
+    assert '| true dataset | 20.0 | 18.0 |' in lines
+    assert f'| predicted dataset | 10.0 | {100 * np.mean(aps["gem_unknown"]):.1f} |' in lines
+    pairs = [line.split(' | ')[0][2:] for line in lines if ' − ' in line]
+    assert pairs == ['GEM (dataset known) − DINO (mixed)', 'GEM (dataset known) − DAMEX',
+                     'GEM (dataset unknown) − DAMEX (dataset unknown)',
+                     'GEM (dataset unknown) − GEM (dataset known)',
+                     'GEM (dataset unknown) − DINO (mixed)']
+    diff = next(line for line in lines if line.startswith('| GEM (dataset unknown) − DINO'))
+    assert diff.split(' | ')[1].startswith(f'{100 * (np.mean(aps["gem_unknown"]) - 0.12):+.1f}')
+    assert '- GEM (dataset unknown): clipart' in lines  # 0 AP, 20 AP when known
+    assert '- DAMEX (dataset unknown): none' in lines  # its 0 is 1 AP when known
