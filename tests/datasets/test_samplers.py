@@ -11,7 +11,7 @@ from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
+from mmengine.runner import IterBasedTrainLoop, Runner
 
 import mmgem.datasets.samplers.uodb_sampler as uodb_sampler_module
 from mmgem.datasets import SingleDatasetBatchSampler, UODBSampler, expected_images_per_dataset
@@ -243,6 +243,35 @@ def test_gem_runner_gives_the_models_plan_to_the_locality_sampler(
     loader = _locality_loader(_tiny_gem(repo_root), mini_cfg)
     with pytest.raises(RuntimeError, match='plan_file'):
         list(loader.batch_sampler.sampler)
+
+
+class _LoopRunner(SimpleNamespace):
+    """What mmengine's loops read of a runner, with GEMRunner's loader."""
+    build_dataloader = GEMRunner.build_dataloader
+
+
+def test_iter_based_loop_with_workers_draws_by_the_models_plan(
+        repo_root, mini_cfg, mini_train_dataset, tmp_path):
+    """``IterBasedTrainLoop`` with workers asks the sampler for indices when
+    it is built, before any hook: ``model.plan_file`` is enough (GEMRunner
+    hands the plan over), and without a plan the loop cannot be built."""
+    init_default_scope('mmdet')
+    path = tmp_path / 'gem_plan.json'
+    _plan_file(mini_train_dataset, path)
+    cfg = copy.deepcopy(mini_cfg.train_dataloader)
+    cfg.update(sampler=dict(type='ExpertLocalitySampler', seed=3),
+               num_workers=1, persistent_workers=False)
+
+    def loop(model):
+        runner = _LoopRunner(model=model, seed=0, _randomness_cfg={},
+                             visualizer=SimpleNamespace())
+        return IterBasedTrainLoop(runner, copy.deepcopy(cfg), max_iters=2)
+
+    batch = next(loop(_tiny_gem(repo_root, plan_file=str(path)))
+                 .dataloader_iterator)
+    assert len(batch['data_samples']) == cfg.batch_size
+    with pytest.raises(RuntimeError, match='plan_file'):
+        loop(_tiny_gem(repo_root))
 
 
 def test_locality_sampler_refuses_a_plan_of_other_datasets(
