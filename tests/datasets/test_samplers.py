@@ -19,6 +19,7 @@ from mmgem.datasets.samplers import ExpertLocalitySampler, largest_remainder
 from mmgem.engine.runner import GEMRunner
 from mmgem.models.layers.plan_routing import route_images
 from mmgem.planner import build_similarity, image_bucket, make_plan
+from mmgem.planner.hashing import bucket_thresholds
 
 MIN_DRAWS = 10_000
 
@@ -188,13 +189,19 @@ def _tiny_gem(repo_root, **kwargs):
 
 
 def _plan_file(dataset, path):
-    """A 4-expert plan of ``dataset`` (label similarity), saved at ``path``."""
+    """A 4-expert plan of ``dataset`` (label similarity) whose thresholds
+    split its images exactly (not the quota's quantiles), saved at ``path``."""
     names = list(dataset.dataset_names)
     similarity = build_similarity(
         names, weights=dict(labels=1.0),
         labels={n: list(dataset.dataset_classes[n]) for n in names})
+    image_ids = {n: [] for n in names}
+    for i, d in enumerate(dataset.sample_dataset_ids):
+        image_ids[names[d]].append(dataset.get_data_info(i)['img_id'])
     plan = make_plan(names, dataset.dataset_lengths, similarity,
-                     num_experts=4, capacity_factor=1.25)
+                     num_experts=4, capacity_factor=1.25, image_ids=image_ids)
+    quantiles = np.stack([bucket_thresholds(row) for row in plan.quota])
+    assert not np.array_equal(plan.thresholds, quantiles)
     plan.save(str(path))
     return plan
 
