@@ -12,8 +12,15 @@ after the call, also when the call raises.
 import pytest
 import torch
 from mmdet.models.detectors import DINO
-from test_dataset_aware_gem_dino import (DOMAIN, NUM_CLASSES, OFFSETS, _batch,
-                                         _build, _encoder, _gem_cfg)
+from test_dataset_aware_gem_dino import (
+    DOMAIN,
+    NUM_CLASSES,
+    OFFSETS,
+    _batch,
+    _build,
+    _encoder,
+    _gem_cfg,
+)
 
 SEED = 3
 
