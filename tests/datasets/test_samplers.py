@@ -1,16 +1,25 @@
 # Copyright (c) mmgem contributors. All rights reserved.
-"""Tests of UODBSampler, SingleDatasetBatchSampler and the planner's load."""
+"""Tests of UODBSampler, SingleDatasetBatchSampler, the planner's load and
+where ExpertLocalitySampler gets its plan (the model's)."""
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from mmdet.registry import MODELS
+from mmengine.config import Config
 from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.registry import init_default_scope
-from mmengine.runner import Runner
+from mmengine.runner import IterBasedTrainLoop, Runner
 
 import mmgem.datasets.samplers.uodb_sampler as uodb_sampler_module
 from mmgem.datasets import SingleDatasetBatchSampler, UODBSampler, expected_images_per_dataset
-from mmgem.datasets.samplers import largest_remainder
+from mmgem.datasets.samplers import ExpertLocalitySampler, largest_remainder
+from mmgem.engine.runner import GEMRunner
+from mmgem.models.layers.plan_routing import route_images
+from mmgem.planner import build_similarity, image_bucket, make_plan
+from mmgem.planner.hashing import bucket_thresholds
 
 MIN_DRAWS = 10_000
 
@@ -165,3 +174,119 @@ def test_expected_images_from_a_runner_dataloader(mini_cfg):
     np.testing.assert_array_equal(got, want)
     assert not np.array_equal(
         got, np.asarray(loader.dataset.dataset_lengths, float))
+
+
+# ----------------------------------------------------------------------
+# ExpertLocalitySampler: the plan is the model's
+# ----------------------------------------------------------------------
+GEM_CONFIG = 'configs/gem/gem-dino-tiny_r18_mini-uodb.py'
+
+
+def _tiny_gem(repo_root, **kwargs):
+    """Tiny GEM-DINO of the mini-UODB config, with ``kwargs``."""
+    model_cfg = Config.fromfile(str(repo_root / GEM_CONFIG)).model
+    return MODELS.build(dict(model_cfg, **kwargs))
+
+
+def _plan_file(dataset, path):
+    """A 4-expert plan of ``dataset`` (label similarity) whose thresholds
+    split its images exactly (not the quota's quantiles), saved at ``path``."""
+    names = list(dataset.dataset_names)
+    similarity = build_similarity(
+        names, weights=dict(labels=1.0),
+        labels={n: list(dataset.dataset_classes[n]) for n in names})
+    image_ids = {n: [] for n in names}
+    for i, d in enumerate(dataset.sample_dataset_ids):
+        image_ids[names[d]].append(dataset.get_data_info(i)['img_id'])
+    plan = make_plan(names, dataset.dataset_lengths, similarity,
+                     num_experts=4, capacity_factor=1.25, image_ids=image_ids)
+    quantiles = np.stack([bucket_thresholds(row) for row in plan.quota])
+    assert not np.array_equal(plan.thresholds, quantiles)
+    plan.save(str(path))
+    return plan
+
+
+def _locality_loader(model, mini_cfg):
+    """The training loader with ExpertLocalitySampler, as GEMRunner builds
+    it for a runner holding ``model`` (the only attribute it reads)."""
+    cfg = copy.deepcopy(mini_cfg.train_dataloader)
+    cfg.sampler = dict(type='ExpertLocalitySampler', seed=3)
+    return GEMRunner.build_dataloader(SimpleNamespace(model=model), cfg,
+                                      seed=0)
+
+
+def test_locality_sampler_reads_no_plan_file(mini_train_dataset, tmp_path):
+    with pytest.raises(TypeError, match=r'no plan file.*model\.plan_file'):
+        ExpertLocalitySampler(mini_train_dataset,
+                              plan_file=str(tmp_path / 'gem_plan.json'))
+
+
+def test_gem_runner_gives_the_models_plan_to_the_locality_sampler(
+        repo_root, mini_cfg, mini_train_dataset, tmp_path):
+    """A model given ``plan_file``: the loader GEMRunner builds draws by the
+    model's plan before any hook runs, each image on the rank of the expert
+    the model routes it to; without a plan, drawing names the way to one."""
+    init_default_scope('mmdet')
+    path = tmp_path / 'gem_plan.json'
+    plan = _plan_file(mini_train_dataset, path)
+    model = _tiny_gem(repo_root, plan_file=str(path))
+    loader = _locality_loader(model, mini_cfg)
+    sampler = loader.batch_sampler.sampler
+    np.testing.assert_array_equal(sampler.quota, np.asarray(plan.quota))
+    np.testing.assert_array_equal(sampler.thresholds,
+                                  np.asarray(plan.thresholds))
+    ds = loader.dataset
+    ids = torch.as_tensor(np.asarray(ds.sample_dataset_ids))
+    buckets = torch.tensor([
+        image_bucket(ds.dataset_names[d], ds.get_data_info(i)['img_id'])
+        for i, d in enumerate(ids.tolist())
+    ])
+    routed = route_images(model.routing_table.host()[2], ids, buckets)
+    np.testing.assert_array_equal(sampler.image_experts(), routed.numpy())
+    drawn = list(sampler)  # one rank holds every expert: the whole epoch
+    assert sorted(drawn) == sorted(
+        sampler._padded(sampler._global_indices()).tolist())
+
+    loader = _locality_loader(_tiny_gem(repo_root), mini_cfg)
+    with pytest.raises(RuntimeError, match='plan_file'):
+        list(loader.batch_sampler.sampler)
+
+
+class _LoopRunner(SimpleNamespace):
+    """What mmengine's loops read of a runner, with GEMRunner's loader."""
+    build_dataloader = GEMRunner.build_dataloader
+
+
+def test_iter_based_loop_with_workers_draws_by_the_models_plan(
+        repo_root, mini_cfg, mini_train_dataset, tmp_path):
+    """``IterBasedTrainLoop`` with workers asks the sampler for indices when
+    it is built, before any hook: ``model.plan_file`` is enough (GEMRunner
+    hands the plan over), and without a plan the loop cannot be built."""
+    init_default_scope('mmdet')
+    path = tmp_path / 'gem_plan.json'
+    _plan_file(mini_train_dataset, path)
+    cfg = copy.deepcopy(mini_cfg.train_dataloader)
+    cfg.update(sampler=dict(type='ExpertLocalitySampler', seed=3),
+               num_workers=1, persistent_workers=False)
+
+    def loop(model):
+        runner = _LoopRunner(model=model, seed=0, _randomness_cfg={},
+                             visualizer=SimpleNamespace())
+        return IterBasedTrainLoop(runner, copy.deepcopy(cfg), max_iters=2)
+
+    batch = next(loop(_tiny_gem(repo_root, plan_file=str(path)))
+                 .dataloader_iterator)
+    assert len(batch['data_samples']) == cfg.batch_size
+    with pytest.raises(RuntimeError, match='plan_file'):
+        loop(_tiny_gem(repo_root))
+
+
+def test_locality_sampler_refuses_a_plan_of_other_datasets(
+        mini_train_dataset):
+    sampler = ExpertLocalitySampler(mini_train_dataset, seed=3)
+    names = list(mini_train_dataset.dataset_names)
+    quota = np.full((len(names), 2), 10, dtype=np.int64)
+    with pytest.raises(ValueError, match=r'made for datasets .*dataset has'):
+        sampler.set_plan(quota, dataset_names=names[::-1])
+    sampler.set_plan(quota, dataset_names=names)
+    np.testing.assert_array_equal(sampler.quota, quota)

@@ -56,15 +56,19 @@ class ExpertLocalitySampler(UODBSampler):
     one domain only (:class:`~mmgem.engine.hooks.ExpertParallelExchangeHook`
     warns and names SyncBN or frozen BN).
 
-    The plan comes from :meth:`set_plan`, which
-    :class:`~mmgem.engine.hooks.ExpertParallelExchangeHook` calls in
-    ``before_train`` with the model's installed plan (after
-    ``GEMPlannerHook`` made or restored it), or from ``plan_file`` (a
-    ``gem_plan.json``) at construction; iterating without a plan is an error.
-    MMEngine's ``EpochBasedTrainLoop`` starts iterating after
+    The plan is the model's (its routing table: ``model.plan_file``,
+    :func:`mmgem.apis.attach_plan` or ``GEMPlannerHook``); the sampler reads
+    no plan file. It gets it through :meth:`set_plan`, which
+    :func:`~mmgem.engine.hooks.expert_parallel_exchange_hook.give_plan_to_sampler`
+    calls: :class:`~mmgem.engine.hooks.ExpertParallelExchangeHook` in
+    ``before_train`` (after ``GEMPlannerHook`` made or restored the plan),
+    and :class:`~mmgem.engine.runner.GEMRunner` when it builds the data
+    loader, if the model already has a plan then. Iterating without a plan
+    is an error. MMEngine's ``EpochBasedTrainLoop`` starts iterating after
     ``before_train``, and so does ``IterBasedTrainLoop`` with
     ``num_workers=0``; with workers, the ``IterBasedTrainLoop`` prefetches
-    indices when it is built, before any hook runs, so give ``plan_file``.
+    indices when it is built, before any hook runs, so give the model
+    ``plan_file`` (and use ``GEMRunner``, as mmgem's configs do).
 
     Args:
         dataset (Sized): A :class:`UODBDataset` (or a wrapper of one).
@@ -72,7 +76,6 @@ class ExpertLocalitySampler(UODBSampler):
             group ``E``; None uses the world size. :meth:`set_plan` may
             override it.
         strict (bool): See above. Defaults to False.
-        plan_file (str, optional): A plan JSON to use from the start.
         **kwargs: Other arguments of :class:`UODBSampler` (``mode``,
             ``ratios``, ``temperature``, ``shuffle``, ``seed``, ``round_up``,
             ``epoch_length``).
@@ -82,8 +85,13 @@ class ExpertLocalitySampler(UODBSampler):
                  dataset: Sized,
                  expert_parallel_size: Optional[int] = None,
                  strict: bool = False,
-                 plan_file: Optional[str] = None,
                  **kwargs) -> None:
+        if 'plan_file' in kwargs:
+            raise TypeError(
+                'ExpertLocalitySampler reads no plan file: give the plan to '
+                'the model (model.plan_file, mmgem.apis.attach_plan or '
+                'GEMPlannerHook); GEMRunner and ExpertParallelExchangeHook '
+                'hand it to the sampler')
         if kwargs.get('round_up') is False:
             raise ValueError('ExpertLocalitySampler needs round_up=True: '
                              'every rank must draw the same number of images')
@@ -96,16 +104,6 @@ class ExpertLocalitySampler(UODBSampler):
         self.quota: Optional[np.ndarray] = None
         self.thresholds: Optional[np.ndarray] = None
         self._image_experts: Optional[np.ndarray] = None
-        if plan_file is not None:
-            from mmgem.planner import GEMPlan
-            plan = GEMPlan.load(plan_file)
-            names = tuple(plan.dataset_names)
-            if names != tuple(self.uodb.dataset_names):
-                raise ValueError(
-                    f'ExpertLocalitySampler: plan {plan_file} was made for '
-                    f'datasets {list(names)}, the dataset has '
-                    f'{list(self.uodb.dataset_names)}')
-            self.set_plan(plan.quota, thresholds=plan.thresholds)
 
     def _check_ep_size(self, ep_size: int) -> None:
         if ep_size < 1 or self.world_size % ep_size != 0:
@@ -119,7 +117,8 @@ class ExpertLocalitySampler(UODBSampler):
     def set_plan(self,
                  quota: Sequence[Sequence[int]],
                  expert_parallel_size: Optional[int] = None,
-                 thresholds: Optional[Sequence[Sequence[int]]] = None) -> None:
+                 thresholds: Optional[Sequence[Sequence[int]]] = None,
+                 dataset_names: Optional[Sequence[str]] = None) -> None:
         """Route every image of the dataset through a plan.
 
         Args:
@@ -129,7 +128,16 @@ class ExpertLocalitySampler(UODBSampler):
             thresholds (array-like, optional): ``(K, M)`` routing thresholds
                 of the plan (what the model routes by); None routes by the
                 quantiles of the quota (a plan made from counts only).
+            dataset_names (Sequence[str], optional): The datasets the plan
+                was made for, in its order; checked against the dataset's
+                when given.
         """
+        if dataset_names is not None and tuple(dataset_names) != tuple(
+                self.uodb.dataset_names):
+            raise ValueError(
+                f'ExpertLocalitySampler: the plan was made for datasets '
+                f'{list(dataset_names)}, the dataset has '
+                f'{list(self.uodb.dataset_names)}')
         quota = np.asarray(quota, dtype=np.int64)
         num_datasets = len(self.uodb.dataset_names)
         if quota.ndim != 2 or quota.shape[0] != num_datasets:
@@ -193,7 +201,7 @@ class ExpertLocalitySampler(UODBSampler):
                 'ExpertLocalitySampler has no plan: add '
                 'ExpertParallelExchangeHook to custom_hooks (it hands the '
                 'installed GEM plan to the sampler before training) or give '
-                'plan_file')
+                'the model plan_file and use GEMRunner')
         per_rank = self.quota.shape[1] // self.expert_parallel_size
         return self._image_experts[indices] // per_rank
 

@@ -31,6 +31,53 @@ def _find_plan_sampler(dataloader) -> Optional[object]:
     return sampler if callable(getattr(sampler, 'set_plan', None)) else None
 
 
+def _sharded_moe_layers(model: nn.Module) -> List[ExpertParallelMoEFFN]:
+    """The model's MoE layers whose experts are sharded over ranks."""
+    return [m for m in model.modules()
+            if isinstance(m, ExpertParallelMoEFFN) and m.is_sharded]
+
+
+def give_plan_to_sampler(model: nn.Module, dataloader) -> Optional[object]:
+    """Hand the model's plan to the plan sampler of ``dataloader``.
+
+    The one way :class:`~mmgem.datasets.samplers.ExpertLocalitySampler` gets
+    a plan: the quota and thresholds the model routes by (its
+    :class:`~mmgem.models.layers.RoutingTable`, filled by ``model.plan_file``,
+    :func:`mmgem.apis.attach_plan` or ``GEMPlannerHook``) and the
+    expert-parallel size of its sharded MoE layers (1 when none is sharded).
+
+    Args:
+        model (nn.Module): The (unwrapped) GEM model.
+        dataloader: A built data loader.
+
+    Returns:
+        The sampler (or batch sampler) given the plan, or None when the data
+        loader has none with ``set_plan``.
+
+    Raises:
+        RuntimeError: If the data loader has a plan sampler and the model has
+            no plan installed.
+    """
+    sampler = _find_plan_sampler(dataloader)
+    if sampler is None:
+        return None
+    has_plan = getattr(model, 'has_plan', None)
+    if not any(isinstance(m, MoEFFN) for m in model.modules()) or not (
+            callable(has_plan) and has_plan()):
+        raise RuntimeError(
+            'the training sampler needs the GEM plan but the model has none '
+            'installed; add GEMPlannerHook to custom_hooks or give '
+            'model.plan_file')
+    sharded = _sharded_moe_layers(model)
+    ep_size = sharded[0].topology.ep_size if sharded else 1
+    # the quota and thresholds the model routes by, from its routing table
+    quota, names, thresholds = model.routing_table.host()
+    sampler.set_plan(quota.numpy().copy(), expert_parallel_size=ep_size,
+                     thresholds=thresholds.numpy().copy(),
+                     dataset_names=names or None)
+    return sampler
+
+
 def train_mode_batchnorms(model: nn.Module) -> List[str]:
     """BatchNorm layers that use batch statistics when the model trains.
 
@@ -104,10 +151,7 @@ class ExpertParallelExchangeHook(Hook):
         """Give the plan to the sampler; check the checkpoint hook."""
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        layers = [m for m in model.modules() if isinstance(m, MoEFFN)]
-        sharded = [m for m in layers if isinstance(m, ExpertParallelMoEFFN)
-                   and m.is_sharded]
-        ep_size = sharded[0].topology.ep_size if sharded else 1
+        sharded = _sharded_moe_layers(model)
         if sharded and is_distributed() and self.check_checkpoint_hook:
             plain = [h for h in runner.hooks if isinstance(h, CheckpointHook)
                      and not isinstance(h, ExpertParallelCheckpointHook)]
@@ -116,16 +160,8 @@ class ExpertParallelExchangeHook(Hook):
                     'expert-parallel training with a plain CheckpointHook '
                     'would save rank 0\'s experts only; set '
                     "default_hooks.checkpoint.type='ExpertParallelCheckpointHook'")
-        sampler = _find_plan_sampler(runner.train_dataloader)
+        sampler = give_plan_to_sampler(model, runner.train_dataloader)
         if sampler is not None:
-            if not layers or not model.has_plan():
-                raise RuntimeError(
-                    'the training sampler needs the GEM plan but the model '
-                    'has none installed; add GEMPlannerHook to custom_hooks')
-            # the quota and thresholds the model routes by, from its routing table
-            quota, _, thresholds = model.routing_table.host()
-            sampler.set_plan(quota.numpy().copy(), expert_parallel_size=ep_size,
-                             thresholds=thresholds.numpy().copy())
             self._check_batchnorm(runner, model, sampler)
         exchange_stats().reset()
 

@@ -22,6 +22,13 @@ changes three things of :class:`mmengine.runner.Runner`:
   expert shards of expert parallelism
   (:class:`~mmgem.engine.wrappers.GEMDistributedDataParallel` sets the list),
   which DDP leaves out of its own broadcast too.
+- A data loader it builds whose sampler takes a GEM plan
+  (:class:`~mmgem.datasets.samplers.ExpertLocalitySampler`) gets the plan
+  the model already has (``model.plan_file``) when it is built, before the
+  training loop can ask it for indices (``IterBasedTrainLoop`` with workers
+  does so when it is built, before any hook runs);
+  ``ExpertParallelExchangeHook`` hands it the plan again in
+  ``before_train``, after ``GEMPlannerHook`` made or restored it.
 
 With ``MMGEM_PURE_PYTORCH_OPS=1`` in the environment it also switches DINO's
 CUDA ops to PyTorch code (:mod:`.pure_pytorch_ops`).
@@ -33,7 +40,9 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint_to_model
+from torch.utils.data import DataLoader
 
+from ..hooks.expert_parallel_exchange_hook import give_plan_to_sampler
 from .checkpoint_loading import find_latest_complete_checkpoint, load_checkpoint_file
 from .pure_pytorch_ops import pure_pytorch_ops_requested, use_pure_pytorch_ops
 
@@ -69,6 +78,33 @@ class GEMRunner(Runner):
         runner = super().from_cfg(cfg)
         runner.unsafe_load_checkpoints = list(cfg.get('unsafe_load_checkpoints') or ())
         return runner
+
+    def build_dataloader(self,
+                         dataloader: Union[DataLoader, dict],
+                         seed: Optional[int] = None,
+                         diff_rank_seed: bool = False) -> DataLoader:
+        """mmengine's ``build_dataloader``, then the model's plan to its
+        plan sampler, if both exist (see the module docstring).
+
+        An instance method here (mmengine's is static, and mmengine's loops
+        call it on the runner); call ``Runner.build_dataloader`` to build a
+        loader without a runner.
+
+        Args:
+            dataloader (DataLoader | dict): The loader or its config.
+            seed (int, optional): As mmengine's.
+            diff_rank_seed (bool): As mmengine's.
+
+        Returns:
+            DataLoader: The loader.
+        """
+        loader = Runner.build_dataloader(dataloader, seed=seed,
+                                         diff_rank_seed=diff_rank_seed)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        has_plan = getattr(model, 'has_plan', None)
+        if callable(has_plan) and has_plan():
+            give_plan_to_sampler(model, loader)
+        return loader
 
     def _init_model_weights(self) -> None:
         """``init_weights``, then broadcast from rank 0 what ranks share.

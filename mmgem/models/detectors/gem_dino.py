@@ -23,7 +23,7 @@ from ..layers.plan_routing import NO_PLAN_MESSAGE, plan_is_installed, route_imag
 from ..layers.routing_table import RoutingTable, upgrade_legacy_plan_buffers
 from ..routers.builder import router_class, router_config
 from ..utils import upcycling
-from ..utils.label_space import label_range_mask
+from ..utils.restricted_scores import RestrictedScores
 from ..utils.routing_stats import routing_scalars, specialisation_scalars
 from .dataset_label_space import TEST_LABEL_SPACES, DatasetLabelSpaceMixin
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
@@ -729,7 +729,10 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
         (:meth:`label_dataset_ids`; all classes when that is None) and the
         denoising label noise stays in the image's range in training. The
         encoder scores handed to the loss (``enc_outputs_class``) keep all
-        classes; the head masks them.
+        classes; the head masks them. mmdet's method runs unchanged: for its
+        call the encoder classifier's output is masked to the ranges
+        (:class:`RestrictedScores`) and the generator draws in them
+        (:meth:`DatasetAwareCdnQueryGenerator.batch_label_ranges`).
 
         Args:
             memory, memory_mask, spatial_shapes, batch_data_samples: As in
@@ -743,62 +746,23 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
             tuple[dict]: ``decoder_inputs_dict`` and ``head_inputs_dict``, as
             DINO's.
         """
-        bs, _, c = memory.shape
-        cls_out_features = self.bbox_head.cls_branches[
-            self.decoder.num_layers].out_features
-        output_memory, output_proposals = self.gen_encoder_output_proposals(
-            memory, memory_mask, spatial_shapes)
-        enc_outputs_class = self.bbox_head.cls_branches[
-            self.decoder.num_layers](
-                output_memory)
-        enc_outputs_coord_unact = self.bbox_head.reg_branches[
-            self.decoder.num_layers](output_memory) + output_proposals
-
         if (domain_logits is None and not self.training
                 and not self.test_dataset_known
                 and self.domain_classifier is not None):
             domain_logits = self.domain_classifier(memory, memory_mask)
         label_ranges = self.label_ranges(
             self.label_dataset_ids(batch_data_samples, domain_logits))
-        select_scores = enc_outputs_class
-        if label_ranges is not None:
-            allowed = label_range_mask(label_ranges, cls_out_features)
-            select_scores = enc_outputs_class.masked_fill(
-                ~allowed[:, None, :], float('-inf'))
-        topk_indices = torch.topk(
-            select_scores.max(-1)[0], k=self.num_queries, dim=1)[1]
-        topk_score = torch.gather(
-            enc_outputs_class, 1,
-            topk_indices.unsqueeze(-1).repeat(1, 1, cls_out_features))
-        topk_coords_unact = torch.gather(
-            enc_outputs_coord_unact, 1,
-            topk_indices.unsqueeze(-1).repeat(1, 1, 4))
-        topk_coords = topk_coords_unact.sigmoid()
-        topk_coords_unact = topk_coords_unact.detach()
-
-        query = self.query_embedding.weight[:, None, :]
-        query = query.repeat(1, bs, 1).transpose(0, 1)
-        if self.training:
-            dn_label_query, dn_bbox_query, dn_mask, dn_meta = \
-                self.dn_query_generator(batch_data_samples,
-                                        label_ranges=label_ranges)
-            query = torch.cat([dn_label_query, query], dim=1)
-            reference_points = torch.cat([dn_bbox_query, topk_coords_unact],
-                                         dim=1)
-        else:
-            reference_points = topk_coords_unact
-            dn_mask, dn_meta = None, None
-        reference_points = reference_points.sigmoid()
-
-        decoder_inputs_dict = dict(
-            query=query,
-            memory=memory,
-            reference_points=reference_points,
-            dn_mask=dn_mask)
-        head_inputs_dict = dict(
-            enc_outputs_class=topk_score,
-            enc_outputs_coord=topk_coords,
-            dn_meta=dn_meta) if self.training else dict()
+        if label_ranges is None:
+            return super().pre_decoder(memory, memory_mask, spatial_shapes,
+                                       batch_data_samples)
+        enc_classifier = self.bbox_head.cls_branches[self.decoder.num_layers]
+        with RestrictedScores(enc_classifier, label_ranges) as restricted, \
+                self.dn_query_generator.batch_label_ranges(label_ranges):
+            decoder_inputs_dict, head_inputs_dict = super().pre_decoder(
+                memory, memory_mask, spatial_shapes, batch_data_samples)
+        if self.training:  # the selected proposals' scores of all classes
+            head_inputs_dict['enc_outputs_class'] = restricted.topk_scores(
+                self.num_queries)
         return decoder_inputs_dict, head_inputs_dict
 
     def predict(self,

@@ -1,6 +1,7 @@
 # Copyright (c) mmgem contributors. All rights reserved.
 """DINO's contrastive denoising queries with label noise inside each dataset."""
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 from mmdet.models.layers import CdnQueryGenerator
@@ -34,6 +35,26 @@ class DatasetAwareCdnQueryGenerator(CdnQueryGenerator):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._target_ranges: Optional[Tensor] = None
+        self._batch_ranges: Optional[Tensor] = None
+
+    @contextmanager
+    def batch_label_ranges(self,
+                           label_ranges: Optional[Tensor]) -> Iterator[None]:
+        """Calls in the block without ``label_ranges`` use these.
+
+        For callers that do not pass ``label_ranges`` themselves (mmdet's
+        :meth:`DINO.pre_decoder` calls ``dn_query_generator(samples)``). The
+        previous value is restored when the block ends, also on an exception.
+
+        Args:
+            label_ranges (Tensor, optional): ``(bs, 2)`` int64 ``[low, high)``
+                label range of each image of the batch, or None.
+        """
+        previous, self._batch_ranges = self._batch_ranges, label_ranges
+        try:
+            yield
+        finally:
+            self._batch_ranges = previous
 
     def __call__(self,
                  batch_data_samples: SampleList,
@@ -45,12 +66,15 @@ class DatasetAwareCdnQueryGenerator(CdnQueryGenerator):
                 ``gt_instances``.
             label_ranges (Tensor, optional): ``(bs, 2)`` int64 ``[low, high)``
                 label range of each image. None draws noise from all classes,
-                as mmdet does. Defaults to None.
+                as mmdet does, unless called in :meth:`batch_label_ranges`.
+                Defaults to None.
 
         Returns:
             tuple: ``dn_label_query, dn_bbox_query, attn_mask, dn_meta`` as
             :meth:`CdnQueryGenerator.__call__` returns them.
         """
+        if label_ranges is None:
+            label_ranges = self._batch_ranges
         if label_ranges is None:
             return super().__call__(batch_data_samples)
         counts = [len(s.gt_instances.labels) for s in batch_data_samples]
