@@ -68,7 +68,8 @@ def test_top2_soft_routing_fuses_two_single_row_runs():
     calls = []
     for name in ('forward_encoder', 'forward_decoder'):
         real = getattr(model, name)
-        setattr(model, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k))
+        setattr(model, name,
+                lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k))
     soft = _predict(model, inputs, samples, LOGITS)
     assert calls == ['forward_encoder', 'forward_decoder', 'forward_decoder']
 
