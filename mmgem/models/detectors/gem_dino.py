@@ -891,7 +891,9 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
         ``test_dataset_known``, else the domain classifier's prediction;
         with ``'unified'``, same-named classes are merged and labels are
         unified ids. For every routing mode alike
-        (:meth:`label_dataset_ids`, :meth:`test_class_scores`).
+        (:meth:`label_dataset_ids`, :meth:`test_class_scores`). With the
+        dataset unknown and ``soft_routing``, the detections of the top-k
+        plan rows are fused (:meth:`_soft_routed_results`).
 
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
@@ -990,8 +992,8 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
             head_inputs_dict.pop('routing')
             runs.append(self._head_results(head_inputs_dict, batch_data_samples, row_logits,
                                            rescale, record=j == 0))
-        max_per_img = self.bbox_head.test_cfg.get('max_per_img') if self.bbox_head.test_cfg \
-            else None
+        # as the head: max_per_img, or every query
+        max_per_img = (self.bbox_head.test_cfg or {}).get('max_per_img', self.num_queries)
         results_list = [
             fuse_detections([run[b] for run in runs], weights[b], max_per_img)
             for b in range(len(batch_data_samples))
