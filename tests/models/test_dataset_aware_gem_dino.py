@@ -398,3 +398,35 @@ def test_bad_label_space_inputs_are_refused():
     unset.train()
     with pytest.raises(RuntimeError, match='label_offsets are not set'):
         unset.loss(inputs, _batch(unset, [0, 1], training=True)[1])
+
+
+def test_neck_domain_classifier_reads_the_neck_levels():
+    """GEMDINO with DomainClassifier(input='neck'): the logits are the MLP of
+    every neck level's per-channel mean and std (computed here from the
+    neck's maps), and they route the dataset-unknown test images."""
+    model = _build(_gem_cfg(domain_classifier=dict(DOMAIN, input='neck'),
+                            dataset_classes=CLASSES, test_dataset_known=False))
+    clf = model.domain_classifier
+    assert clf.input == 'neck' and clf.num_levels == model.num_feature_levels
+    model.eval()
+    gen = torch.Generator().manual_seed(3)
+    inputs = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=gen)
+              for _ in range(2)]  # one shape: no padding
+    samples = [DetDataSample(metainfo=dict(img_id=i, ori_shape=(64, 64), img_shape=(64, 64),
+                                           scale_factor=(1., 1.))) for i in range(2)]
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), False)
+    seen = []
+    clf.register_forward_hook(lambda mod, args, out: seen.append(out))
+    with torch.no_grad():
+        results = model.predict(data['inputs'], data['data_samples'])
+        levels = model.extract_feat(data['inputs'])
+        pooled = torch.cat([torch.cat([x.mean((2, 3)), (x.var((2, 3), unbiased=False)
+                                                         + 1e-6).sqrt()], 1) for x in levels], 1)
+        expected = clf.mlp(pooled)
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], expected, rtol=1e-4, atol=1e-5)
+    assert [r.pred_dataset_id for r in results] == expected.argmax(1).tolist()
+    model.train()
+    inputs, samples = _batch(model, [0, 1, 2], training=True)
+    losses = _losses(model, inputs, samples)
+    assert torch.isfinite(losses['loss_domain'])

@@ -60,8 +60,19 @@ def test_dataset_unknown_configs_change_only_the_test_protocol(path):
 
 @pytest.mark.parametrize('path', RUN, ids=lambda p: p.name)
 def test_tiny_config_runs_the_dataset_unknown_test(path, request):
+    _run_dataset_unknown_test(path, request)
+
+
+def test_gem_soft_routing_runs_the_dataset_unknown_test(request):
+    """The benchmark's 'gem_soft_unknown' row: top-2 plan rows, fused."""
+    path = REPO / 'configs' / 'gem' / 'gem-dino-tiny_r18_mini-uodb-v2_dataset-unknown.py'
+    _run_dataset_unknown_test(path, request, soft_routing=dict(topk=2))
+
+
+def _run_dataset_unknown_test(path, request, **model_options):
     init_default_scope('mmdet')
     cfg = Config.fromfile(str(path))
+    cfg.model.update(model_options)
     root = request.getfixturevalue(
         'mini_uodb_v2_root' if '-v2' in path.name else 'mini_uodb_root')
     dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)

@@ -119,3 +119,35 @@ def test_balanced_losses_equal_their_formulas():
         DomainClassifier(3, 4, loss_balance='focal')
     with pytest.raises(ValueError, match='class_counts must be 3 counts'):
         DomainClassifier(3, 4, class_counts=[1, 2])
+
+
+# ----------------------------------------------------------------------
+# input='neck': mean and std of every neck level
+# ----------------------------------------------------------------------
+def test_neck_input_pools_mean_and_std_of_every_level_over_valid_tokens():
+    torch.manual_seed(0)
+    shapes = torch.tensor([[2, 3], [1, 2]])  # 6 + 2 tokens
+    feats = torch.randn(2, 8, 4)
+    mask = torch.zeros(2, 8, dtype=torch.bool)
+    mask[0, [2, 5, 7]] = True  # padding of image 0 in both levels
+    pooled = DomainClassifier.pool_levels(feats, mask, shapes)
+    assert pooled.shape == (2, 2 * 2 * 4)
+    for b in range(2):
+        expected = []
+        for lo, hi in ((0, 6), (6, 8)):
+            valid = [i for i in range(lo, hi) if not mask[b, i]]
+            x = feats[b, valid].double()
+            expected += [x.mean(0), (x.var(0, unbiased=False) + 1e-6).sqrt()]
+        torch.testing.assert_close(pooled[b].double(), torch.cat(expected), rtol=1e-5, atol=1e-6)
+    clf = DomainClassifier(3, embed_dims=4, hidden_dims=16, input='neck', num_levels=2)
+    assert clf.mlp[0].in_features == 16
+    torch.testing.assert_close(clf(feats, mask, shapes), clf.mlp(pooled))
+    with pytest.raises(ValueError, match='needs the spatial_shapes of 2 levels'):
+        clf(feats, mask)
+    with pytest.raises(ValueError, match='input must be one of'):
+        DomainClassifier(3, 4, input='backbone_v2')
+    # the default is today's classifier: same parameters, same shapes
+    default = DomainClassifier(3, embed_dims=8, hidden_dims=16)
+    assert {k: tuple(v.shape) for k, v in default.state_dict().items()} == {
+        'mlp.0.weight': (16, 8), 'mlp.0.bias': (16, ), 'mlp.3.weight': (3, 16),
+        'mlp.3.bias': (3, )}

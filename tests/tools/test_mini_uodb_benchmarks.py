@@ -162,7 +162,10 @@ def test_every_method_has_a_dataset_unknown_row_sharing_its_training(runs, tmp_p
     assert sorted(sorted(e['key'] for e in j['evals']) for j in jobs) == sorted([
         ['damex_0', 'damex_unknown_0'], ['dino_0', 'dino_unknown_0'],
         ['moe_0', 'moe_unknown_0'],
-        ['gem_0', 'gem_predicted_labels_0', 'gem_true_routing_names_0', 'gem_unknown_0']])
+        *[[f'{r}_0', f'{r}_unknown_0'] for r in ('soft_moe', 'sinkhorn', 'moe_pp', 'remoe',
+                                                   'mumoe')],
+        ['gem_0', 'gem_predicted_labels_0', 'gem_soft_unknown_0', 'gem_true_routing_names_0',
+         'gem_unknown_0']])
     protocol = {}
     for m in runs.METHODS:
         cfg = runs.build_cfg(runs.method_config(m, 2), '.', 5, 0, 'w', runs.method_overrides(m))
@@ -175,6 +178,10 @@ def test_every_method_has_a_dataset_unknown_row_sharing_its_training(runs, tmp_p
         assert protocol[f'{m}_unknown'] == (False, 'unified', 'name')
     assert protocol['gem_true_routing_names'] == (True, 'unified', 'name')
     assert protocol['gem_predicted_labels'] == (False, 'dataset', 'offset')
+    assert protocol['gem_soft_unknown'] == (False, 'unified', 'name')
+    soft = runs.build_cfg(runs.method_config('gem_soft_unknown', 2), '.', 5, 0, 'w',
+                          runs.method_overrides('gem_soft_unknown'))
+    assert soft.model.soft_routing == dict(topk=2)
 
 
 def test_a_cell_of_another_setup_is_refused(runs, tmp_path, mini_uodb_root):

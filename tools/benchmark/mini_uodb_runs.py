@@ -84,6 +84,8 @@ UNIFIED_LABELS = {'model.test_label_space': 'unified',
 UNKNOWN = {'model.test_dataset_known': False,
            'val_evaluator.label_mapping': 'name',
            'test_evaluator.label_mapping': 'name'}
+#: GEM's soft routing (test only): top-2 plan rows, detections fused
+SOFT_ROUTING_TOP2 = {'model.soft_routing': dict(topk=2)}
 PREDICTED_DATASET_LABELS = {'model.test_label_space': 'dataset',
                             'val_evaluator.label_mapping': 'offset',
                             'test_evaluator.label_mapping': 'offset'}
@@ -110,6 +112,8 @@ METHODS: Dict[str, tuple] = {
                                UNIFIED_LABELS),
     'gem_predicted_labels': ('GEM (predicted routing, predicted dataset\'s labels)',
                              'gem-dino', '_dataset-unknown', PREDICTED_DATASET_LABELS),
+    'gem_soft_unknown': ('GEM (dataset unknown, soft routing top-2)', 'gem-dino',
+                         '_dataset-unknown', SOFT_ROUTING_TOP2),
 }
 
 #: per data version: default root, domains, titles, sizes, label-conflict pair
@@ -125,7 +129,7 @@ DATA_VERSIONS: Dict[int, dict] = {
 #: config keys that only change testing: two configs that differ only here
 #: share one training run (GEM dataset-known and dataset-unknown).
 TEST_ONLY_KEYS = ('model.test_dataset_known', 'model.restrict_test_labels',
-                  'model.test_label_space', 'test_dataloader',
+                  'model.test_label_space', 'model.soft_routing', 'test_dataloader',
                   'test_evaluator', 'test_cfg', 'val_dataloader', 'val_evaluator', 'val_cfg')
 
 

@@ -27,6 +27,7 @@ from ..utils.restricted_scores import RestrictedScores
 from ..utils.routing_stats import routing_scalars, specialisation_scalars
 from .dataset_label_space import TEST_LABEL_SPACES, DatasetLabelSpaceMixin
 from .routing_info import dataset_ids_from_samples, image_buckets_from_samples
+from .soft_routing import fuse_detections, soft_routing_rows, soft_routing_topk
 
 AUX_LOSS_REDUCTIONS = ('mean', 'sum')
 BALANCE_TOKENS = ('foreground', 'all')
@@ -147,8 +148,9 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
             skipped with a warning. ``load_from`` / ``resume`` still apply
             afterwards. Defaults to None.
         domain_classifier (dict, optional): Config of a
-            :class:`DomainClassifier` (``num_datasets`` and ``embed_dims``
-            are filled in) on mean-pooled encoder memory, trained with loss
+            :class:`DomainClassifier` (``num_datasets``, ``embed_dims`` and
+            ``num_levels`` are filled in) on mean-pooled encoder memory (or,
+            ``input='neck'``, the neck's levels), trained with loss
             ``loss_domain`` against the true dataset. It predicts the dataset
             of a test image (``pred_dataset_id`` of the predictions), which
             ``test_dataset_known=False`` needs. With its ``detach_input``
@@ -183,6 +185,15 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
             cumulative label offsets (``UODBDataset.label_offsets``). None
             gives ``[0, num_classes]`` for one dataset and "unset" (zeros,
             to be installed by the hook) otherwise. Defaults to None.
+        soft_routing (dict, optional): ``dict(topk=k)``: with the dataset
+            unknown, route every test image by the plan rows of the domain
+            classifier's ``k`` likeliest datasets (the decoder runs ``k``
+            times, the encoder once) and fuse the detections weighted by the
+            renormalised probabilities
+            (:mod:`~mmgem.models.detectors.soft_routing`); needs plan-routed
+            MoE layers and a domain classifier. Test only; ignored with
+            ``test_dataset_known``. None (default): hard routing by the
+            top-1 dataset.
         plan_file (str, optional): A plan JSON (``work_dir/gem_plan.json``
             of a training run, or ``tools/analysis_tools/gem_plan.py``'s
             output) attached when the model is built (:meth:`attach_plan`):
@@ -219,6 +230,7 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
                  dataset_classes: Optional[Sequence[Sequence[str]]] = None,
                  label_merge_table: Optional[Dict[str, str]] = None,
                  label_offsets: Optional[Sequence[int]] = None,
+                 soft_routing: Optional[dict] = None,
                  plan_file: Optional[str] = None,
                  **kwargs) -> None:
         router_cfg = router_config(router, routing)
@@ -253,7 +265,8 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
         if domain_classifier is not None:
             cfg = dict(type='DomainClassifier')
             cfg.update(domain_classifier)
-            cfg.update(num_datasets=num_datasets, embed_dims=self.embed_dims)
+            cfg.update(num_datasets=num_datasets, embed_dims=self.embed_dims,
+                       num_levels=self.num_feature_levels)
             self.domain_classifier = MODELS.build(cfg)
         else:
             self.domain_classifier = None
@@ -272,6 +285,14 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
                 'labels each test image is restricted to (or set '
                 'restrict_test_labels=False, or test_label_space='
                 '"unified")')
+        #: ``k`` of soft routing, 0 when off (hard routing by the top-1 row)
+        self.soft_routing_topk = soft_routing_topk(soft_routing, num_datasets)
+        if self.soft_routing_topk and (self.domain_classifier is None or not self.moe_layers
+                                       or not self.router_cls.needs_plan_at_test):
+            raise ValueError(
+                'soft_routing routes test images by plan rows: it needs MoE layers '
+                f'(moe_layers={self.moe_layers}), a router that reads the plan at test time '
+                f'(got {self.router_cls.__name__}) and a domain_classifier')
         if (dataset_aware and num_datasets > 1
                 and not isinstance(self.bbox_head, DatasetAwareDINOHead)):
             raise ValueError(
@@ -455,8 +476,30 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
     # ------------------------------------------------------------------
     # routing
     # ------------------------------------------------------------------
+    def _domain_logits(self, memory: Tensor, memory_mask: Optional[Tensor],
+                       encoder_inputs: Optional[Dict] = None) -> Optional[Tensor]:
+        """The domain classifier's ``(B, num_datasets)`` logits (None without one).
+
+        A classifier on the encoder memory (``input='memory'``) reads
+        ``memory``; one on the neck's levels (``input='neck'``) reads the
+        encoder's input (``feat``, ``feat_mask``, ``spatial_shapes`` of
+        ``encoder_inputs``, from :meth:`pre_transformer`).
+        """
+        classifier = self.domain_classifier
+        if classifier is None:
+            return None
+        if classifier.input == 'memory':
+            return classifier(memory, memory_mask)
+        if encoder_inputs is None:
+            raise ValueError(f"a DomainClassifier with input={classifier.input!r} needs "
+                             "the encoder inputs ('feat', 'feat_mask', 'spatial_shapes')")
+        return classifier(encoder_inputs['feat'], encoder_inputs['feat_mask'],
+                          encoder_inputs['spatial_shapes'])
+
     def _routing(self, memory: Tensor, memory_mask: Optional[Tensor],
-                 batch_data_samples: OptSampleList) -> Dict:
+                 batch_data_samples: OptSampleList,
+                 domain_logits: Optional[Tensor] = None,
+                 route_dataset_ids: Optional[Tensor] = None) -> Dict:
         """The batch's routing, computed once for every MoE layer.
 
         The dataset of every image is read from its metainfo in training and
@@ -470,14 +513,24 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
         ``img_path``; with the dataset predicted, a missing ``img_id`` gives
         bucket 0, the dataset's first shard).
 
+        Args:
+            memory (Tensor): ``(B, N, C)`` encoder memory.
+            memory_mask (Tensor, optional): ``(B, N)`` padding mask.
+            batch_data_samples (list[DetDataSample], optional): The batch.
+            domain_logits (Tensor, optional): The domain classifier's logits,
+                if computed already (:meth:`_domain_logits`); None computes
+                them from ``memory``.
+            route_dataset_ids (Tensor, optional): ``(B,)`` datasets to route
+                as when the dataset is unknown, instead of the classifier's
+                top-1 (soft routing's rows). Defaults to None.
+
         Returns:
             dict: ``batch`` (:class:`BatchRouting`, every tensor on the
             host), ``domain_logits`` (or None) and ``known_dataset_ids``
             (true ids from the metainfo, or None when they are not read).
         """
-        domain_logits = None
-        if self.domain_classifier is not None:
-            domain_logits = self.domain_classifier(memory, memory_mask)
+        if domain_logits is None:
+            domain_logits = self._domain_logits(memory, memory_mask)
         known = self.training or self.test_dataset_known
         known_ids = None
         if batch_data_samples is not None and known:
@@ -485,6 +538,8 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
                                                  self.num_datasets)
         if known:
             dataset_ids = known_ids
+        elif route_dataset_ids is not None:
+            dataset_ids = route_dataset_ids.cpu().long()
         elif domain_logits is not None:
             # the one device -> host transfer of a dataset-unknown forward
             dataset_ids = domain_logits.argmax(dim=1).cpu()
@@ -553,14 +608,38 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
         encoder_inputs_dict, decoder_inputs_dict = self.pre_transformer(
             img_feats, batch_data_samples)
         encoder_outputs_dict = self.forward_encoder(**encoder_inputs_dict)
-        routing = self._routing(encoder_outputs_dict['memory'],
-                                encoder_outputs_dict['memory_mask'],
-                                batch_data_samples)
+        memory = encoder_outputs_dict['memory']
+        memory_mask = encoder_outputs_dict['memory_mask']
+        routing = self._routing(
+            memory, memory_mask, batch_data_samples,
+            self._domain_logits(memory, memory_mask, encoder_inputs_dict))
+        return self._decode(encoder_outputs_dict, decoder_inputs_dict, routing,
+                            batch_data_samples, routing['domain_logits'])
+
+    def _decode(self, encoder_outputs_dict: Dict, decoder_inputs_dict: Dict,
+                routing: Dict, batch_data_samples: OptSampleList,
+                label_logits: Optional[Tensor]) -> Dict:
+        """Pre-decoder and decoder of one routing (the second half of
+        :meth:`forward_transformer`; soft routing runs it once per row).
+
+        Args:
+            encoder_outputs_dict (dict): :meth:`forward_encoder`'s outputs.
+            decoder_inputs_dict (dict): :meth:`pre_transformer`'s decoder
+                inputs (not modified).
+            routing (dict): :meth:`_routing`'s result.
+            batch_data_samples (list[DetDataSample], optional): The batch.
+            label_logits (Tensor, optional): Domain logits handed to
+                :meth:`pre_decoder` (their argmax is the predicted dataset
+                of the label restriction).
+
+        Returns:
+            dict: The head's inputs plus ``'routing'``.
+        """
         tmp_dec_in, head_inputs_dict = self.pre_decoder(
             **encoder_outputs_dict,
             batch_data_samples=batch_data_samples,
-            domain_logits=routing['domain_logits'])
-        decoder_inputs_dict.update(tmp_dec_in)
+            domain_logits=label_logits)
+        decoder_inputs_dict = dict(decoder_inputs_dict, **tmp_dec_in)
         dn_meta = head_inputs_dict.get('dn_meta')
         if dn_meta:  # routers that mix tokens keep the denoising groups apart
             routing['batch'].num_denoising_queries = int(dn_meta['num_denoising_queries'])
@@ -776,7 +855,9 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
         ``test_dataset_known``, else the domain classifier's prediction;
         with ``'unified'``, same-named classes are merged and labels are
         unified ids. For every routing mode alike
-        (:meth:`label_dataset_ids`, :meth:`test_class_scores`).
+        (:meth:`label_dataset_ids`, :meth:`test_class_scores`). With the
+        dataset unknown and ``soft_routing``, the detections of the top-k
+        plan rows are fused (:meth:`_soft_routed_results`).
 
         Args:
             batch_inputs (Tensor): ``(bs, 3, H, W)`` images.
@@ -791,33 +872,97 @@ class GEMDINO(DatasetLabelSpaceMixin, DINO):
             ``pred_dataset_id`` (int) in their fields.
         """
         img_feats = self.extract_feat(batch_inputs)
-        head_inputs_dict = self.forward_transformer(img_feats,
-                                                    batch_data_samples)
-        routing = head_inputs_dict.pop('routing')
-        batch_img_metas = [
-            data_sample.metainfo for data_sample in batch_data_samples
-        ]
-        cls_scores, bbox_preds = self.bbox_head(**head_inputs_dict)
-        dataset_ids = self.label_dataset_ids(batch_data_samples,
-                                             routing['domain_logits'])
-        cls_scores = self.test_class_scores(cls_scores, dataset_ids)
-        if self.record_routing:
-            self._record_routing(cls_scores, batch_data_samples)
-        results_list = self.bbox_head.predict_by_feat(
-            cls_scores,
-            bbox_preds,
-            batch_img_metas=batch_img_metas,
-            rescale=rescale)
-        results_list = self.test_results(results_list, dataset_ids)
+        if self.soft_routing_topk and not self.test_dataset_known:
+            results_list, domain_logits = self._soft_routed_results(
+                img_feats, batch_data_samples, rescale)
+        else:
+            head_inputs_dict = self.forward_transformer(img_feats,
+                                                        batch_data_samples)
+            domain_logits = head_inputs_dict.pop('routing')['domain_logits']
+            results_list = self._head_results(head_inputs_dict, batch_data_samples,
+                                              domain_logits, rescale)
         batch_data_samples = self.add_pred_to_datasample(
             batch_data_samples, results_list)
         for data_sample in batch_data_samples:
             data_sample.pred_label_space = self.pred_label_space
-        if routing['domain_logits'] is not None:
-            predicted = routing['domain_logits'].argmax(dim=1).tolist()
+        if domain_logits is not None:
+            predicted = domain_logits.argmax(dim=1).tolist()
             for data_sample, pred in zip(batch_data_samples, predicted):
                 data_sample.pred_dataset_id = int(pred)
         return batch_data_samples
+
+    def _head_results(self, head_inputs_dict: Dict, batch_data_samples: SampleList,
+                      label_logits: Optional[Tensor], rescale: bool,
+                      record: bool = True) -> list:
+        """The head's post-processed predictions in the test label space.
+
+        Args:
+            head_inputs_dict (dict): The head's inputs (no ``'routing'``).
+            batch_data_samples (list[DetDataSample]): The batch.
+            label_logits (Tensor, optional): Domain logits whose argmax is
+                the predicted dataset of the label restriction.
+            rescale (bool): Whether to rescale boxes to the original image.
+            record (bool): Whether this forward may be kept by
+                ``record_routing``. Defaults to True.
+
+        Returns:
+            list[InstanceData]: One per image.
+        """
+        cls_scores, bbox_preds = self.bbox_head(**head_inputs_dict)
+        dataset_ids = self.label_dataset_ids(batch_data_samples, label_logits)
+        cls_scores = self.test_class_scores(cls_scores, dataset_ids)
+        if record and self.record_routing:
+            self._record_routing(cls_scores, batch_data_samples)
+        results_list = self.bbox_head.predict_by_feat(
+            cls_scores,
+            bbox_preds,
+            batch_img_metas=[s.metainfo for s in batch_data_samples],
+            rescale=rescale)
+        return self.test_results(results_list, dataset_ids)
+
+    def _soft_routed_results(self, img_feats: Tuple[Tensor],
+                             batch_data_samples: SampleList,
+                             rescale: bool) -> Tuple[list, Tensor]:
+        """Predictions routed by the top-k plan rows, fused (``soft_routing``).
+
+        The encoder and the domain classifier run once; for the ``j``-th
+        likeliest dataset of every image the pre-decoder, the decoder (routed
+        by that dataset's plan row) and the head run, with that dataset as
+        the predicted one for the label restriction
+        (``test_label_space='dataset'``); the runs' detections are fused by
+        :func:`~mmgem.models.detectors.soft_routing.fuse_detections`.
+        ``record_routing`` keeps the top-1 run.
+
+        Returns:
+            tuple[list[InstanceData], Tensor]: The fused predictions and the
+            domain logits.
+        """
+        encoder_inputs_dict, decoder_inputs_dict = self.pre_transformer(
+            img_feats, batch_data_samples)
+        encoder_outputs_dict = self.forward_encoder(**encoder_inputs_dict)
+        memory = encoder_outputs_dict['memory']
+        memory_mask = encoder_outputs_dict['memory_mask']
+        domain_logits = self._domain_logits(memory, memory_mask, encoder_inputs_dict)
+        rows, weights = soft_routing_rows(domain_logits, self.soft_routing_topk)
+        runs = []
+        for j in range(rows.size(1)):
+            # logits whose argmax is the row: the label restriction's dataset
+            row_logits = torch.nn.functional.one_hot(rows[:, j], self.num_datasets).to(
+                domain_logits)
+            routing = self._routing(memory, memory_mask, batch_data_samples, domain_logits,
+                                    route_dataset_ids=rows[:, j])
+            head_inputs_dict = self._decode(encoder_outputs_dict, decoder_inputs_dict,
+                                            routing, batch_data_samples, row_logits)
+            head_inputs_dict.pop('routing')
+            runs.append(self._head_results(head_inputs_dict, batch_data_samples, row_logits,
+                                           rescale, record=j == 0))
+        # as the head: max_per_img, or every query
+        max_per_img = (self.bbox_head.test_cfg or {}).get('max_per_img', self.num_queries)
+        results_list = [
+            fuse_detections([run[b] for run in runs], weights[b], max_per_img)
+            for b in range(len(batch_data_samples))
+        ]
+        return results_list, domain_logits
 
     def _record_routing(self, cls_scores: Tensor,
                         batch_data_samples: SampleList) -> None:

@@ -13,21 +13,34 @@ from mmgem.utils.choices import check_choice
 
 #: Values of ``DomainClassifier(loss_balance=...)``.
 LOSS_BALANCES = ('none', 'inverse_frequency', 'balanced_softmax')
+#: Values of ``DomainClassifier(input=...)``.
+CLASSIFIER_INPUTS = ('memory', 'neck')
 
 
 @MODELS.register_module()
 class DomainClassifier(BaseModule):
-    """Small MLP on mean-pooled encoder memory that predicts the dataset.
+    """Small MLP on pooled detector features that predicts the dataset.
 
     GEM-DINO uses it when the dataset of a test image is unknown: its
-    prediction selects the row of the GEM plan that routes the image. The
-    encoder memory is averaged over the valid (non-padded) tokens of every
-    image, then ``Linear -> ReLU -> Dropout`` is applied ``num_layers - 1``
-    times before the last ``Linear`` to ``num_datasets`` logits.
+    prediction selects the row of the GEM plan that routes the image. Its
+    input (``input``) is pooled over the valid (non-padded) tokens of every
+    image (:meth:`features`), then ``Linear -> ReLU -> Dropout`` is applied
+    ``num_layers - 1`` times before the last ``Linear`` to ``num_datasets``
+    logits:
+
+    - ``'memory'`` (default): the mean of the encoder memory, ``embed_dims``
+      features;
+    - ``'neck'``: the neck's ``num_levels`` feature maps (the encoder's
+      input, flattened as DINO's ``pre_transformer`` does), each pooled to its
+      mean and standard deviation per channel and concatenated,
+      ``2 * num_levels * embed_dims`` features. The per-channel spread
+      carries the low-level statistics of a domain (colour, contrast,
+      texture: clipart versus photos versus CT slices) that the encoder's
+      mean, made for detection, may wash out.
 
     Args:
         num_datasets (int): Number of datasets (classes of the classifier).
-        embed_dims (int): Dimension of the encoder memory. Defaults to 256.
+        embed_dims (int): Channels of the pooled tokens. Defaults to 256.
         hidden_dims (int): Hidden width. Defaults to 256.
         num_layers (int): Linear layers (>= 1). Defaults to 2.
         dropout (float): Dropout after each hidden layer. Defaults to 0.
@@ -50,6 +63,9 @@ class DomainClassifier(BaseModule):
         class_counts (Sequence[int], optional): Images of every domain (e.g.
             the training images per dataset per epoch) for ``p_d``; None
             counts the targets seen. Defaults to None.
+        input (str): ``'memory'`` or ``'neck'`` (see above). Defaults to
+            ``'memory'``.
+        num_levels (int): Feature levels of ``input='neck'``. Defaults to 4.
         init_cfg (dict, optional): Initialization config. Defaults to None.
     """
 
@@ -62,11 +78,18 @@ class DomainClassifier(BaseModule):
                  detach_input: bool = False,
                  loss_balance: str = 'none',
                  class_counts: Optional[Sequence[int]] = None,
+                 input: str = 'memory',
+                 num_levels: int = 4,
                  init_cfg: OptConfigType = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_layers < 1:
             raise ValueError(f'num_layers must be >= 1, got {num_layers}')
         check_choice('loss_balance', loss_balance, LOSS_BALANCES)
+        check_choice('input', input, CLASSIFIER_INPUTS)
+        if input == 'neck' and num_levels < 1:
+            raise ValueError(f'num_levels must be >= 1, got {num_levels}')
+        self.input = input
+        self.num_levels = num_levels
         self.loss_balance = loss_balance
         self.class_counts = None
         if class_counts is not None:
@@ -79,7 +102,7 @@ class DomainClassifier(BaseModule):
         self.num_datasets = num_datasets
         self.detach_input = detach_input
         layers = []
-        in_dims = embed_dims
+        in_dims = embed_dims if input == 'memory' else 2 * num_levels * embed_dims
         for _ in range(num_layers - 1):
             layers += [
                 nn.Linear(in_dims, hidden_dims),
@@ -108,20 +131,67 @@ class DomainClassifier(BaseModule):
         valid = (~memory_mask).to(memory.dtype).unsqueeze(-1)
         return (memory * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
 
-    def forward(self, memory: Tensor,
-                memory_mask: Optional[Tensor] = None) -> Tensor:
-        """Dataset logits of every image.
+    @staticmethod
+    def pool_levels(feats: Tensor, mask: Optional[Tensor],
+                    spatial_shapes: Tensor) -> Tensor:
+        """Mean and standard deviation of every level over its valid tokens.
 
         Args:
-            memory (Tensor): ``(B, N, C)`` encoder output.
-            memory_mask (Tensor, optional): ``(B, N)`` bool padding mask.
+            feats (Tensor): ``(B, N, C)`` flattened levels, level after level
+                (DINO's ``feat_flatten``).
+            mask (Tensor, optional): ``(B, N)`` bool, True at padding; None:
+                all valid.
+            spatial_shapes (Tensor): ``(L, 2)`` ``(h, w)`` of every level.
+
+        Returns:
+            Tensor: ``(B, 2 * L * C)``: per level, the ``C`` means then the
+            ``C`` standard deviations (population, plus 1e-6 under the root).
+        """
+        sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+        if sum(sizes) != feats.size(1):
+            raise ValueError(f'spatial_shapes {spatial_shapes.tolist()} give {sum(sizes)} '
+                             f'tokens, the features have {feats.size(1)}')
+        out = []
+        masks = [None] * len(sizes) if mask is None else mask.split(sizes, dim=1)
+        for level, level_mask in zip(feats.split(sizes, dim=1), masks):
+            mean = DomainClassifier.pool(level, level_mask)
+            var = DomainClassifier.pool((level - mean[:, None]).square(), level_mask)
+            out += [mean, (var + 1e-6).sqrt()]
+        return torch.cat(out, dim=1)
+
+    def features(self, tokens: Tensor, mask: Optional[Tensor] = None,
+                 spatial_shapes: Optional[Tensor] = None) -> Tensor:
+        """The pooled input of the MLP (``input`` says which).
+
+        Args:
+            tokens (Tensor): ``(B, N, C)`` encoder memory (``'memory'``) or
+                flattened neck levels (``'neck'``).
+            mask (Tensor, optional): ``(B, N)`` bool padding mask.
+            spatial_shapes (Tensor, optional): ``(L, 2)`` level shapes;
+                needed for ``'neck'``.
+
+        Returns:
+            Tensor: ``(B, D)`` pooled features (detached with
+            ``detach_input``).
+        """
+        if self.detach_input:
+            tokens = tokens.detach()
+        if self.input == 'memory':
+            return self.pool(tokens, mask)
+        if spatial_shapes is None or len(spatial_shapes) != self.num_levels:
+            raise ValueError(f"DomainClassifier(input='neck', num_levels={self.num_levels}) "
+                             f'needs the spatial_shapes of {self.num_levels} levels, got '
+                             f'{None if spatial_shapes is None else spatial_shapes.tolist()}')
+        return self.pool_levels(tokens, mask, spatial_shapes)
+
+    def forward(self, tokens: Tensor, mask: Optional[Tensor] = None,
+                spatial_shapes: Optional[Tensor] = None) -> Tensor:
+        """Dataset logits of every image (arguments of :meth:`features`).
 
         Returns:
             Tensor: ``(B, num_datasets)`` logits.
         """
-        if self.detach_input:
-            memory = memory.detach()
-        return self.mlp(self.pool(memory, memory_mask))
+        return self.mlp(self.features(tokens, mask, spatial_shapes))
 
     def loss(self, logits: Tensor, dataset_ids: Tensor) -> Tensor:
         """Cross-entropy of the logits to the true dataset ids, balanced as
