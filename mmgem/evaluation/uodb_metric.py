@@ -77,7 +77,9 @@ class UODBMetric(BaseMetric):
     datasets are not the model's (a domain held out of training), give the
     model's datasets as ``model_dataset_names`` / ``model_dataset_classes``.
     Predicted labels (unified or concatenated) and ``pred_dataset_id`` are
-    then read in the *model's* label space, and each evaluated dataset's
+    then read in the *model's* label space (they must be unified labels:
+    a model testing with the dataset known would have indexed its tables
+    with the sample's ``dataset_id``), and each evaluated dataset's
     classes are matched to it by name (so ``label_mapping`` must be
     ``'name'``): the unified space is built over the model's datasets
     followed by the evaluated ones, so the model's unified ids stay the same
@@ -238,6 +240,12 @@ class UODBMetric(BaseMetric):
             offsets = np.asarray(self._meta('label_offsets'), dtype=np.int64)
             keep = (labels >= offsets[d]) & (labels < offsets[d + 1])
             return np.where(keep, labels - offsets[d], -1)
+        if self.model_dataset_names is not None and pred_label_space != 'unified':
+            raise ValueError(
+                f'UODBMetric: a prediction of an unseen domain (model_dataset_names) is '
+                f'labelled in the {pred_label_space!r} space; test the model with '
+                'test_dataset_known=False and its dataset_classes (labels by name), so it '
+                "never reads the sample's dataset_id, which is not one of the model's")
         space = self.label_space
         size = self._pred_space_size(pred_label_space)
         if labels.size and (labels.min() < 0 or labels.max() >= size):
