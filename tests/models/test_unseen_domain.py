@@ -10,6 +10,7 @@ through the plan row of the domain classifier's top prediction.
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from mmengine.runner import Runner
 
 import mmgem  # noqa: F401
 from mmgem.datasets.mini_uodb_v2_meta import MINI_UODB_V2_CLASSES, MINI_UODB_V2_DATASETS
+from mmgem.engine import GEMPlannerHook, MoERoutingVisualizationHook
 from mmgem.engine.planning import PlanningService
 from mmgem.evaluation import UODBMetric
 from tools.benchmark import mini_uodb_loo as loo
@@ -197,3 +199,24 @@ def test_gem_routes_held_out_images_through_the_classifiers_known_row(
     results = evaluator.evaluate(len(outputs))
     assert 0 <= results['uodb/watercolor_bbox_mAP'] <= 1
     assert results['uodb/watercolor_routed_crowd'] == 100.0
+
+
+def test_hooks_take_a_held_out_test_set(mini_uodb_v2_root):
+    init_default_scope('mmdet')
+    cfg = _cfg('gem', mini_uodb_v2_root)
+    test_set = DATASETS.build(cfg.test_dataloader.dataset)
+    loop = SimpleNamespace(dataloader=SimpleNamespace(dataset=test_set))
+    runner = SimpleNamespace(_train_loop=None, _val_loop=None, _test_loop=loop,
+                             test_dataloader=loop.dataloader)
+    # a checkpoint's plan is checked against the test set only when the model
+    # reads the test images' dataset ids
+    for known, names in ((False, None), (True, (HOLDOUT, ))):
+        model = SimpleNamespace(test_dataset_known=known)
+        assert GEMPlannerHook._runner_dataset_names(runner, model) == names
+    # the routing tally has one row per evaluated dataset, not per model dataset
+    runner.model = SimpleNamespace(moe_ffns=lambda: ['layer 0', 'layer 2'], num_datasets=10,
+                                   num_experts=4, record_routing=False)
+    hook = MoERoutingVisualizationHook()
+    hook.before_test_epoch(runner)
+    assert hook.tally.counts.shape == (2, 1, 4)
+    assert runner.model.record_routing is True
