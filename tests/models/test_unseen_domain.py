@@ -220,3 +220,31 @@ def test_hooks_take_a_held_out_test_set(mini_uodb_v2_root):
     hook.before_test_epoch(runner)
     assert hook.tally.counts.shape == (2, 1, 4)
     assert runner.model.record_routing is True
+
+
+def _cell(ap, ap50=0.0, routed=None):
+    metrics = {f'uodb/{HOLDOUT}_bbox_mAP': ap, f'uodb/{HOLDOUT}_bbox_mAP_50': ap50}
+    metrics.update({f'uodb/{HOLDOUT}_routed_{n}': v for n, v in (routed or {}).items()})
+    return dict(metrics=metrics, iters=2, machine=dict(machine='x86_64', cpus=2, threads=1,
+                                                       torch='2'),
+                train_names=TEN, lengths=[3] * 10, test_images=[6], train_fingerprint=str(ap),
+                train_s=60.0, test_s=6.0, iter_s=30.0, plan=None)
+
+
+def test_loo_report_reads_cells_and_the_reference(tmp_path):
+    from tools.benchmark.cell_store import CellStore
+    results, reference = tmp_path / 'loo', tmp_path / 'table'
+    CellStore(str(results)).save('gem_s0', _cell(0.20, 0.40, dict(comic=75.0, clipart=25.0)))
+    CellStore(str(results)).save('dino_s0', _cell(0.15))
+    CellStore(str(results)).save('damex_s0', _cell(0.10))
+    CellStore(str(reference)).save('gem_unknown_s0', _cell(0.30))
+    CellStore(str(reference)).save('gem_s0', _cell(0.99))  # the unknown row wins
+    CellStore(str(reference)).save('dino_s0', _cell(0.25))
+    args = loo.parse_args(['--seeds', '0', '--render', '--results-dir', str(results),
+                           '--reference', str(reference)])
+    lines = loo.render(args).splitlines()
+    assert '| GEM | 1 | 20.0 | 40.0 | Comic 75%, Clipart 25% | 30.0 (dataset unknown, 1) |' in lines
+    assert '| DINO (mixed) | 1 | 15.0 | 0.0 | - | 25.0 (dataset known, 1) |' in lines
+    assert '| DAMEX | 1 | 10.0 | 0.0 | - | - |' in lines
+    assert '| GEM − DINO (mixed) | +5.0 (n=1) |' in lines
+    assert '| GEM − DAMEX | +10.0 (n=1) |' in lines
