@@ -76,10 +76,10 @@ class UODBMetric(BaseMetric):
     Unseen domains (the leave-one-domain-out scenario): when the evaluated
     datasets are not the model's (a domain held out of training), give the
     model's datasets as ``model_dataset_names`` / ``model_dataset_classes``.
-    Predicted labels (unified or concatenated) and ``pred_dataset_id`` are
-    then read in the *model's* label space (they must be unified labels:
-    a model testing with the dataset known would have indexed its tables
-    with the sample's ``dataset_id``), and each evaluated dataset's
+    Predicted labels and ``pred_dataset_id`` are then read in the *model's*
+    label space (the labels must be unified ones, ``pred_label_space``
+    ``'unified'``: a model testing with the dataset known would have indexed
+    its tables with the sample's ``dataset_id``), and each evaluated dataset's
     classes are matched to it by name (so ``label_mapping`` must be
     ``'name'``): the unified space is built over the model's datasets
     followed by the evaluated ones, so the model's unified ids stay the same
