@@ -12,7 +12,7 @@ from mmengine.logging import MMLogger
 from ..utils.choices import check_choice
 from ..utils.fileio import atomic_write
 from ..utils.label_space import UnifiedLabelSpace
-from .domain_confusion import domain_accuracy, format_domain_confusion
+from .domain_confusion import domain_accuracy, domain_routing_shares, format_domain_confusion
 from .functional import coco_box_ap, voc07_map
 from .uodb_table import format_uodb_table
 
@@ -73,6 +73,24 @@ class UODBMetric(BaseMetric):
     plot_curve --keys bbox_mAP`` (which keeps the part after the last ``/``)
     plots the mean, and ``--keys <name>_bbox_mAP`` one dataset.
 
+    Unseen domains (the leave-one-domain-out scenario): when the evaluated
+    datasets are not the model's (a domain held out of training), give the
+    model's datasets as ``model_dataset_names`` / ``model_dataset_classes``.
+    Predicted labels and ``pred_dataset_id`` are then read in the *model's*
+    label space (the labels must be unified ones, ``pred_label_space``
+    ``'unified'``: a model testing with the dataset known would have indexed
+    its tables with the sample's ``dataset_id``), and each evaluated dataset's
+    classes are matched to it by name (so ``label_mapping`` must be
+    ``'name'``): the unified space is built over the model's datasets
+    followed by the evaluated ones, so the model's unified ids stay the same
+    and a name only the held-out domain has never scores. A sample's
+    ``dataset_id`` indexes the evaluated datasets only and is never read as
+    one of the model's. The domain table then has one row per evaluated
+    dataset and one column per model dataset (where the classifier routes
+    the unseen domain), and the keys ``<name>_routed_<model dataset>``
+    (percent of the images of ``name`` predicted as that dataset, for the
+    datasets predicted at least once) replace ``domain_acc``.
+
     When the data samples carry ``pred_dataset_id`` (the domain classifier's
     guess of each image's dataset), also ``uodb/domain_acc`` (all images)
     and ``uodb/<name>_domain_acc`` (images of each dataset), in percent as
@@ -105,6 +123,13 @@ class UODBMetric(BaseMetric):
         merge_table (dict, optional): Synonyms of the unified space of
             ``'name'`` mapping (normalised name -> the name it is read as);
             use the model's ``label_merge_table``. None: the default (none).
+        model_dataset_names (Sequence[str], optional): The datasets of the
+            model's label space, in its dataset order, when they are not the
+            evaluated ones (unseen domains, see above). None: the evaluated
+            datasets are the model's.
+        model_dataset_classes (Sequence[Sequence[str]], optional): The class
+            names of each of ``model_dataset_names`` (the model's
+            ``dataset_classes``); given with it.
         backend_args (dict, optional): For reading the annotation files.
         collect_device (str): ``'cpu'`` or ``'gpu'``.
         prefix (str, optional): Key prefix; defaults to ``'uodb'``.
@@ -119,6 +144,8 @@ class UODBMetric(BaseMetric):
                  voc07: bool = True,
                  label_mapping: str = 'offset',
                  merge_table: Optional[Dict[str, str]] = None,
+                 model_dataset_names: Optional[Sequence[str]] = None,
+                 model_dataset_classes: Optional[Sequence[Sequence[str]]] = None,
                  backend_args: Optional[dict] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
@@ -135,6 +162,23 @@ class UODBMetric(BaseMetric):
         self.label_mapping = label_mapping
         self.merge_table = merge_table
         self._label_space: Optional[UnifiedLabelSpace] = None
+        if (model_dataset_names is None) != (model_dataset_classes is None):
+            raise ValueError('UODBMetric: give model_dataset_names and model_dataset_classes '
+                             'together (the model\'s datasets and their classes)')
+        if model_dataset_names is not None:
+            if label_mapping != 'name':
+                raise ValueError("UODBMetric: model_dataset_names (unseen domains) need "
+                                 "label_mapping='name': the evaluated datasets' labels are "
+                                 'matched to the model\'s by class name')
+            if len(model_dataset_names) != len(model_dataset_classes):
+                raise ValueError(
+                    f'UODBMetric: {len(model_dataset_names)} model_dataset_names for '
+                    f'{len(model_dataset_classes)} model_dataset_classes')
+            model_dataset_names = tuple(str(n) for n in model_dataset_names)
+            model_dataset_classes = tuple(tuple(str(c) for c in cs)
+                                          for cs in model_dataset_classes)
+        self.model_dataset_names = model_dataset_names
+        self.model_dataset_classes = model_dataset_classes
         self.backend_args = backend_args
         self._coco_metrics: Dict[int, CocoMetric] = {}
         self.last_table: Optional[str] = None
@@ -147,14 +191,34 @@ class UODBMetric(BaseMetric):
         return self.dataset_meta[key]
 
     @property
+    def num_model_datasets(self) -> int:
+        """int: Datasets of the model's label space placed before the
+        evaluated ones in :attr:`label_space` (0 when they are the same)."""
+        return 0 if self.model_dataset_names is None else len(self.model_dataset_names)
+
+    @property
     def label_space(self) -> UnifiedLabelSpace:
-        """UnifiedLabelSpace: Of the evaluated datasets (built once)."""
+        """UnifiedLabelSpace: Of the model's datasets (when given) followed
+        by the evaluated datasets (built once)."""
         if self._label_space is None:
-            self._label_space = UnifiedLabelSpace.from_dataset_meta(
-                dict(dataset_names=self._meta('dataset_names'),
-                     dataset_classes=self._meta('dataset_classes')), self.merge_table)
+            names = list(self._meta('dataset_names'))
+            classes = [self._meta('dataset_classes')[n] for n in names]
+            if self.model_dataset_names is not None:
+                names = [f'model:{n}' for n in self.model_dataset_names] + names
+                classes = list(self.model_dataset_classes) + classes
+            self._label_space = UnifiedLabelSpace(classes, names, self.merge_table)
             self._label_space.log_merges()
         return self._label_space
+
+    def _pred_space_size(self, pred_label_space: str) -> int:
+        """int: Labels of the predictions' space (the model's datasets'
+        part of :attr:`label_space` when they are given)."""
+        space = self.label_space
+        k = self.num_model_datasets or space.num_datasets
+        concat = int(space.label_offsets[k])
+        if pred_label_space != 'unified':
+            return concat
+        return int(space.concat_to_unified[:concat].max()) + 1
 
     def local_labels(self, d: int, labels: np.ndarray,
                      pred_label_space: str) -> np.ndarray:
@@ -176,14 +240,20 @@ class UODBMetric(BaseMetric):
             offsets = np.asarray(self._meta('label_offsets'), dtype=np.int64)
             keep = (labels >= offsets[d]) & (labels < offsets[d + 1])
             return np.where(keep, labels - offsets[d], -1)
+        if self.model_dataset_names is not None and pred_label_space != 'unified':
+            raise ValueError(
+                f'UODBMetric: a prediction of an unseen domain (model_dataset_names) is '
+                f'labelled in the {pred_label_space!r} space; test the model with '
+                'test_dataset_known=False and its dataset_classes (labels by name), so it '
+                "never reads the sample's dataset_id, which is not one of the model's")
         space = self.label_space
-        size = space.num_unified if pred_label_space == 'unified' else space.num_concat
+        size = self._pred_space_size(pred_label_space)
         if labels.size and (labels.min() < 0 or labels.max() >= size):
             raise ValueError(
                 f'UODBMetric: predicted label {int(labels.max())} outside the '
                 f'{pred_label_space} space of {size} labels of this dataset_meta')
         unified = labels if pred_label_space == 'unified' else space.concat_to_unified[labels]
-        return space.unified_to_local(d)[unified]
+        return space.unified_to_local(self.num_model_datasets + d)[unified]
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Split one batch by dataset and map labels to each dataset's own.
@@ -328,8 +398,14 @@ class UODBMetric(BaseMetric):
         domain_table = None
         if domain_pairs:
             truth, guess = np.asarray(domain_pairs, dtype=np.int64).T
-            eval_results.update(domain_accuracy(names, truth, guess))
-            domain_table = format_domain_confusion(titles, truth, guess)
+            if self.model_dataset_names is None:
+                eval_results.update(domain_accuracy(names, truth, guess))
+                domain_table = format_domain_confusion(titles, truth, guess)
+            else:  # unseen domains: where the classifier routes them
+                eval_results.update(
+                    domain_routing_shares(names, self.model_dataset_names, truth, guess))
+                domain_table = format_domain_confusion(titles, truth, guess,
+                                                       self.model_dataset_names)
             logger.info('UODB domain classification (rows: true dataset, '
                         'columns: predicted; images):\n' + domain_table)
 

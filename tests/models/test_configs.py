@@ -40,11 +40,18 @@ def test_config_builds_and_matches_its_label_space(path):
     cfg = Config.fromfile(str(path))
     train = DATASETS.build(dict(cfg.train_dataloader.dataset, lazy_init=True))
     val = DATASETS.build(dict(cfg.val_dataloader.dataset, lazy_init=True))
-    assert train.dataset_names == val.dataset_names
     classes = [train.dataset_classes[n] for n in train.dataset_names]
-    assert classes == [val.dataset_classes[n] for n in val.dataset_names]
+    held_out = cfg.val_evaluator.get('model_dataset_names') is not None
+    if held_out:  # unseen domains (*_loo-*.py): the evaluator names the model's datasets
+        assert not set(val.dataset_names) & set(train.dataset_names)
+        assert list(cfg.val_evaluator.model_dataset_names) == list(train.dataset_names)
+        assert [tuple(c) for c in cfg.val_evaluator.model_dataset_classes] == classes
+    else:
+        assert train.dataset_names == val.dataset_names
+        assert classes == [val.dataset_classes[n] for n in val.dataset_names]
     if path.parent.name == 'gem':  # the full benchmarks: the data base's sets
         names, data_classes = _data_base(path)
+        names = [n for n in names if not held_out or n not in val.dataset_names]
         assert list(train.dataset_names) == names
         assert classes == [tuple(data_classes[n]) for n in names]
     else:  # ablations: subsets with the data base's class lists

@@ -477,7 +477,8 @@ class ExpertUtilisation(Hook):
     (NMI of dataset and expert, per layer).
 
     Args:
-        num_datasets (int): K.
+        num_datasets (int): K, the test set's datasets (the rows are the test
+            samples' ``dataset_id``).
         num_experts (int): M.
     """
 
@@ -599,7 +600,9 @@ def run_job(job: dict, threads: int) -> List[str]:
         runner = build_runner(cfg)
         util = None
         if hasattr(runner.model, 'moe_ffns') and runner.model.moe_ffns():
-            util = ExpertUtilisation(runner.model.num_datasets, runner.model.num_experts)
+            # rows: the test set's datasets (an unseen domain is not one of the model's)
+            tested = find_uodb_dataset(runner.test_dataloader.dataset).num_datasets
+            util = ExpertUtilisation(tested, runner.model.num_experts)
             runner.register_hook(util)
         metrics = runner.test()
         test_s, test_cpu_s = time.perf_counter() - start, time.process_time() - cpu

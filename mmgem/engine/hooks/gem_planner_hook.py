@@ -105,7 +105,7 @@ class GEMPlannerHook(Hook):
         if plan is not None:
             model = _unwrap(runner.model)
             check_plan_fits(plan, model.num_datasets, model.num_experts,
-                            self._runner_dataset_names(runner), 'checkpoint')
+                            self._runner_dataset_names(runner, model), 'checkpoint')
 
     def before_train(self, runner: Runner) -> None:
         """Check or make the plan and attach it to the model."""
@@ -149,11 +149,19 @@ class GEMPlannerHook(Hook):
         return model
 
     @staticmethod
-    def _runner_dataset_names(runner: Runner) -> Optional[tuple]:
-        """Dataset names of the first built loop's dataset, if any is built."""
+    def _runner_dataset_names(runner: Runner, model=None) -> Optional[tuple]:
+        """Dataset names of the first built loop's dataset, if any is built.
+
+        A val / test loop counts only when ``model`` reads its images'
+        dataset ids (``test_dataset_known``, the default): with the dataset
+        unknown, the evaluated datasets need not be the model's (an unseen
+        domain held out of training), and the plan's rows are chosen by the
+        domain classifier among the model's datasets.
+        """
+        known = getattr(model, 'test_dataset_known', True)
         for attr in ('_train_loop', '_val_loop', '_test_loop'):
             loader = getattr(getattr(runner, attr, None), 'dataloader', None)
-            if loader is None:
+            if loader is None or (attr != '_train_loop' and not known):
                 continue
             try:
                 return tuple(find_uodb_dataset(loader.dataset).dataset_names)

@@ -63,15 +63,18 @@ class MoERoutingVisualizationHook(Hook):
         model = runner.model
         return model.module if is_model_wrapper(model) else model
 
-    def _start(self, runner: Runner) -> None:
+    def _start(self, runner: Runner, mode: str) -> None:
         model = self._model(runner)
         ffns = model.moe_ffns() if hasattr(model, 'moe_ffns') else []
         if not ffns:
             self.tally = None
             return
         model.record_routing = True
-        self.tally = RoutingTally(len(ffns), model.num_datasets, model.num_experts,
-                                  self.score_thr)
+        # one row per *evaluated* dataset (the images' true ones), which with
+        # an unseen domain held out of training are not the model's
+        self.tally = None
+        rows = len(self._names(runner, mode, default=model.num_datasets))
+        self.tally = RoutingTally(len(ffns), rows, model.num_experts, self.score_thr)
 
     def _step(self, runner: Runner) -> None:
         if self.tally is None:
@@ -118,18 +121,19 @@ class MoERoutingVisualizationHook(Hook):
                 ('\n\n'.join(tables) + '\n').encode('utf-8'))
         self.tally = None
 
-    def _names(self, runner: Runner, mode: str) -> list:
+    def _names(self, runner: Runner, mode: str, default: int = 0) -> list:
         if self.dataset_names is not None:
             return self.dataset_names
         loader = runner.test_dataloader if mode == 'test' else runner.val_dataloader
         try:
             return list(find_uodb_dataset(loader.dataset).dataset_names)
         except TypeError:
-            return [f'dataset {d}' for d in range(self.tally.counts.shape[1])]
+            num = default if self.tally is None else self.tally.counts.shape[1]
+            return [f'dataset {d}' for d in range(num)]
 
     def before_val_epoch(self, runner: Runner) -> None:
         """Start counting."""
-        self._start(runner)
+        self._start(runner, 'val')
 
     def after_val_iter(self, runner: Runner, batch_idx: int, data_batch=None,
                        outputs=None) -> None:
@@ -142,7 +146,7 @@ class MoERoutingVisualizationHook(Hook):
 
     def before_test_epoch(self, runner: Runner) -> None:
         """Start counting."""
-        self._start(runner)
+        self._start(runner, 'test')
 
     def after_test_iter(self, runner: Runner, batch_idx: int, data_batch=None,
                         outputs=None) -> None:
