@@ -22,7 +22,9 @@ def tiny_ep_config(data_root, work_dir, max_iters, **extra):
 
     No validation, no parameter schedule, a checkpoint at the end, logs of
     every iteration, label similarity only (the feature probe is not what
-    these tests check).
+    these tests check). The config text is not yapf-formatted: MMEngine
+    formats it for every log, dump and checkpoint, on every rank, most of a
+    tiny run's time.
 
     Args:
         data_root (str): The mini-UODB root.
@@ -34,7 +36,7 @@ def tiny_ep_config(data_root, work_dir, max_iters, **extra):
         Config: The config.
     """
     import_mmgem()
-    cfg = Config.fromfile(EP_CONFIG)
+    cfg = Config.fromfile(EP_CONFIG, format_python_code=False)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(data_root) + '/'
     cfg.work_dir = str(work_dir)

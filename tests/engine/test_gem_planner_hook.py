@@ -54,12 +54,19 @@ class FirstIterProbe(Hook):
 
 def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CFG,
              **model) -> Config:
-    """The tiny GEM config on the tiny mini-UODB, a few iterations, no val."""
-    cfg = Config.fromfile(str(base))
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    """The tiny GEM config on the tiny mini-UODB, a few iterations, no val.
+
+    The config text is not yapf-formatted (``format_python_code=False``):
+    MMEngine formats it for every log, dump and checkpoint, most of a tiny
+    run's time; the dumps are the same config, unformatted.
+    """
+    cfg = Config.fromfile(str(base), format_python_code=False)
+    for name in ('train_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(root)
     cfg.work_dir = str(work_dir)
+    # no val (IterBasedTrainLoop validates at max_iters whatever val_interval)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**6)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.param_scheduler = []
     cfg.default_hooks.checkpoint = dict(
         type='GEMCheckpointHook', by_epoch=False, interval=max_iters)

@@ -6,6 +6,7 @@ work end to end on real MMEngine runners (one or two iterations)."""
 import copy
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -32,14 +33,16 @@ def runs(table):
     return mini_uodb_runs
 
 
-@pytest.fixture(autouse=True)
-def _small_cells(runs, monkeypatch):
+def _shrink_cells(runs, patch) -> None:
     """Cells as the benchmarks make them, only smaller: batch 2, 2 test
-    images per domain, 1 planner probe image, 1 torch thread."""
+    images per domain, 1 planner probe image, and the config text not
+    yapf-formatted (MMEngine formats it for every log, dump and checkpoint:
+    most of a tiny cell's time)."""
     build = runs.build_cfg
 
     def small(*args, **kwargs):
         cfg = build(*args, **kwargs)
+        cfg = Config(cfg.to_dict(), filename=cfg.filename, format_python_code=False)
         cfg.train_dataloader.batch_size = 2
         test = cfg.test_dataloader.dataset
         test.dataset_indices = {n: 2 for n in test.get('select') or test.dataset_names}
@@ -48,7 +51,13 @@ def _small_cells(runs, monkeypatch):
                 hook.num_probe_images = 1
         return cfg
 
-    monkeypatch.setattr(runs, 'build_cfg', small)
+    patch.setattr(runs, 'build_cfg', small)
+
+
+@pytest.fixture(autouse=True)
+def _small_cells(runs, monkeypatch):
+    """Small cells (see :func:`_shrink_cells`), 1 torch thread."""
+    _shrink_cells(runs, monkeypatch)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -80,12 +89,31 @@ class Calls:
         monkeypatch.setattr(Runner, 'test', counted_test)
 
 
-def test_table_saves_resumes_and_renders(table, runs, tmp_path, mini_uodb_root, monkeypatch):
-    args = _args(tmp_path, mini_uodb_root, '--iters', '1', '--methods', 'dino', 'gem',
+@pytest.fixture(scope='module')
+def table_run(table, runs, mini_uodb_root, tmp_path_factory):
+    """The table's DINO and GEM cells (1 iteration, seed 0, checkpoints
+    kept), trained and tested once for the module: the table test checks the
+    run, the reuse test copies its GEM cell.
+
+    Returns:
+        SimpleNamespace: ``tmp`` (its folder), ``args`` (the table's command
+        line) and ``calls`` (Runner.train and Runner.test calls it made).
+    """
+    tmp = tmp_path_factory.mktemp('table_run')
+    args = _args(tmp, mini_uodb_root, '--iters', '1', '--methods', 'dino', 'gem',
                  '--keep-checkpoints')
-    calls = Calls(monkeypatch)
-    assert table.main(args) == 0
-    assert (calls.train, calls.test) == (2, 2)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        _shrink_cells(runs, patch)
+        calls = Calls(patch)
+        assert table.main(args) == 0
+    torch.set_num_threads(threads)
+    return SimpleNamespace(tmp=tmp, args=args, calls=(calls.train, calls.test))
+
+
+def test_table_saves_resumes_and_renders(table, runs, table_run, monkeypatch):
+    tmp_path, args = table_run.tmp, table_run.args
+    assert table_run.calls == (2, 2)
     store = CellStore(str(tmp_path / 'cells'))
     assert store.keys() == ['dino_s0', 'gem_s0']
     cells = store.all()
@@ -420,7 +448,7 @@ def test_ablation_variants_change_only_the_planner(runs, tmp_path, mini_uodb_roo
         assert hooks[name].num_probe_images == hooks['base'].num_probe_images
 
 
-def test_cells_of_the_same_setup_are_reused_across_benchmarks(table, tmp_path,
+def test_cells_of_the_same_setup_are_reused_across_benchmarks(table_run, tmp_path,
                                                                mini_uodb_root, monkeypatch):
     """The ablation's base variant and few-shot's mixed ``all`` cell are the
     table's GEM cell: copied from the table's folder, never trained again."""
@@ -430,8 +458,9 @@ def test_cells_of_the_same_setup_are_reused_across_benchmarks(table, tmp_path,
     common = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
               '--work-dir', str(tmp_path / 'work'), '--iters', '1', '--seeds', '0',
               '--threads', '1', '--parallel', '1']
-    assert table.main(common + ['--methods', 'gem', '--results-dir', str(results / 'table')]) \
-        == 0
+    # the table's GEM cell (the module's table run), in a table folder beside these
+    (results / 'table').mkdir(parents=True)
+    shutil.copy(table_run.tmp / 'cells' / 'gem_s0.json', results / 'table' / 'gem_s0.json')
     before = json.loads((results / 'table' / 'gem_s0.json').read_text())
 
     def forbidden(*a, **k):
