@@ -59,12 +59,20 @@ def _run(layer, rank, x, ids, buckets, upstream):
     return out.detach(), x.grad, grads, {} if aux is None else dict(aux=aux.detach())
 
 
-CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False)]
+CASES = [('gem', False), ('gem', True), ('damex', False), ('moe', False),
+         ('SinkhornRouter', False)]
+
+
+def _layer(routing):
+    """A MoE FFN with a legacy routing name or a registered router type."""
+    if routing in ('gem', 'damex', 'moe'):
+        return MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, routing=routing)
+    return MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, router=dict(type=routing))
 
 
 def _case(rank, routing, local_only):
     torch.manual_seed(0)
-    full = MoEFFN(DIM, HIDDEN, num_experts=EXPERTS, routing=routing)
+    full = _layer(routing)
     ep = copy.deepcopy(full)
     assert convert_to_expert_parallel(ep) == ['']
     assert isinstance(ep, ExpertParallelMoEFFN) and ep.w1.size(0) == 2
