@@ -249,6 +249,48 @@ def test_render_intervals_and_paired_differences(table, runs, tmp_path):
     assert 'Label-conflict pair (street, signs)' in report
 
 
+def _holm_steps(p, alpha=0.05):
+    """Holm written out: reject the sorted p_(i) while p_(i) <= alpha / (m - i + 1)."""
+    reject = [False] * len(p)
+    for i, idx in enumerate(sorted(range(len(p)), key=lambda k: p[k])):
+        if p[idx] > alpha / (len(p) - i):
+            break
+        reject[idx] = True
+    return reject
+
+
+def test_paired_differences_mark_the_comparisons_surviving_holm(table, runs, tmp_path):
+    names = list(runs.DATA_VERSIONS[2]['names'])
+    rng = np.random.default_rng(3)
+    gem = {s: rng.uniform(0.2, 0.5, len(names)) for s in range(3)}
+    # GEM minus: dino a steady 5 points (p ~ 1e-4), moe 2 points with
+    # noise (p = 0.043: outside its interval, not past Holm's 0.025), damex noise
+    shift = {'dino': [0.05, 0.0501, 0.0499], 'moe': [0.02, 0.028, 0.013],
+             'damex': [0.01, -0.02, 0.005]}
+    store = CellStore(str(tmp_path / 'cells'))
+    for s in range(3):
+        store.save(f'gem_s{s}', _fake_cell(names, gem[s].tolist(), s))
+        for m, d in shift.items():
+            store.save(f'{m}_s{s}', _fake_cell(names, (gem[s] - d[s]).tolist(), s))
+    args = table.parse_args(['--data-version', '2', '--iters', '7', '--render', '--methods',
+                             'dino', 'moe', 'damex', 'gem', '--results-dir',
+                             str(tmp_path / 'cells')])
+    report = table.render(args)
+    p = [stats.ttest_rel([gem[s].mean() for s in range(3)],
+                         [gem[s].mean() - shift[m][s] for s in range(3)]).pvalue
+         for m in ('dino', 'moe', 'damex')]
+    survive = _holm_steps(p)
+    assert survive == [True, False, False] and p[1] < 0.05  # the case the marks must tell
+    for m, title, keep, raw in zip(('dino', 'moe', 'damex'), ('DINO (mixed)', 'DINO-MoE',
+                                                              'DAMEX'), survive, p):
+        row = next(line for line in report.splitlines()
+                   if line.startswith(f'| GEM (dataset known) − {title} |'))
+        mean_cell = row.split(' | ')[1]
+        assert mean_cell.endswith(' †') == keep, (m, row)
+        assert mean_cell.rstrip(' †').endswith(' *') == (raw < 0.05), (m, row)
+    assert 'survives Holm' in report
+
+
 def test_curve_path(tmp_path, mini_uodb_root):
     from tools.benchmark import mini_uodb_curve as curve
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),

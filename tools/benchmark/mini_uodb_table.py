@@ -45,6 +45,7 @@ from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
 from tools.benchmark.cell_store import CellStore  # noqa: E402
 from tools.benchmark.seed_statistics import (  # noqa: E402
     format_interval,
+    holm_reject,
     paired_difference,
     t_interval,
 )
@@ -114,21 +115,48 @@ def _table(cells, names, titles, metric) -> List[str]:
     return lines
 
 
-def _paired(cells, groups: Dict[str, List[str]]) -> List[str]:
+def paired_lines(cells: Dict[str, Dict[int, dict]], groups: Dict[str, List[str]],
+                 pairs: Sequence[tuple], titles: Dict[str, str],
+                 alpha: float = 0.05) -> List[str]:
+    """The paired-difference table: A minus B on the same seed, per group.
+
+    Each column (a group of domains) is one family: its comparisons' paired
+    t p-values (from the same paired differences as the intervals) are
+    corrected with Holm's step-down procedure
+    (:func:`~tools.benchmark.seed_statistics.holm_reject`).
+
+    Args:
+        cells (dict): method -> seed -> saved cell.
+        groups (dict): Column title -> the domains averaged in it.
+        pairs (Sequence[tuple]): ``(a, b)`` method keys, one row each;
+            pairs with a method missing from ``cells`` are left out.
+        titles (dict): Method key -> row title.
+        alpha (float): The family-wise level of Holm's test. Defaults to
+            0.05.
+
+    Returns:
+        list[str]: Markdown lines (header and rows); a cell reads
+        ``+1.0 ± 0.5 (n=3)``, then `` *`` when the 95 % interval excludes
+        0 and `` †`` when the comparison survives Holm at ``alpha``.
+    """
+    pairs = [(a, b) for a, b in pairs if a in cells and b in cells]
+    grid = [[paired_difference({s: ap(c, names) for s, c in cells[a].items()},
+                               {s: ap(c, names) for s, c in cells[b].items()})
+             for names in groups.values()] for a, b in pairs]
+    survives = [holm_reject([row[j].p_value for row in grid], alpha)
+                for j in range(len(groups))]
     lines = ['| Comparison | ' + ' | '.join(groups) + ' |', '|---' * (len(groups) + 1) + '|']
-    for g in GEM_ROWS:
-        for b in BASELINES:
-            if g not in cells or b not in cells:
-                continue
-            row = []
-            for names in groups.values():
-                iv = paired_difference({s: ap(c, names) for s, c in cells[g].items()},
-                                       {s: ap(c, names) for s, c in cells[b].items()})
-                mark = ' *' if iv.excludes_zero() else ''
-                row.append(format_interval(iv, signed=True, show_n=True) + mark)
-            lines.append(f'| {runs.METHODS[g][0]} − {runs.METHODS[b][0]} | '
-                         + ' | '.join(row) + ' |')
+    for i, (a, b) in enumerate(pairs):
+        row = [format_interval(iv, signed=True, show_n=True)
+               + (' *' if iv.excludes_zero() else '') + (' †' if survives[j][i] else '')
+               for j, iv in enumerate(grid[i])]
+        lines.append(f'| {titles[a]} − {titles[b]} | ' + ' | '.join(row) + ' |')
     return lines
+
+
+#: the caption of :func:`paired_lines`' marks
+PAIRED_MARKS = ('* the 95 % interval excludes 0; † the comparison survives Holm\'s correction '
+                'at 0.05 over the comparisons of its column (paired t p-values)')
 
 
 def _utilisation(m: str, by_seed: Dict[int, dict]) -> List[str]:
@@ -193,11 +221,12 @@ def render(args: argparse.Namespace) -> str:
              'interval (no interval from one seed).', '']
     for metric, title in (('bbox_mAP', 'box AP@[.5:.95]'), ('bbox_mAP_50', 'box AP50')):
         lines += [f'**{title}**', ''] + _table(cells, names, titles, metric) + ['']
-    paired = _paired(cells, groups)
+    titles = {m: runs.METHODS[m][0] for m in cells}
+    paired = paired_lines(cells, groups, [(g, b) for g in GEM_ROWS for b in BASELINES], titles)
     if len(paired) > 2:
         lines += ['**Paired differences of box AP** (GEM minus baseline on the same seed, '
-                  'mean over seeds ± 95 % paired t-interval, n seeds; * the interval excludes '
-                  '0)', ''] + paired + ['']
+                  f'mean over seeds ± 95 % paired t-interval, n seeds; {PAIRED_MARKS})', '']
+        lines += paired + ['']
     for g in GEM_ROWS:
         accs = [c['metrics']['uodb/domain_acc'] for c in cells.get(g, {}).values()
                 if 'uodb/domain_acc' in c['metrics']]
