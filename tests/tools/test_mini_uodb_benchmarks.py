@@ -494,3 +494,128 @@ def test_cells_of_the_same_setup_are_reused_across_benchmarks(table, tmp_path,
     assert ablation.main(common + ['--variants', 'base', '--reuse',
                                    '--results-dir', str(results / 'ablation2')]) == 1
     assert not (results / 'ablation2' / 'base_s0.json').exists()
+
+
+class StartCapture:
+    """What every training runner holds at ``before_train`` (after weights
+    were initialised, upcycled or loaded, and after GEM planned), and what
+    GEM's ``features`` similarity probed: the backbone it ran, its features
+    and those of the same model initialised from scratch."""
+
+    def __init__(self, runs, monkeypatch):
+        from mmengine.hooks import Hook
+
+        from mmgem.engine.planning import service
+        self.starts, self.probes = {}, []
+        capture = self
+
+        class Snapshot(Hook):
+            priority = 'LOWEST'
+
+            def before_train(self, runner):
+                job = os.path.basename(runner.work_dir)
+                capture.starts[job] = {k: v.detach().clone()
+                                       for k, v in runner.model.state_dict().items()}
+
+        build, probe = runs.build_runner, service.probe_features
+
+        def snapshot_runner(cfg):
+            runner = build(cfg)
+            runner.register_hook(Snapshot())
+            return runner
+
+        def spy(model, dataset, num_images):
+            scratch = copy.deepcopy(model)
+            scratch.upcycle_from = None
+            torch.manual_seed(0)
+            scratch.init_weights()
+            self.probes.append(dict(
+                backbone={k: v.detach().clone() for k, v in model.backbone.state_dict().items()},
+                features=probe(model, dataset, num_images),
+                scratch=probe(scratch, dataset, num_images)))
+            return self.probes[-1]['features']
+
+        monkeypatch.setattr(runs, 'build_runner', snapshot_runner)
+        monkeypatch.setattr(service, 'probe_features', spy)
+
+
+def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb_v2_root,
+                                                       monkeypatch):
+    from mmgem.engine.runner import load_checkpoint_file
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    args = ['--data-version', '2', '--scale', 'tiny', '--data-dir', str(mini_uodb_v2_root),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--out', str(tmp_path / 'upcycled.md'), '--seeds', '0', '--threads', '1',
+            '--parallel', '1', '--iters', '4', '--methods', 'dino', 'damex', 'gem',
+            'gem_unknown']
+    calls, capture = Calls(monkeypatch), StartCapture(runs, monkeypatch)
+    assert upcycled.main(args) == 0
+    # stage 1 once, then the three rows (GEM's two protocols share a training)
+    assert (calls.train, calls.test) == (4, 5)
+    assert sorted(capture.starts) == ['damex_s0', 'dino_s0', 'gem_s0', 'stage1_s0']
+    ckpt = tmp_path / 'work' / 'stage1_s0' / 'iter_2.pth'  # kept for stage 2
+    dense = load_checkpoint_file(str(ckpt), map_location='cpu')['state_dict']
+    # the control continues from the dense checkpoint: every weight as saved
+    start = capture.starts['dino_s0']
+    assert set(start) == set(dense)
+    for key, value in dense.items():
+        assert torch.equal(start[key], value), key
+    assert not torch.equal(capture.starts['stage1_s0']['backbone.conv1.weight'],
+                           dense['backbone.conv1.weight'])  # stage 1 did train
+    # the MoE rows are upcycled: every expert is the dense FFN, the rest the dense model
+    for row in ('damex_s0', 'gem_s0'):
+        start = capture.starts[row]
+        for layer in (0, 2):
+            ffn = f'decoder.layers.{layer}.ffn.'
+            for name, dense_key in (('w1', 'layers.0.0.weight'), ('b1', 'layers.0.0.bias'),
+                                    ('w2', 'layers.1.weight'), ('b2', 'layers.1.bias')):
+                experts = start[ffn + name]
+                assert experts.shape[0] == 4
+                for e in range(4):
+                    assert torch.equal(experts[e], dense[ffn + dense_key]), (row, layer, name)
+        for key in ('backbone.conv1.weight', 'backbone.layer4.1.bn2.running_mean',
+                    'encoder.layers.0.ffn.layers.0.0.weight', 'bbox_head.cls_branches.0.weight'):
+            assert torch.equal(start[key], dense[key]), (row, key)
+    # GEM planned on the loaded (trained dense) backbone, not a fresh one
+    (probe,) = capture.probes
+    assert probe['backbone'].keys() == {k[len('backbone.'):] for k in dense
+                                         if k.startswith('backbone.')}
+    for key, value in probe['backbone'].items():
+        assert torch.equal(value, dense['backbone.' + key]), key
+    assert not all(np.allclose(probe['features'][n], probe['scratch'][n])
+                   for n in probe['features'])
+    # each stage-2 cell's fingerprint includes stage 1's: another stage 1 (3
+    # iterations), the same stage 2 (2 iterations) -> other fingerprints
+    store = CellStore(str(tmp_path / 'cells'))
+    assert store.keys() == ['damex_s0', 'dino_s0', 'gem_s0', 'gem_unknown_s0', 'stage1_s0']
+    other = upcycled.parse_args(args[:-6] + ['--iters', '5', '--stage1-iters', '3',
+                                             '--methods', 'dino', 'damex', 'gem',
+                                             'gem_unknown'])
+    first = upcycled.stage1_job(other, store.load('dino_s0')['data_fingerprint'], 0)
+    again = {e['key']: e['fingerprint'] for j in upcycled.stage2_jobs(other, first['data_fingerprint'],
+                                                                      first) for e in j['evals']}
+    assert again.keys() == {'dino_s0', 'damex_s0', 'gem_s0', 'gem_unknown_s0'}
+    for key, fp in again.items():
+        assert store.load(key)['fingerprint'] != fp
+        assert store.load(key)['iters'] == 2
+    report = (tmp_path / 'upcycled.md').read_text()
+    assert '| DINO (dense, stage 1: 2 it) | 1 |' in report
+    assert 'GEM (dataset known) [upcycled] − DAMEX [upcycled]' in report
+    assert 'GEM (dataset known) [upcycled] − DINO (mixed) [dense, continued]' in report
+    saved = {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in store.keys()}
+
+    # a rerun reuses every saved cell: nothing is built
+    def forbidden(*a, **k):
+        raise AssertionError('a saved cell was run again')
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Runner, 'from_cfg', forbidden)
+        assert upcycled.main(args) == 0
+    assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in saved} == saved
+    # a lost stage-2 cell whose dense checkpoint is gone: stage 1 trains again, then that row
+    os.remove(ckpt)
+    os.remove(tmp_path / 'cells' / 'damex_s0.json')
+    calls = Calls(monkeypatch)
+    assert upcycled.main(args) == 0
+    assert (calls.train, calls.test) == (2, 1) and ckpt.is_file()
+    assert (tmp_path / 'cells' / 'stage1_s0.json').read_bytes() == saved['stage1_s0']

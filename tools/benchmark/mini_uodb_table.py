@@ -103,7 +103,22 @@ def ap(cell: dict, names: Sequence[str], metric: str = 'bbox_mAP') -> float:
     return float(np.mean([cell['metrics'][f'uodb/{n}_{metric}'] for n in names]))
 
 
-def _table(cells, names, titles, metric) -> List[str]:
+def ap_table(cells: Dict[str, Dict[int, dict]], names: Sequence[str], titles: Sequence[str],
+             metric: str, row_titles: Optional[Dict[str, str]] = None) -> List[str]:
+    """Per-domain ``metric`` and its mean, one row per method.
+
+    Args:
+        cells (dict): method -> seed -> saved cell.
+        names (Sequence[str]): The domains (columns).
+        titles (Sequence[str]): Their column titles.
+        metric (str): ``'bbox_mAP'`` or ``'bbox_mAP_50'``.
+        row_titles (dict, optional): method -> row title (default: the
+            titles of ``runs.METHODS``).
+
+    Returns:
+        list[str]: Markdown lines, mean over seeds ± t half-width.
+    """
+    row_titles = row_titles or {m: runs.METHODS[m][0] for m in cells}
     lines = ['| Method | seeds | ' + ' | '.join(titles) + ' | Mean |',
              '|---' * (len(names) + 3) + '|']
     for m, by_seed in cells.items():
@@ -111,7 +126,7 @@ def _table(cells, names, titles, metric) -> List[str]:
                for n in names]
         row.append(format_interval(t_interval([ap(c, names, metric)
                                                for c in by_seed.values()])))
-        lines.append(f'| {runs.METHODS[m][0]} | {len(by_seed)} | ' + ' | '.join(row) + ' |')
+        lines.append(f'| {row_titles[m]} | {len(by_seed)} | ' + ' | '.join(row) + ' |')
     return lines
 
 
@@ -220,7 +235,7 @@ def render(args: argparse.Namespace) -> str:
              'Every number is the mean over seeds ± the half-width of its 95 % Student-t '
              'interval (no interval from one seed).', '']
     for metric, title in (('bbox_mAP', 'box AP@[.5:.95]'), ('bbox_mAP_50', 'box AP50')):
-        lines += [f'**{title}**', ''] + _table(cells, names, titles, metric) + ['']
+        lines += [f'**{title}**', ''] + ap_table(cells, names, titles, metric) + ['']
     titles = {m: runs.METHODS[m][0] for m in cells}
     paired = paired_lines(cells, groups, [(g, b) for g in GEM_ROWS for b in BASELINES], titles)
     if len(paired) > 2:
