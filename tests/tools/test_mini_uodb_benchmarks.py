@@ -543,15 +543,23 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
                                                        monkeypatch):
     from mmgem.engine.runner import load_checkpoint_file
     from tools.benchmark import mini_uodb_upcycled as upcycled
+    small = runs.build_cfg
+
+    def one_test_image(*a, **k):  # one test image per domain: the test is about the chain
+        cfg = small(*a, **k)
+        test = cfg.test_dataloader.dataset
+        test.dataset_indices = {n: 1 for n in test.dataset_indices}
+        return cfg
+
+    monkeypatch.setattr(runs, 'build_cfg', one_test_image)
     args = ['--data-version', '2', '--scale', 'tiny', '--data-dir', str(mini_uodb_v2_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
             '--out', str(tmp_path / 'upcycled.md'), '--seeds', '0', '--threads', '1',
-            '--parallel', '1', '--iters', '4', '--methods', 'dino', 'damex', 'gem',
-            'gem_unknown']
+            '--parallel', '1', '--iters', '4', '--methods', 'dino', 'damex', 'gem']
     calls, capture = Calls(monkeypatch), StartCapture(runs, monkeypatch)
     assert upcycled.main(args) == 0
-    # stage 1 once, then the three rows (GEM's two protocols share a training)
-    assert (calls.train, calls.test) == (4, 5)
+    # stage 1 once, then the three rows
+    assert (calls.train, calls.test) == (4, 4)
     assert sorted(capture.starts) == ['damex_s0', 'dino_s0', 'gem_s0', 'stage1_s0']
     ckpt = tmp_path / 'work' / 'stage1_s0' / 'iter_2.pth'  # kept for stage 2
     dense = load_checkpoint_file(str(ckpt), map_location='cpu')['state_dict']
@@ -562,6 +570,15 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
         assert torch.equal(start[key], value), key
     assert not torch.equal(capture.starts['stage1_s0']['backbone.conv1.weight'],
                            dense['backbone.conv1.weight'])  # stage 1 did train
+    # GEM planned on the loaded (trained dense) backbone, not a fresh one
+    assert capture.probes
+    for probe in capture.probes:
+        assert probe['backbone'].keys() == {k[len('backbone.'):] for k in dense
+                                             if k.startswith('backbone.')}
+        for key, value in probe['backbone'].items():
+            assert torch.equal(value, dense['backbone.' + key]), key
+        assert not all(np.allclose(probe['features'][n], probe['scratch'][n])
+                       for n in probe['features'])
     # the MoE rows are upcycled: every expert is the dense FFN, the rest the dense model
     for row in ('damex_s0', 'gem_s0'):
         start = capture.starts[row]
@@ -576,28 +593,9 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
         for key in ('backbone.conv1.weight', 'backbone.layer4.1.bn2.running_mean',
                     'encoder.layers.0.ffn.layers.0.0.weight', 'bbox_head.cls_branches.0.weight'):
             assert torch.equal(start[key], dense[key]), (row, key)
-    # GEM planned on the loaded (trained dense) backbone, not a fresh one
-    (probe,) = capture.probes
-    assert probe['backbone'].keys() == {k[len('backbone.'):] for k in dense
-                                         if k.startswith('backbone.')}
-    for key, value in probe['backbone'].items():
-        assert torch.equal(value, dense['backbone.' + key]), key
-    assert not all(np.allclose(probe['features'][n], probe['scratch'][n])
-                   for n in probe['features'])
-    # each stage-2 cell's fingerprint includes stage 1's: another stage 1 (3
-    # iterations), the same stage 2 (2 iterations) -> other fingerprints
     store = CellStore(str(tmp_path / 'cells'))
-    assert store.keys() == ['damex_s0', 'dino_s0', 'gem_s0', 'gem_unknown_s0', 'stage1_s0']
-    other = upcycled.parse_args(args[:-6] + ['--iters', '5', '--stage1-iters', '3',
-                                             '--methods', 'dino', 'damex', 'gem',
-                                             'gem_unknown'])
-    first = upcycled.stage1_job(other, store.load('dino_s0')['data_fingerprint'], 0)
-    again = {e['key']: e['fingerprint'] for j in upcycled.stage2_jobs(other, first['data_fingerprint'],
-                                                                      first) for e in j['evals']}
-    assert again.keys() == {'dino_s0', 'damex_s0', 'gem_s0', 'gem_unknown_s0'}
-    for key, fp in again.items():
-        assert store.load(key)['fingerprint'] != fp
-        assert store.load(key)['iters'] == 2
+    assert store.keys() == ['damex_s0', 'dino_s0', 'gem_s0', 'stage1_s0']
+    assert {store.load(k)['iters'] for k in store.keys()} == {2}
     report = (tmp_path / 'upcycled.md').read_text()
     assert '| DINO (dense, stage 1: 2 it) | 1 |' in report
     assert 'GEM (dataset known) [upcycled] − DAMEX [upcycled]' in report
@@ -612,10 +610,104 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
         patch.setattr(Runner, 'from_cfg', forbidden)
         assert upcycled.main(args) == 0
     assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in saved} == saved
-    # a lost stage-2 cell whose dense checkpoint is gone: stage 1 trains again, then that row
-    os.remove(ckpt)
-    os.remove(tmp_path / 'cells' / 'damex_s0.json')
-    calls = Calls(monkeypatch)
-    assert upcycled.main(args) == 0
-    assert (calls.train, calls.test) == (2, 1) and ckpt.is_file()
-    assert (tmp_path / 'cells' / 'stage1_s0.json').read_bytes() == saved['stage1_s0']
+
+
+def _upcycled_jobs(upcycled, tmp_path, iters, stage1_iters):
+    args = upcycled.parse_args([
+        '--data-version', '2', '--scale', 'tiny', '--data-dir', str(tmp_path / 'data'),
+        '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+        '--seeds', '0', '--iters', str(iters), '--stage1-iters', str(stage1_iters),
+        '--methods', 'dino', 'damex', 'gem', 'gem_unknown'])
+    first = upcycled.stage1_job(args, 'data-fp', 0)
+    return first, upcycled.stage2_jobs(args, 'data-fp', first)
+
+
+def test_upcycled_fingerprints_include_stage_one(runs, tmp_path):
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    first, jobs = _upcycled_jobs(upcycled, tmp_path, 4, 2)
+    modes = {e['key']: j['start_from']['mode'] for j in jobs for e in j['evals']}
+    assert modes == {'dino_s0': 'load', 'damex_s0': 'upcycle', 'gem_s0': 'upcycle',
+                     'gem_unknown_s0': 'upcycle'}  # GEM's protocols share one training
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job['start_from']['checkpoint'] == str(tmp_path / 'work' / 'stage1_s0' /
+                                                      'iter_2.pth')
+        assert job['start_from']['fingerprint'] == first['train_fingerprint']
+        assert job['train']['iters'] == 2
+    # another stage 1 (3 iterations), the same stage 2 (2 iterations): new fingerprints
+    other_first, other = _upcycled_jobs(upcycled, tmp_path, 5, 3)
+    fps = {e['key']: e['fingerprint'] for j in jobs for e in j['evals']}
+    assert other_first['train_fingerprint'] != first['train_fingerprint']
+    for job in other:
+        assert job['train']['iters'] == 2
+        for e in job['evals']:
+            assert e['fingerprint'] != fps[e['key']]
+    again = {e['key']: e['fingerprint'] for j in _upcycled_jobs(upcycled, tmp_path, 4, 2)[1]
+             for e in j['evals']}
+    assert again == fps  # stable
+
+
+def test_stage_one_trains_again_when_a_later_job_needs_its_lost_checkpoint(runs, tmp_path):
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    first, jobs = _upcycled_jobs(upcycled, tmp_path, 4, 2)
+    store = CellStore(str(tmp_path / 'cells'))
+
+    def stages():
+        return list(upcycled.make_stages(upcycled.parse_args([
+            '--data-version', '2', '--scale', 'tiny', '--data-dir', str(tmp_path / 'data'),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--seeds', '0', '--iters', '4', '--methods', 'dino', 'damex', 'gem',
+            'gem_unknown']), 'data-fp'))
+
+    for job in [first] + jobs:  # every cell saved
+        for e in job['evals']:
+            store.save(e['key'], dict(fingerprint=e['fingerprint']))
+    (stage1,), stage2 = stages()
+    assert not stage1['checkpoint_needed'] and not any(map(runs.needs_run, [stage1] + stage2))
+    os.remove(store.path('damex_s0'))  # a lost stage-2 cell, no stage-1 checkpoint
+    (stage1,), stage2 = stages()
+    assert stage1['checkpoint_needed'] and runs.needs_run(stage1)
+    assert [j['name'] for j in stage2 if runs.needs_run(j)] == ['damex_s0']
+    os.makedirs(stage1['work_dir'])  # its checkpoint is there: stage 1 is not run again
+    open(runs.job_checkpoint(stage1), 'wb').close()
+    with open(os.path.join(stage1['work_dir'], 'train_done.json'), 'w') as f:
+        json.dump(dict(train_fingerprint=stage1['train_fingerprint']), f)
+    assert runs.trained(stage1) is not None and not runs.needs_run(stage1)
+    with open(os.path.join(stage1['work_dir'], 'train_done.json'), 'w') as f:
+        json.dump(dict(train_fingerprint='another stage 1'), f)
+    assert runs.needs_run(stage1)
+
+
+def test_upcycled_report_rows_and_same_protocol_differences(runs, tmp_path):
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    names = list(runs.DATA_VERSIONS[2]['names'])
+    rng = np.random.default_rng(5)
+    methods = ['dino', 'damex', 'gem', 'dino_unknown', 'damex_unknown', 'gem_unknown']
+    aps = {m: {s: rng.uniform(0.05, 0.5, len(names)) for s in range(3)}
+           for m in methods + ['stage1']}
+    store = CellStore(str(tmp_path / 'cells'))
+    for m, by_seed in aps.items():
+        for s, values in by_seed.items():
+            store.save(f'{m}_s{s}', _fake_cell(names, values.tolist(), s))
+    args = upcycled.parse_args(['--data-version', '2', '--iters', '8', '--render',
+                                '--results-dir', str(tmp_path / 'cells')])
+    assert args.methods == methods and args.stage1_iters == 4
+    assert args.results_dir.endswith('cells')
+    assert upcycled.parse_args(['--render']).results_dir.endswith(
+        'tools/benchmark/results/mini_uodb_upcycled_v2_1000it')
+    report = upcycled.render(args)
+    lines = report.splitlines()
+    compared = [line.split(' | ')[0][2:] for line in lines if ' − ' in line]
+    assert compared == [
+        'GEM (dataset known) [upcycled] − DINO (mixed) [dense, continued]',
+        'GEM (dataset known) [upcycled] − DAMEX [upcycled]',
+        'GEM (dataset unknown) [upcycled] − DINO (mixed, dataset unknown) [dense, continued]',
+        'GEM (dataset unknown) [upcycled] − DAMEX (dataset unknown) [upcycled]']
+    # the group table: rarest two of the stage-1 row, mean over seeds ± t half-width
+    rare = [names.index(n) for n in ('clipart', 'watercolor')]
+    v = np.array([aps['stage1'][s][rare].mean() for s in range(3)])
+    half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+    row = next(line for line in lines if line.startswith('| DINO (dense, stage 1: 4 it) | 3 |'))
+    assert row.split(' | ')[3] == f'{100 * v.mean():.1f} ± {100 * half:.1f}'
+    assert 'survives Holm' in report
+    assert report.count('| Method | seeds | ' + ' | '.join(names) + ' | Mean |') == 2  # AP, AP50
