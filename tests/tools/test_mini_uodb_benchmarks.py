@@ -555,12 +555,12 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
     args = ['--data-version', '2', '--scale', 'tiny', '--data-dir', str(mini_uodb_v2_root),
             '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
             '--out', str(tmp_path / 'upcycled.md'), '--seeds', '0', '--threads', '1',
-            '--parallel', '1', '--iters', '4', '--methods', 'dino', 'damex', 'gem']
+            '--parallel', '1', '--iters', '4', '--methods', 'dino', 'gem']
     calls, capture = Calls(monkeypatch), StartCapture(runs, monkeypatch)
     assert upcycled.main(args) == 0
-    # stage 1 once, then the three rows
-    assert (calls.train, calls.test) == (4, 4)
-    assert sorted(capture.starts) == ['damex_s0', 'dino_s0', 'gem_s0', 'stage1_s0']
+    # stage 1 once, then the two rows (DAMEX and the routers upcycle as GEM does)
+    assert (calls.train, calls.test) == (3, 3)
+    assert sorted(capture.starts) == ['dino_s0', 'gem_s0', 'stage1_s0']
     ckpt = tmp_path / 'work' / 'stage1_s0' / 'iter_2.pth'  # kept for stage 2
     dense = load_checkpoint_file(str(ckpt), map_location='cpu')['state_dict']
     # the control continues from the dense checkpoint: every weight as saved
@@ -579,8 +579,8 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
             assert torch.equal(value, dense['backbone.' + key]), key
         assert not all(np.allclose(probe['features'][n], probe['scratch'][n])
                        for n in probe['features'])
-    # the MoE rows are upcycled: every expert is the dense FFN, the rest the dense model
-    for row in ('damex_s0', 'gem_s0'):
+    # the MoE row is upcycled: every expert is the dense FFN, the rest the dense model
+    for row in ('gem_s0',):
         start = capture.starts[row]
         for layer in (0, 2):
             ffn = f'decoder.layers.{layer}.ffn.'
@@ -594,11 +594,10 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
                     'encoder.layers.0.ffn.layers.0.0.weight', 'bbox_head.cls_branches.0.weight'):
             assert torch.equal(start[key], dense[key]), (row, key)
     store = CellStore(str(tmp_path / 'cells'))
-    assert store.keys() == ['damex_s0', 'dino_s0', 'gem_s0', 'stage1_s0']
+    assert store.keys() == ['dino_s0', 'gem_s0', 'stage1_s0']
     assert {store.load(k)['iters'] for k in store.keys()} == {2}
     report = (tmp_path / 'upcycled.md').read_text()
     assert '| DINO (dense, stage 1: 2 it) | 1 |' in report
-    assert 'GEM (dataset known) [upcycled] − DAMEX [upcycled]' in report
     assert 'GEM (dataset known) [upcycled] − DINO (mixed) [dense, continued]' in report
     saved = {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in store.keys()}
 

@@ -12,7 +12,9 @@ Per seed, in two stages (``mini_uodb_runs``' jobs, cells and cell store):
    other weight as the dense model's), the dense row (the control) loading
    it and training on. Upcycling happens in ``init_weights``, before
    ``GEMPlannerHook`` plans in ``before_train``, so GEM's ``features``
-   similarity probes the trained dense backbone.
+   similarity probes the trained dense backbone. Each stage has
+   ``build_cfg``'s schedule over its own iterations (stage 2 warms up again);
+   no optimizer state is carried over, for any row.
 
 A stage-2 cell's fingerprint includes the stage-1 training's, so a
 changed stage 1 invalidates its stage-2 cells; a stage 1 whose checkpoint
