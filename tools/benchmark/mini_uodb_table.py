@@ -16,7 +16,8 @@ The report (markdown, printed and written beside the cells) holds:
   seeds with the half-width of the 95 % Student-t interval;
 - paired differences, GEM (each protocol) minus each baseline on the same
   seed, with a paired t-interval: on the mean AP, on the two rarest
-  domains and on the label-conflict pair (v2: street / signs);
+  domains and on the label-conflict pair (v2: street / signs); † marks the
+  comparisons that survive Holm's correction at 0.05 over their column;
 - the domain classifier's accuracy, time per cell, expert utilisation and
   GEM's plan.
 
