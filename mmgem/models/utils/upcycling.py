@@ -34,7 +34,8 @@ def upcycle_state_dict(model: nn.Module,
         model (nn.Module): A :class:`~mmgem.models.GEMDINO` (``moe_layers``,
             ``decoder.layers[i].ffn``).
         dense_state_dict (dict[str, Tensor]): State dict of mmdet's DINO
-            (or of a GEM-DINO: MoE keys pass through unchanged).
+            (or of a GEM-DINO: MoE keys pass through unchanged, the routing
+            table aside).
 
     Returns:
         dict[str, Tensor]: A state dict for ``model``.
