@@ -321,6 +321,22 @@ def test_experts_are_initialised_per_slice(gem4):
         assert 0.95 / math.sqrt(fan_in) < peak <= 1 / math.sqrt(fan_in)
 
 
+def test_upcycle_from_dense_gem_dino_checkpoint(tmp_path):
+    """A dense GEM-DINO (no MoE layer, the benchmarks' ``dino`` rows) carries
+    an empty routing table of its own expert count; upcycling keeps the MoE
+    model's table and takes every other weight."""
+    dense_model = _build(_gem_cfg(num_experts=8, num_datasets=2, moe_layers=()), seed=1)
+    path = tmp_path / 'dense_gem_dino.pth'
+    torch.save(dict(state_dict=dense_model.state_dict()), path)
+    model = _build(_gem_cfg(num_experts=3, num_datasets=2, upcycle_from=str(path)))
+    dense = dense_model.state_dict()
+    ffn = model.decoder.layers[2].ffn
+    for e in range(3):
+        assert torch.equal(ffn.w2[e], dense['decoder.layers.2.ffn.layers.1.weight'])
+    assert torch.equal(model.state_dict()['backbone.conv1.weight'], dense['backbone.conv1.weight'])
+    assert model.routing_table.shape == (2, 3) and not model.has_plan()
+
+
 def test_upcycle_from_dense_checkpoint(dino, tmp_path):
     path = tmp_path / 'dense_dino.pth'
     torch.save(dict(state_dict=dino.state_dict()), path)

@@ -284,6 +284,48 @@ def test_render_intervals_and_paired_differences(table, runs, tmp_path):
     assert 'Label-conflict pair (street, signs)' in report
 
 
+def _holm_steps(p, alpha=0.05):
+    """Holm written out: reject the sorted p_(i) while p_(i) <= alpha / (m - i + 1)."""
+    reject = [False] * len(p)
+    for i, idx in enumerate(sorted(range(len(p)), key=lambda k: p[k])):
+        if p[idx] > alpha / (len(p) - i):
+            break
+        reject[idx] = True
+    return reject
+
+
+def test_paired_differences_mark_the_comparisons_surviving_holm(table, runs, tmp_path):
+    names = list(runs.DATA_VERSIONS[2]['names'])
+    rng = np.random.default_rng(3)
+    gem = {s: rng.uniform(0.2, 0.5, len(names)) for s in range(3)}
+    # GEM minus: dino a steady 5 points (p ~ 1e-4), moe 2 points with
+    # noise (p = 0.043: outside its interval, not past Holm's 0.025), damex noise
+    shift = {'dino': [0.05, 0.0501, 0.0499], 'moe': [0.02, 0.028, 0.013],
+             'damex': [0.01, -0.02, 0.005]}
+    store = CellStore(str(tmp_path / 'cells'))
+    for s in range(3):
+        store.save(f'gem_s{s}', _fake_cell(names, gem[s].tolist(), s))
+        for m, d in shift.items():
+            store.save(f'{m}_s{s}', _fake_cell(names, (gem[s] - d[s]).tolist(), s))
+    args = table.parse_args(['--data-version', '2', '--iters', '7', '--render', '--methods',
+                             'dino', 'moe', 'damex', 'gem', '--results-dir',
+                             str(tmp_path / 'cells')])
+    report = table.render(args)
+    p = [stats.ttest_rel([gem[s].mean() for s in range(3)],
+                         [gem[s].mean() - shift[m][s] for s in range(3)]).pvalue
+         for m in ('dino', 'moe', 'damex')]
+    survive = _holm_steps(p)
+    assert survive == [True, False, False] and p[1] < 0.05  # the case the marks must tell
+    for m, title, keep, raw in zip(('dino', 'moe', 'damex'), ('DINO (mixed)', 'DINO-MoE',
+                                                              'DAMEX'), survive, p):
+        row = next(line for line in report.splitlines()
+                   if line.startswith(f'| GEM (dataset known) − {title} |'))
+        mean_cell = row.split(' | ')[1]
+        assert mean_cell.endswith(' †') == keep, (m, row)
+        assert mean_cell.rstrip(' †').endswith(' *') == (raw < 0.05), (m, row)
+    assert 'survives Holm' in report
+
+
 def test_curve_path(tmp_path, mini_uodb_root):
     from tools.benchmark import mini_uodb_curve as curve
     args = ['--data-version', '1', '--scale', 'tiny', '--data-dir', str(mini_uodb_root),
@@ -488,3 +530,219 @@ def test_cells_of_the_same_setup_are_reused_across_benchmarks(table_run, tmp_pat
     assert ablation.main(common + ['--variants', 'base', '--reuse',
                                    '--results-dir', str(results / 'ablation2')]) == 1
     assert not (results / 'ablation2' / 'base_s0.json').exists()
+
+
+class StartCapture:
+    """What every training runner holds at ``before_train`` (after weights
+    were initialised, upcycled or loaded, and after GEM planned), and what
+    GEM's ``features`` similarity probed: the backbone it ran, its features
+    and those of the same model initialised from scratch."""
+
+    def __init__(self, runs, monkeypatch):
+        from mmengine.hooks import Hook
+
+        from mmgem.engine.planning import service
+        self.starts, self.probes = {}, []
+        capture = self
+
+        class Snapshot(Hook):
+            priority = 'LOWEST'
+
+            def before_train(self, runner):
+                job = os.path.basename(runner.work_dir)
+                capture.starts[job] = {k: v.detach().clone()
+                                       for k, v in runner.model.state_dict().items()}
+
+        build, probe = runs.build_runner, service.probe_features
+
+        def snapshot_runner(cfg):
+            runner = build(cfg)
+            runner.register_hook(Snapshot())
+            return runner
+
+        def spy(model, dataset, num_images):
+            scratch = copy.deepcopy(model)
+            scratch.upcycle_from = None
+            torch.manual_seed(0)
+            scratch.init_weights()
+            self.probes.append(dict(
+                backbone={k: v.detach().clone() for k, v in model.backbone.state_dict().items()},
+                features=probe(model, dataset, num_images),
+                scratch=probe(scratch, dataset, num_images)))
+            return self.probes[-1]['features']
+
+        monkeypatch.setattr(runs, 'build_runner', snapshot_runner)
+        monkeypatch.setattr(service, 'probe_features', spy)
+
+
+def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb_v2_root,
+                                                       monkeypatch):
+    from mmgem.engine.runner import load_checkpoint_file
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    small = runs.build_cfg
+
+    def one_test_image(*a, **k):  # one test image per domain: the test is about the chain
+        cfg = small(*a, **k)
+        test = cfg.test_dataloader.dataset
+        test.dataset_indices = {n: 1 for n in test.dataset_indices}
+        return cfg
+
+    monkeypatch.setattr(runs, 'build_cfg', one_test_image)
+    args = ['--data-version', '2', '--scale', 'tiny', '--data-dir', str(mini_uodb_v2_root),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--out', str(tmp_path / 'upcycled.md'), '--seeds', '0', '--threads', '1',
+            '--parallel', '1', '--iters', '4', '--methods', 'dino', 'gem']
+    calls, capture = Calls(monkeypatch), StartCapture(runs, monkeypatch)
+    assert upcycled.main(args) == 0
+    # stage 1 once, then the two rows (DAMEX and the routers upcycle as GEM does)
+    assert (calls.train, calls.test) == (3, 3)
+    assert sorted(capture.starts) == ['dino_s0', 'gem_s0', 'stage1_s0']
+    ckpt = tmp_path / 'work' / 'stage1_s0' / 'iter_2.pth'  # kept for stage 2
+    dense = load_checkpoint_file(str(ckpt), map_location='cpu')['state_dict']
+    # the control continues from the dense checkpoint: every weight as saved
+    start = capture.starts['dino_s0']
+    assert set(start) == set(dense)
+    for key, value in dense.items():
+        assert torch.equal(start[key], value), key
+    assert not torch.equal(capture.starts['stage1_s0']['backbone.conv1.weight'],
+                           dense['backbone.conv1.weight'])  # stage 1 did train
+    # GEM planned on the loaded (trained dense) backbone, not a fresh one
+    assert capture.probes
+    for probe in capture.probes:
+        assert probe['backbone'].keys() == {k[len('backbone.'):] for k in dense
+                                             if k.startswith('backbone.')}
+        for key, value in probe['backbone'].items():
+            assert torch.equal(value, dense['backbone.' + key]), key
+        assert not all(np.allclose(probe['features'][n], probe['scratch'][n])
+                       for n in probe['features'])
+    # the MoE row is upcycled: every expert is the dense FFN, the rest the dense model
+    for row in ('gem_s0',):
+        start = capture.starts[row]
+        for layer in (0, 2):
+            ffn = f'decoder.layers.{layer}.ffn.'
+            for name, dense_key in (('w1', 'layers.0.0.weight'), ('b1', 'layers.0.0.bias'),
+                                    ('w2', 'layers.1.weight'), ('b2', 'layers.1.bias')):
+                experts = start[ffn + name]
+                assert experts.shape[0] == 4
+                for e in range(4):
+                    assert torch.equal(experts[e], dense[ffn + dense_key]), (row, layer, name)
+        for key in ('backbone.conv1.weight', 'backbone.layer4.1.bn2.running_mean',
+                    'encoder.layers.0.ffn.layers.0.0.weight', 'bbox_head.cls_branches.0.weight'):
+            assert torch.equal(start[key], dense[key]), (row, key)
+    store = CellStore(str(tmp_path / 'cells'))
+    assert store.keys() == ['dino_s0', 'gem_s0', 'stage1_s0']
+    assert {store.load(k)['iters'] for k in store.keys()} == {2}
+    report = (tmp_path / 'upcycled.md').read_text()
+    assert '| DINO (dense, stage 1: 2 it) | 1 |' in report
+    assert 'GEM (dataset known) [upcycled] − DINO (mixed) [dense, continued]' in report
+    saved = {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in store.keys()}
+
+    # a rerun reuses every saved cell: nothing is built
+    def forbidden(*a, **k):
+        raise AssertionError('a saved cell was run again')
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Runner, 'from_cfg', forbidden)
+        assert upcycled.main(args) == 0
+    assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in saved} == saved
+
+
+def _upcycled_jobs(upcycled, tmp_path, iters, stage1_iters):
+    args = upcycled.parse_args([
+        '--data-version', '2', '--scale', 'tiny', '--data-dir', str(tmp_path / 'data'),
+        '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+        '--seeds', '0', '--iters', str(iters), '--stage1-iters', str(stage1_iters),
+        '--methods', 'dino', 'damex', 'gem', 'gem_unknown'])
+    first = upcycled.stage1_job(args, 'data-fp', 0)
+    return first, upcycled.stage2_jobs(args, 'data-fp', first)
+
+
+def test_upcycled_fingerprints_include_stage_one(runs, tmp_path):
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    first, jobs = _upcycled_jobs(upcycled, tmp_path, 4, 2)
+    modes = {e['key']: j['start_from']['mode'] for j in jobs for e in j['evals']}
+    assert modes == {'dino_s0': 'load', 'damex_s0': 'upcycle', 'gem_s0': 'upcycle',
+                     'gem_unknown_s0': 'upcycle'}  # GEM's protocols share one training
+    assert len(jobs) == 3
+    for job in jobs:
+        assert job['start_from']['checkpoint'] == str(tmp_path / 'work' / 'stage1_s0' /
+                                                      'iter_2.pth')
+        assert job['start_from']['fingerprint'] == first['train_fingerprint']
+        assert job['train']['iters'] == 2
+    # another stage 1 (3 iterations), the same stage 2 (2 iterations): new fingerprints
+    other_first, other = _upcycled_jobs(upcycled, tmp_path, 5, 3)
+    fps = {e['key']: e['fingerprint'] for j in jobs for e in j['evals']}
+    assert other_first['train_fingerprint'] != first['train_fingerprint']
+    for job in other:
+        assert job['train']['iters'] == 2
+        for e in job['evals']:
+            assert e['fingerprint'] != fps[e['key']]
+    again = {e['key']: e['fingerprint'] for j in _upcycled_jobs(upcycled, tmp_path, 4, 2)[1]
+             for e in j['evals']}
+    assert again == fps  # stable
+
+
+def test_stage_one_trains_again_when_a_later_job_needs_its_lost_checkpoint(runs, tmp_path):
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    first, jobs = _upcycled_jobs(upcycled, tmp_path, 4, 2)
+    store = CellStore(str(tmp_path / 'cells'))
+
+    def stages():
+        return list(upcycled.make_stages(upcycled.parse_args([
+            '--data-version', '2', '--scale', 'tiny', '--data-dir', str(tmp_path / 'data'),
+            '--work-dir', str(tmp_path / 'work'), '--results-dir', str(tmp_path / 'cells'),
+            '--seeds', '0', '--iters', '4', '--methods', 'dino', 'damex', 'gem',
+            'gem_unknown']), 'data-fp'))
+
+    for job in [first] + jobs:  # every cell saved
+        for e in job['evals']:
+            store.save(e['key'], dict(fingerprint=e['fingerprint']))
+    (stage1,), stage2 = stages()
+    assert not stage1['checkpoint_needed'] and not any(map(runs.needs_run, [stage1] + stage2))
+    os.remove(store.path('damex_s0'))  # a lost stage-2 cell, no stage-1 checkpoint
+    (stage1,), stage2 = stages()
+    assert stage1['checkpoint_needed'] and runs.needs_run(stage1)
+    assert [j['name'] for j in stage2 if runs.needs_run(j)] == ['damex_s0']
+    os.makedirs(stage1['work_dir'])  # its checkpoint is there: stage 1 is not run again
+    open(runs.job_checkpoint(stage1), 'wb').close()
+    with open(os.path.join(stage1['work_dir'], 'train_done.json'), 'w') as f:
+        json.dump(dict(train_fingerprint=stage1['train_fingerprint']), f)
+    assert runs.trained(stage1) is not None and not runs.needs_run(stage1)
+    with open(os.path.join(stage1['work_dir'], 'train_done.json'), 'w') as f:
+        json.dump(dict(train_fingerprint='another stage 1'), f)
+    assert runs.needs_run(stage1)
+
+
+def test_upcycled_report_rows_and_same_protocol_differences(runs, tmp_path):
+    from tools.benchmark import mini_uodb_upcycled as upcycled
+    names = list(runs.DATA_VERSIONS[2]['names'])
+    rng = np.random.default_rng(5)
+    methods = ['dino', 'damex', 'gem', 'dino_unknown', 'damex_unknown', 'gem_unknown']
+    aps = {m: {s: rng.uniform(0.05, 0.5, len(names)) for s in range(3)}
+           for m in methods + ['stage1']}
+    store = CellStore(str(tmp_path / 'cells'))
+    for m, by_seed in aps.items():
+        for s, values in by_seed.items():
+            store.save(f'{m}_s{s}', _fake_cell(names, values.tolist(), s))
+    args = upcycled.parse_args(['--data-version', '2', '--iters', '8', '--render',
+                                '--results-dir', str(tmp_path / 'cells')])
+    assert args.methods == methods and args.stage1_iters == 4
+    assert args.results_dir.endswith('cells')
+    assert upcycled.parse_args(['--render']).results_dir.endswith(
+        'tools/benchmark/results/mini_uodb_upcycled_v2_1000it')
+    report = upcycled.render(args)
+    lines = report.splitlines()
+    compared = [line.split(' | ')[0][2:] for line in lines if ' − ' in line]
+    assert compared == [
+        'GEM (dataset known) [upcycled] − DINO (mixed) [dense, continued]',
+        'GEM (dataset known) [upcycled] − DAMEX [upcycled]',
+        'GEM (dataset unknown) [upcycled] − DINO (mixed, dataset unknown) [dense, continued]',
+        'GEM (dataset unknown) [upcycled] − DAMEX (dataset unknown) [upcycled]']
+    # the group table: rarest two of the stage-1 row, mean over seeds ± t half-width
+    rare = [names.index(n) for n in ('clipart', 'watercolor')]
+    v = np.array([aps['stage1'][s][rare].mean() for s in range(3)])
+    half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
+    row = next(line for line in lines if line.startswith('| DINO (dense, stage 1: 4 it) | 3 |'))
+    assert row.split(' | ')[3] == f'{100 * v.mean():.1f} ± {100 * half:.1f}'
+    assert 'survives Holm' in report
+    assert report.count('| Method | seeds | ' + ' | '.join(names) + ' | Mean |') == 2  # AP, AP50

@@ -19,7 +19,12 @@ The machinery behind ``mini_uodb_table.py``, ``mini_uodb_curve.py``,
   from that benchmark's folder instead of being trained again
   (``--reuse``; by default the folders beside the results folder);
 - jobs run one after another in this process, or ``--parallel N`` at a time
-  as subprocesses with ``--threads`` torch threads each.
+  as subprocesses with ``--threads`` torch threads each;
+- a job may start from another job's checkpoint (``start_from``: its
+  weights loaded, or a dense model upcycled into an MoE one); its
+  fingerprint then includes the other job's, and a job whose checkpoint a
+  later job needs (``checkpoint_needed``) trains again if the checkpoint is
+  gone, even when its own cells are saved.
 
 Run a job file directly (what ``--parallel`` does)::
 
@@ -300,7 +305,7 @@ def machine_info(threads: int) -> dict:
 # --------------------------------------------------------------------------
 def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp: str,
              train: dict, evals: Sequence[dict], keep_checkpoint: bool = False,
-             adapt_from: Optional[dict] = None) -> dict:
+             adapt_from: Optional[dict] = None, start_from: Optional[dict] = None) -> dict:
     """Describe one training run and the cells it evaluates (JSON-able).
 
     Args:
@@ -320,6 +325,12 @@ def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp:
         adapt_from (dict, optional): ``checkpoint`` (and ``plan``) of a model
             trained on fewer datasets to start from; see
             ``mini_uodb_adapt.py``.
+        start_from (dict, optional): Another job's checkpoint to start
+            from (see :func:`start_from_job`): ``checkpoint``,
+            ``fingerprint`` (that job's ``train_fingerprint``, made part of
+            this job's) and ``mode``, ``'load'`` (``load_from``: the same
+            model continues) or ``'upcycle'`` (``model.upcycle_from``: a
+            dense checkpoint upcycled into this MoE model before GEM plans).
 
     Returns:
         dict: The job, with ``train_fingerprint`` and each cell's
@@ -328,10 +339,16 @@ def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp:
     job = dict(name=name, results_dir=results_dir, work_dir=osp.join(work_dir, name),
                data_dir=data_dir, data_fingerprint=data_fp, train=dict(train),
                evals=[dict(e) for e in evals], keep_checkpoint=keep_checkpoint,
-               adapt_from=adapt_from)
+               adapt_from=adapt_from, start_from=start_from)
     tcfg = _job_cfg(job, job['train']['config'], {})
-    tfp = fingerprint(dict(train=train_fingerprint(tcfg), data=data_fp,
-                           adapt=(adapt_from or {}).get('fingerprint')))
+    parts = dict(train=train_fingerprint(tcfg), data=data_fp,
+                 adapt=(adapt_from or {}).get('fingerprint'))
+    if start_from:  # (absent otherwise: the fingerprints of earlier cells stay valid)
+        if start_from.get('mode') not in START_MODES or not start_from.get('fingerprint'):
+            raise ValueError(f'job {name}: start_from needs a fingerprint and a mode in '
+                             f'{START_MODES}, got {start_from}')
+        parts['start'] = dict(fingerprint=start_from['fingerprint'], mode=start_from['mode'])
+    tfp = fingerprint(parts)
     job['train_fingerprint'] = tfp
     for e in job['evals']:
         ecfg = _job_cfg(job, e['config'], e.get('overrides') or {})
@@ -340,6 +357,45 @@ def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp:
                              f'the job ({job["train"]["config"]}) does; give it its own job')
         e['fingerprint'] = fingerprint(dict(train=tfp, test=config_fingerprint(ecfg)))
     return job
+
+
+#: how a job starts from another's checkpoint (:func:`make_job`'s ``start_from``)
+START_MODES = ('load', 'upcycle')
+
+
+def job_checkpoint(job: dict) -> str:
+    """str: Where the job's training writes its checkpoint."""
+    return osp.join(job['work_dir'], f'iter_{job["train"]["iters"]}.pth')
+
+
+def start_from_job(job: dict, mode: str) -> dict:
+    """A ``start_from`` of :func:`make_job`: begin where ``job`` ended.
+
+    Args:
+        job (dict): The earlier job (from :func:`make_job`); mark it
+            ``keep_checkpoint`` so its checkpoint stays.
+        mode (str): ``'load'`` or ``'upcycle'``.
+
+    Returns:
+        dict: ``checkpoint``, ``fingerprint`` and ``mode``.
+    """
+    return dict(checkpoint=job_checkpoint(job), fingerprint=job['train_fingerprint'],
+                mode=mode)
+
+
+def apply_start(cfg, start_from: dict) -> None:
+    """Make the training ``cfg`` start from ``start_from``'s checkpoint.
+
+    Raises:
+        FileNotFoundError: The checkpoint is gone (named).
+    """
+    if not osp.isfile(start_from['checkpoint']):
+        raise FileNotFoundError(f'{start_from["checkpoint"]}: the checkpoint to start from is '
+                                'gone; rerun the command to train its job again')
+    if start_from['mode'] == 'upcycle':  # init_weights loads it, before GEMPlannerHook plans
+        cfg.model.upcycle_from = start_from['checkpoint']
+    else:
+        cfg.load_from = start_from['checkpoint']
 
 
 def _job_cfg(job: dict, config: str, extra: dict):
@@ -351,7 +407,8 @@ def _job_cfg(job: dict, config: str, extra: dict):
 
 
 def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir: str,
-               data_fp: str, keep_checkpoint: bool = False) -> List[dict]:
+               data_fp: str, keep_checkpoint: bool = False,
+               start_from: Optional[dict] = None) -> List[dict]:
     """One job per set of cells that train alike.
 
     Cells whose configs differ only in :data:`TEST_ONLY_KEYS` (for example
@@ -360,8 +417,8 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
     Args:
         cells (Sequence[dict]): Per cell: ``key``, ``config``, ``iters``,
             ``seed``, optional ``overrides``, ``planner`` and ``meta``.
-        results_dir, work_dir, data_dir, data_fp, keep_checkpoint: See
-            :func:`make_job`.
+        results_dir, work_dir, data_dir, data_fp, keep_checkpoint,
+            start_from: See :func:`make_job` (``start_from`` for every job).
 
     Returns:
         list[dict]: The jobs, in the order of their first cell.
@@ -379,7 +436,7 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
         evals = [dict(key=c['key'], config=c['config'], meta=c.get('meta') or {},
                       overrides=c.get('overrides') or {}) for c in members]
         jobs.append(make_job(first['key'], results_dir, work_dir, data_dir, data_fp, train,
-                             evals, keep_checkpoint=keep_checkpoint))
+                             evals, keep_checkpoint=keep_checkpoint, start_from=start_from))
     return jobs
 
 
@@ -467,6 +524,22 @@ def pending(job: dict) -> List[dict]:
     return [e for e in job['evals'] if not store.done(e['key'], e['fingerprint'])]
 
 
+def trained(job: dict) -> Optional[dict]:
+    """dict: The job's ``train_done.json`` if its checkpoint of this
+    fingerprint is there, else None."""
+    marker = osp.join(job['work_dir'], 'train_done.json')
+    if not (osp.isfile(marker) and osp.isfile(job_checkpoint(job))):
+        return None
+    with open(marker) as f:
+        done = json.load(f)
+    return done if done.get('train_fingerprint') == job['train_fingerprint'] else None
+
+
+def needs_run(job: dict) -> bool:
+    """bool: Cells to make, or a checkpoint a later job needs to remake."""
+    return bool(pending(job)) or bool(job.get('checkpoint_needed') and trained(job) is None)
+
+
 class ExpertUtilisation(Hook):
     """Sums, per dataset and expert, the decoder tokens of the test images.
 
@@ -547,21 +620,16 @@ def run_job(job: dict, threads: int) -> List[str]:
     Returns:
         list[str]: The keys of the cells saved by this call.
     """
-    todo = pending(job)
-    if not todo:
+    if not needs_run(job):
         return []
+    todo = pending(job)
     torch.set_num_threads(threads)
     store = CellStore(job['results_dir'])
     work_dir = job['work_dir']
     iters = job['train']['iters']
-    ckpt = osp.join(work_dir, f'iter_{iters}.pth')
+    ckpt = job_checkpoint(job)
     marker = osp.join(work_dir, 'train_done.json')
-    done = None
-    if osp.isfile(marker) and osp.isfile(ckpt):
-        with open(marker) as f:
-            done = json.load(f)
-        if done.get('train_fingerprint') != job['train_fingerprint']:
-            done = None
+    done = trained(job)
     if done is None:
         for stale in (marker, ckpt):  # of a stale or interrupted run (its logs stay)
             if osp.isfile(stale):
@@ -570,6 +638,8 @@ def run_job(job: dict, threads: int) -> List[str]:
         cfg.experiment_name = f'{job["name"]}_train_{time.strftime("%Y%m%d_%H%M%S")}'
         if job.get('adapt_from'):
             mini_uodb_adapt.prepare(cfg, job['adapt_from'])
+        if job.get('start_from'):
+            apply_start(cfg, job['start_from'])
         start, cpu = time.perf_counter(), time.process_time()
         runner = build_runner(cfg)
         cpu_timer = IterCPUTimer()
@@ -658,7 +728,7 @@ def run_jobs(stages: Sequence[Sequence[dict]], parallel: int = 1, threads: int =
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, parallel))
     failed = []
     for jobs in stages:
-        todo = [j for j in jobs if pending(j)]
+        todo = [j for j in jobs if needs_run(j)]
         skipped = len(jobs) - len(todo)
         if skipped:
             log(f'{skipped} of {len(jobs)} job(s) already saved: skipped')

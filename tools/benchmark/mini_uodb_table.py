@@ -16,7 +16,8 @@ The report (markdown, printed and written beside the cells) holds:
   seeds with the half-width of the 95 % Student-t interval;
 - paired differences, GEM (each protocol) minus each baseline on the same
   seed, with a paired t-interval: on the mean AP, on the two rarest
-  domains and on the label-conflict pair (v2: street / signs);
+  domains and on the label-conflict pair (v2: street / signs); † marks the
+  comparisons that survive Holm's correction at 0.05 over their column;
 - the domain classifier's accuracy, time per cell, expert utilisation and
   GEM's plan.
 
@@ -49,6 +50,7 @@ from tools.benchmark import mini_uodb_runs as runs  # noqa: E402
 from tools.benchmark.cell_store import CellStore  # noqa: E402
 from tools.benchmark.seed_statistics import (  # noqa: E402
     format_interval,
+    holm_reject,
     paired_difference,
     t_interval,
 )
@@ -129,7 +131,22 @@ def ap(cell: dict, names: Sequence[str], metric: str = 'bbox_mAP') -> float:
     return float(np.mean([cell['metrics'][f'uodb/{n}_{metric}'] for n in names]))
 
 
-def _table(cells, names, titles, metric) -> List[str]:
+def ap_table(cells: Dict[str, Dict[int, dict]], names: Sequence[str], titles: Sequence[str],
+             metric: str, row_titles: Optional[Dict[str, str]] = None) -> List[str]:
+    """Per-domain ``metric`` and its mean, one row per method.
+
+    Args:
+        cells (dict): method -> seed -> saved cell.
+        names (Sequence[str]): The domains (columns).
+        titles (Sequence[str]): Their column titles.
+        metric (str): ``'bbox_mAP'`` or ``'bbox_mAP_50'``.
+        row_titles (dict, optional): method -> row title (default: the
+            titles of ``runs.METHODS``).
+
+    Returns:
+        list[str]: Markdown lines, mean over seeds ± t half-width.
+    """
+    row_titles = row_titles or {m: runs.METHODS[m][0] for m in cells}
     lines = ['| Method | seeds | ' + ' | '.join(titles) + ' | Mean |',
              '|---' * (len(names) + 3) + '|']
     for m, by_seed in cells.items():
@@ -137,22 +154,52 @@ def _table(cells, names, titles, metric) -> List[str]:
                for n in names]
         row.append(format_interval(t_interval([ap(c, names, metric)
                                                for c in by_seed.values()])))
-        lines.append(f'| {runs.METHODS[m][0]} | {len(by_seed)} | ' + ' | '.join(row) + ' |')
+        lines.append(f'| {row_titles[m]} | {len(by_seed)} | ' + ' | '.join(row) + ' |')
     return lines
 
 
-def _paired(cells, groups: Dict[str, List[str]]) -> List[str]:
+def paired_lines(cells: Dict[str, Dict[int, dict]], groups: Dict[str, List[str]],
+                 pairs: Sequence[tuple], titles: Dict[str, str],
+                 alpha: float = 0.05) -> List[str]:
+    """The paired-difference table: A minus B on the same seed, per group.
+
+    Each column (a group of domains) is one family: its comparisons' paired
+    t p-values (from the same paired differences as the intervals) are
+    corrected with Holm's step-down procedure
+    (:func:`~tools.benchmark.seed_statistics.holm_reject`).
+
+    Args:
+        cells (dict): method -> seed -> saved cell.
+        groups (dict): Column title -> the domains averaged in it.
+        pairs (Sequence[tuple]): ``(a, b)`` method keys, one row each;
+            pairs with a method missing from ``cells`` are left out.
+        titles (dict): Method key -> row title.
+        alpha (float): The family-wise level of Holm's test. Defaults to
+            0.05.
+
+    Returns:
+        list[str]: Markdown lines (header and rows); a cell reads
+        ``+1.0 ± 0.5 (n=3)``, then `` *`` when the 95 % interval excludes
+        0 and `` †`` when the comparison survives Holm at ``alpha``.
+    """
+    pairs = [(a, b) for a, b in pairs if a in cells and b in cells]
+    grid = [[paired_difference({s: ap(c, names) for s, c in cells[a].items()},
+                               {s: ap(c, names) for s, c in cells[b].items()})
+             for names in groups.values()] for a, b in pairs]
+    survives = [holm_reject([row[j].p_value for row in grid], alpha)
+                for j in range(len(groups))]
     lines = ['| Comparison | ' + ' | '.join(groups) + ' |', '|---' * (len(groups) + 1) + '|']
-    for g, b in comparisons(list(cells)):
-        row = []
-        for names in groups.values():
-            iv = paired_difference({s: ap(c, names) for s, c in cells[g].items()},
-                                   {s: ap(c, names) for s, c in cells[b].items()})
-            mark = ' *' if iv.excludes_zero() else ''
-            row.append(format_interval(iv, signed=True, show_n=True) + mark)
-        lines.append(f'| {runs.METHODS[g][0]} − {runs.METHODS[b][0]} | '
-                     + ' | '.join(row) + ' |')
+    for i, (a, b) in enumerate(pairs):
+        row = [format_interval(iv, signed=True, show_n=True)
+               + (' *' if iv.excludes_zero() else '') + (' †' if survives[j][i] else '')
+               for j, iv in enumerate(grid[i])]
+        lines.append(f'| {titles[a]} − {titles[b]} | ' + ' | '.join(row) + ' |')
     return lines
+
+
+#: the caption of :func:`paired_lines`' marks
+PAIRED_MARKS = ('* the 95 % interval excludes 0; † the comparison survives Holm\'s correction '
+                'at 0.05 over the comparisons of its column (paired t p-values)')
 
 
 def _two_by_two(cells) -> List[str]:
@@ -316,12 +363,14 @@ def render(args: argparse.Namespace) -> str:
              'Every number is the mean over seeds ± the half-width of its 95 % Student-t '
              'interval (no interval from one seed).', '']
     for metric, title in (('bbox_mAP', 'box AP@[.5:.95]'), ('bbox_mAP_50', 'box AP50')):
-        lines += [f'**{title}**', ''] + _table(cells, names, titles, metric) + ['']
-    paired = _paired(cells, groups)
+        lines += [f'**{title}**', ''] + ap_table(cells, names, titles, metric) + ['']
+    titles = {m: runs.METHODS[m][0] for m in cells}
+    paired = paired_lines(cells, groups, comparisons(list(cells)), titles)
     if len(paired) > 2:
         lines += ['**Paired differences of box AP** (GEM minus baseline on the same seed, '
-                  'mean over seeds ± 95 % paired t-interval, n seeds; * the interval excludes '
-                  '0; one seed gives the difference without an interval)', ''] + paired + ['']
+                  f'mean over seeds ± 95 % paired t-interval, n seeds; {PAIRED_MARKS}; '
+                  'one seed gives the difference without an interval)', '']
+        lines += paired + ['']
     lines += _two_by_two(cells) + zero_domains(cells) + _specialisation(cells)
     lines += _domain_accuracy(cells)
     lines += ['**Time per cell** (mean over seeds): ' + ', '.join(

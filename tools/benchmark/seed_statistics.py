@@ -4,7 +4,9 @@
 The benchmarks in ``tools/benchmark/`` train every method with the same
 seeds and report, per number, the mean over seeds with a t-interval, and
 per comparison the paired difference (method A minus method B on the same
-seed) with a paired t-interval. numpy and scipy only.
+seed) with a paired t-interval and its paired t-test p-value; the
+comparisons of one table column are one family, corrected for multiplicity
+with Holm's step-down procedure (:func:`holm_adjust`). numpy and scipy only.
 """
 from typing import Mapping, NamedTuple, Optional, Sequence
 
@@ -40,6 +42,21 @@ class Interval(NamedTuple):
     def excludes_zero(self) -> bool:
         """bool: Whether the interval lies strictly on one side of 0."""
         return self.n >= 2 and (self.low > 0 or self.high < 0)
+
+    @property
+    def p_value(self) -> float:
+        """float: Two-sided p-value of the t-test of mean 0 (paired t-test
+        for a :func:`paired_difference`); nan when ``n < 2``.
+
+        ``2 * P(T_{n-1} >= |mean| / (sd / sqrt(n)))``; with ``sd == 0`` it
+        is 0 for a non-zero mean and 1 for a zero one.
+        """
+        if self.n < 2:
+            return float('nan')
+        if self.sd == 0:
+            return 0.0 if self.mean != 0 else 1.0
+        t = abs(self.mean) / (self.sd / np.sqrt(self.n))
+        return float(2 * stats.t.sf(t, self.n - 1))
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
@@ -85,6 +102,53 @@ def paired_difference(a: Mapping, b: Mapping, confidence: float = 0.95) -> Inter
     return t_interval([a[s] - b[s] for s in common], confidence)
 
 
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values of one family of comparisons.
+
+    With the ``m`` finite p-values sorted ascending, ``p_(1) <= ... <=
+    p_(m)``, the adjusted value of ``p_(i)`` is
+    ``min(1, max_{j <= i} (m - j + 1) * p_(j))`` (Holm 1979; the step-down
+    form of statsmodels' ``multipletests(method='holm')``). A comparison is
+    rejected at level ``alpha`` when its adjusted p-value is ``<= alpha``,
+    which controls the family-wise error rate at ``alpha``.
+
+    Args:
+        p_values (Sequence[float]): The family's p-values, in any order;
+            nan (no test, e.g. one seed) is left out of the family.
+
+    Returns:
+        np.ndarray: The adjusted p-values in the input order (nan where the
+        input was nan).
+    """
+    p = np.asarray(list(p_values), dtype=np.float64)
+    if ((p < 0) | (p > 1)).any():
+        raise ValueError(f'p-values must lie in [0, 1], got {p.tolist()}')
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = tested.size
+    order = tested[np.argsort(p[tested], kind='stable')]
+    running = 0.0
+    for rank, idx in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[idx]))
+        out[idx] = running
+    return out
+
+
+def holm_reject(p_values: Sequence[float], alpha: float = 0.05) -> np.ndarray:
+    """Which comparisons of a family survive Holm's correction at ``alpha``.
+
+    Args:
+        p_values (Sequence[float]): The family's p-values (nan: not tested,
+            never rejected).
+        alpha (float): The family-wise error rate. Defaults to 0.05.
+
+    Returns:
+        np.ndarray: Booleans in the input order.
+    """
+    adjusted = holm_adjust(p_values)
+    return ~np.isnan(adjusted) & (adjusted <= alpha)
+
+
 def format_interval(iv: Interval, scale: float = 100.0, digits: int = 1,
                     signed: bool = False, show_n: bool = False) -> str:
     """Render an interval as ``mean ± half-width``.
@@ -118,4 +182,5 @@ def mean_or_none(values: Sequence[float]) -> Optional[float]:
     return float(np.mean(values)) if values else None
 
 
-__all__ = ['Interval', 't_interval', 'paired_difference', 'format_interval', 'mean_or_none']
+__all__ = ['Interval', 't_interval', 'paired_difference', 'holm_adjust', 'holm_reject',
+           'format_interval', 'mean_or_none']

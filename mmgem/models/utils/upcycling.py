@@ -13,6 +13,10 @@ from torch import Tensor, nn
 FFN_KEY = re.compile(r'^decoder\.layers\.(\d+)\.ffn\.(layers\..+)$')
 #: Keys a dense DINO lacks; the MoE model keeps its own values for them.
 GEM_ONLY_KEYS = ('routing_table.', 'router.', 'label_offsets', 'domain_classifier.')
+#: Keys the MoE model always keeps its own values for: a dense model's plan
+#: (a dense GEM-DINO's empty routing table, of its own expert count) is not
+#: one of the MoE layers; GEMPlannerHook plans the upcycled model.
+OWN_KEYS = ('routing_table.',)
 
 
 def upcycle_state_dict(model: nn.Module,
@@ -23,13 +27,15 @@ def upcycle_state_dict(model: nn.Module,
     into each expert (a router that owns its experts converts them itself,
     ``router.upcycled_state``); GEM-only entries (routing table, routers, domain
     classifier) missing from the dense state dict keep the model's current
-    values.
+    values, and so does the routing table always (a dense GEM-DINO's holds
+    no plan of these MoE layers, and may be of another expert count).
 
     Args:
         model (nn.Module): A :class:`~mmgem.models.GEMDINO` (``moe_layers``,
             ``decoder.layers[i].ffn``).
         dense_state_dict (dict[str, Tensor]): State dict of mmdet's DINO
-            (or of a GEM-DINO: MoE keys pass through unchanged).
+            (or of a GEM-DINO: MoE keys pass through unchanged, the routing
+            table aside).
 
     Returns:
         dict[str, Tensor]: A state dict for ``model``.
@@ -38,6 +44,8 @@ def upcycle_state_dict(model: nn.Module,
     converted: Dict[str, Tensor] = {}
     dense_ffns: Dict[int, Dict[str, Tensor]] = defaultdict(dict)
     for key, value in dense_state_dict.items():
+        if any(key.startswith(part) for part in OWN_KEYS):
+            continue
         match = FFN_KEY.match(key)
         if match and int(match.group(1)) in model.moe_layers:
             dense_ffns[int(match.group(1))][match.group(2)] = value
