@@ -81,7 +81,10 @@ def test_planner_hook_loads_over_repeat_dataset(mini_uodb_root, tmp_path):
     are 3x the dataset lengths, what the loader draws."""
     from mmgem.engine import GEMPlannerHook
     init_default_scope('mmdet')
+    # unformatted: the Runner logs the config text, yapf-formatting it would cost seconds
+    # (Config.fromfile of MMEngine 0.10.7 drops its format_python_code, hence the copy)
     cfg = Config.fromfile(str(REPO / 'configs' / 'gem' / 'gem-dino-tiny_r18_mini-uodb.py'))
+    cfg = Config(cfg.to_dict(), filename=cfg.filename, format_python_code=False)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(mini_uodb_root)
     cfg.train_dataloader.dataset = dict(type='RepeatDataset', times=3,

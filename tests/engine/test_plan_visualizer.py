@@ -17,7 +17,11 @@ GEM_CFG = REPO / 'configs' / 'gem' / 'gem-dino-tiny_r18_mini-uodb.py'
 
 
 def _train_one_iter(root: Path, work_dir: Path, vis_backends: list) -> Runner:
+    # unformatted: MMEngine would yapf-format the config text for every log, dump and
+    # checkpoint (no test here reads that text); Config.fromfile of MMEngine 0.10.7
+    # drops its format_python_code, hence the copy
     cfg = Config.fromfile(str(GEM_CFG))
+    cfg = Config(cfg.to_dict(), filename=cfg.filename, format_python_code=False)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(root)
     cfg.work_dir = str(work_dir)
