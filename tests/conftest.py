@@ -80,3 +80,28 @@ def mini_uodb_v2_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('mini_uodb_v2')
     make_mini_uodb.make_mini_uodb(str(root), seed=0, scale='tiny', convert=True, version=2)
     return root
+
+
+def _toy_domains(counts, seed, scale, dims=8):
+    """Domain d: ``N(scale * e_d, 0.3^2 I)`` in ``dims`` dimensions,
+    ``counts[d]`` samples each: separable, with the prior ``counts``.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``(N, dims)`` features and ``(N,)`` domains.
+    """
+    import torch
+    gen = torch.Generator().manual_seed(seed)
+    xs, ys = [], []
+    for d, n in enumerate(counts):
+        mean = torch.zeros(dims)
+        mean[d] = scale
+        xs.append(mean + 0.3 * torch.randn(n, dims, generator=gen))
+        ys.append(torch.full((n, ), d))
+    return torch.cat(xs), torch.cat(ys)
+
+
+@pytest.fixture
+def toy_domains():
+    """The separable, imbalanced toy domains of the classifier tests:
+    ``toy_domains(counts, seed, scale)`` (see ``_toy_domains``)."""
+    return _toy_domains

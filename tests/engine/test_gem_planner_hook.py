@@ -60,7 +60,9 @@ def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CF
     MMEngine formats it for every log, dump and checkpoint, most of a tiny
     run's time; the dumps are the same config, unformatted.
     """
-    cfg = Config.fromfile(str(base), format_python_code=False)
+    cfg = Config.fromfile(str(base))
+    # MMEngine 0.10.7's fromfile drops format_python_code for plain configs: a copy keeps it
+    cfg = Config(cfg.to_dict(), filename=cfg.filename, format_python_code=False)
     for name in ('train_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(root)
     cfg.work_dir = str(work_dir)

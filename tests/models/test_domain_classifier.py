@@ -45,25 +45,19 @@ def test_logits_loss_and_detach():
 TOY_COUNTS = [1000, 60, 6]
 
 
-def _toy(counts, seed, dims=8):
-    """Domain d: N(2 e_d, 0.3^2 I) in ``dims`` dimensions, one token each."""
-    gen = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
-    for d, n in enumerate(counts):
-        mean = torch.zeros(dims)
-        mean[d] = 2.0
-        xs.append(mean + 0.3 * torch.randn(n, dims, generator=gen))
-        ys.append(torch.full((n, ), d))
-    return torch.cat(xs)[:, None, :], torch.cat(ys)
+def _toy(toy_domains, counts, seed):
+    """Domain d: N(2 e_d, 0.3^2 I) in 8 dimensions, one token each."""
+    x, y = toy_domains(counts, seed, 2.0)
+    return x[:, None, :], y
 
 
-def _recalls(**kwargs):
+def _recalls(toy_domains, **kwargs):
     """Train a linear classifier 200 SGD steps of 16 images sampled in
     proportion to the imbalanced toy set; recall of each domain on a
     balanced test set."""
     torch.manual_seed(0)
     clf = DomainClassifier(3, embed_dims=8, num_layers=1, **kwargs)
-    x, y = _toy(TOY_COUNTS, 0)
+    x, y = _toy(toy_domains, TOY_COUNTS, 0)
     opt = torch.optim.SGD(clf.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(1)
     for _ in range(200):
@@ -73,17 +67,17 @@ def _recalls(**kwargs):
         loss.backward()
         opt.step()
     clf.eval()
-    x_test, y_test = _toy([100, 100, 100], 2)
+    x_test, y_test = _toy(toy_domains, [100, 100, 100], 2)
     with torch.no_grad():
         pred = clf(x_test).argmax(1)
     return clf, [float((pred[y_test == d] == d).float().mean()) for d in range(3)]
 
 
-def test_balanced_classifier_sees_the_rare_domains():
-    _, plain = _recalls()
+def test_balanced_classifier_sees_the_rare_domains(toy_domains):
+    _, plain = _recalls(toy_domains)
     assert plain[2] < 0.5  # the rarest domain is (mostly) not predicted
-    clf, inverse = _recalls(loss_balance='inverse_frequency')
-    _, softmax = _recalls(loss_balance='balanced_softmax', class_counts=TOY_COUNTS)
+    clf, inverse = _recalls(toy_domains, loss_balance='inverse_frequency')
+    _, softmax = _recalls(toy_domains, loss_balance='balanced_softmax', class_counts=TOY_COUNTS)
     for recalls in (inverse, softmax):
         assert min(recalls) >= 0.5, recalls  # every domain is predicted
         assert sum(recalls) > sum(plain) + 0.3  # balanced accuracy gains

@@ -40,21 +40,10 @@ def test_refit_changes_the_classifier_and_nothing_else(mini_uodb_root, tiny_gem_
     assert not list(tmp_path.glob('.*refit*'))  # no temp file left
 
 
-def _toy(counts, seed, dims=8):
-    """Domain d: N(1.5 e_d, 0.3^2 I): separable, with a 1000 : 60 : 6 prior."""
-    gen = torch.Generator().manual_seed(seed)
-    xs, ys = [], []
-    for d, n in enumerate(counts):
-        mean = torch.zeros(dims)
-        mean[d] = 1.5
-        xs.append(mean + 0.3 * torch.randn(n, dims, generator=gen))
-        ys.append(torch.full((n, ), d))
-    return torch.cat(xs), torch.cat(ys)
-
-
-def test_balanced_fit_predicts_every_domain_of_a_separable_toy_set():
-    feats, labels = _toy([1000, 60, 6], 0)
-    test_feats, test_labels = _toy([100, 100, 100], 1)
+def test_balanced_fit_predicts_every_domain_of_a_separable_toy_set(toy_domains):
+    # domain d: N(1.5 e_d, 0.3^2 I): separable, with a 1000 : 60 : 6 prior
+    feats, labels = toy_domains([1000, 60, 6], 0, 1.5)
+    test_feats, test_labels = toy_domains([100, 100, 100], 1, 1.5)
     recalls = {}
     for balance in ('none', 'balanced_softmax'):
         classifier = DomainClassifier(3, embed_dims=8, num_layers=1)
