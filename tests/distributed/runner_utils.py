@@ -36,7 +36,9 @@ def tiny_ep_config(data_root, work_dir, max_iters, **extra):
         Config: The config.
     """
     import_mmgem()
-    cfg = Config.fromfile(EP_CONFIG, format_python_code=False)
+    cfg = Config.fromfile(EP_CONFIG)
+    # MMEngine 0.10.7's fromfile drops format_python_code for plain configs: a copy keeps it
+    cfg = Config(cfg.to_dict(), filename=cfg.filename, format_python_code=False)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = str(data_root) + '/'
     cfg.work_dir = str(work_dir)
