@@ -53,8 +53,9 @@ class FirstIterProbe(Hook):
 
 
 def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CFG,
-             **model) -> Config:
-    """The tiny GEM config on the tiny mini-UODB, a few iterations, no val.
+             val: bool = False, **model) -> Config:
+    """The tiny GEM config on the tiny mini-UODB, a few iterations, no val
+    unless ``val`` (then the config's val loop, on the same data).
 
     The config text is not yapf-formatted (``format_python_code=False``):
     MMEngine formats it for every log, dump and checkpoint, most of a tiny
@@ -63,12 +64,12 @@ def make_cfg(root: Path, work_dir: Path, max_iters: int = 2, base: Path = GEM_CF
     cfg = Config.fromfile(str(base))
     # MMEngine 0.10.7's fromfile drops format_python_code for plain configs: a copy keeps it
     cfg = Config(cfg.to_dict(), filename=cfg.filename, format_python_code=False)
-    for name in ('train_dataloader', 'test_dataloader'):
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[name].dataset.data_root = str(root)
     cfg.work_dir = str(work_dir)
-    # no val (IterBasedTrainLoop validates at max_iters whatever val_interval)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=10**6)
-    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if not val:  # IterBasedTrainLoop validates at max_iters whatever val_interval
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.param_scheduler = []
     cfg.default_hooks.checkpoint = dict(
         type='GEMCheckpointHook', by_epoch=False, interval=max_iters)

@@ -24,7 +24,7 @@ class ScalarProbe(Hook):
 
 
 def test_routing_heat_maps_reach_the_visualizer(mini_uodb_root, tmp_path):
-    cfg = make_cfg(mini_uodb_root, tmp_path, max_iters=2)
+    cfg = make_cfg(mini_uodb_root, tmp_path, max_iters=2, val=True)
     cfg.train_cfg.val_interval = 2
     # every query counts as foreground: the counts are then fixed by the plan
     vis = [h for h in cfg.custom_hooks if h.type == 'MoERoutingVisualizationHook']
