@@ -180,11 +180,115 @@ def test_gem_protocols_share_one_training(runs, tmp_path, mini_uodb_root):
         assert cfgs[1].model.test_dataset_known is False
 
 
+def _refit_jobs(runs, tmp_path, data_root, refit):
+    """GEM's dataset-known cell and a dataset-unknown cell refitted by
+    ``refit`` (v1, 1 iteration, checkpoint kept), grouped into jobs."""
+    cells = [dict(key='gem_s0', config=runs.method_config('gem', 1), iters=1, seed=0),
+             dict(key='gem_refit_unknown_s0', config=runs.method_config('gem_refit_unknown', 1),
+                  iters=1, seed=0, refit=refit)]
+    return runs.group_jobs(cells, str(tmp_path / 'cells'), str(tmp_path / 'work'),
+                           str(data_root), 'data', keep_checkpoint=True)
+
+
+def test_refit_spec_is_in_the_cell_fingerprint_not_the_training(runs, table, tmp_path,
+                                                                mini_uodb_root):
+    from tools.benchmark.cell_store import fingerprint
+    spec = dict(iters=5, max_images=2)
+    (job, ) = _refit_jobs(runs, tmp_path, mini_uodb_root, spec)  # one training for both
+    (other, ) = _refit_jobs(runs, tmp_path, mini_uodb_root, dict(spec, iters=6))
+    (plain, ) = _refit_jobs(runs, tmp_path, mini_uodb_root, None)
+    assert job['train_fingerprint'] == other['train_fingerprint'] == plain['train_fingerprint']
+    fps = [{e['key']: e['fingerprint'] for e in j['evals']} for j in (job, other, plain)]
+    assert fps[0]['gem_s0'] == fps[1]['gem_s0'] == fps[2]['gem_s0']
+    refit_fps = {f['gem_refit_unknown_s0'] for f in fps}
+    assert len(refit_fps) == 3  # another spec, or none: another cell
+    assert job['evals'][1]['refit'] == dict(runs.refit_spec({}), iters=5, max_images=2)
+    # a cell without a refit keeps the fingerprint it had before refits existed
+    for e in plain['evals']:
+        assert 'refit' not in e
+        ecfg = runs._job_cfg(plain, e['config'], e['overrides'])
+        assert e['fingerprint'] == fingerprint(dict(train=plain['train_fingerprint'],
+                                                    test=runs.config_fingerprint(ecfg)))
+    with pytest.raises(ValueError, match='unknown option'):
+        runs.refit_spec(dict(steps=5))
+    # the table's row: GEM's training, the fit tool's defaults with balanced softmax
+    args = table.parse_args(['--data-version', '1', '--scale', 'tiny', '--iters', '1',
+                             '--seeds', '0', '--data-dir', str(mini_uodb_root),
+                             '--work-dir', str(tmp_path / 'w'),
+                             '--results-dir', str(tmp_path / 'c'),
+                             '--methods', 'gem', 'gem_unknown', 'gem_refit_unknown'])
+    (row_job, ) = table.make_jobs(args, 'data')
+    refit = {e['key']: e.get('refit') for e in row_job['evals']}
+    assert refit == {'gem_s0': None, 'gem_unknown_s0': None,
+                     'gem_refit_unknown_s0': runs.refit_spec(dict(loss_balance='balanced_softmax'))}
+
+
+def test_refit_cell_tests_the_refitted_classifier(runs, tmp_path, mini_uodb_root, monkeypatch):
+    """A cell with a refit spec: the job's trained checkpoint is refitted
+    (classifier tensors only) into the cell's work dir, and the test runs
+    on that checkpoint; the cell records the fit."""
+    from mmengine.hooks import Hook
+
+    from mmgem.engine.runner import load_checkpoint_file
+    from tools.analysis_tools import fit_domain_classifier as fit
+    prefix = 'domain_classifier.'
+    spec = dict(iters=5, max_images=2, fit_batch=8)
+    (job, ) = _refit_jobs(runs, tmp_path, mini_uodb_root, spec)
+    job['evals'] = job['evals'][1:]  # the refit cell alone (one test run)
+    trained, tested = {}, {}
+    refit = fit.refit_domain_classifier
+
+    def spy_refit(cfg, checkpoint, out, **kwargs):  # the trained tensors, before the refit
+        state = load_checkpoint_file(checkpoint, map_location='cpu')['state_dict']
+        trained.update({k: v.clone() for k, v in state.items()})
+        return refit(cfg, checkpoint, out, **kwargs)
+
+    class Tested(Hook):
+        def before_test(self, runner):  # after the checkpoint was loaded
+            tested.update({k: v.detach().clone()
+                           for k, v in runner.model.state_dict().items()})
+
+    build = runs.build_runner
+
+    def build_spied(cfg):
+        runner = build(cfg)
+        runner.register_hook(Tested())
+        return runner
+
+    monkeypatch.setattr(fit, 'refit_domain_classifier', spy_refit)
+    monkeypatch.setattr(runs, 'build_runner', build_spied)
+    assert runs.run_job(job, threads=1) == ['gem_refit_unknown_s0']
+    path = tmp_path / 'work' / 'gem_s0' / 'test_gem_refit_unknown_s0' / runs.REFIT_CHECKPOINT
+    new = load_checkpoint_file(str(path), map_location='cpu')['state_dict']
+    classifier = [k for k in trained if k.startswith(prefix)]
+    assert classifier and set(new) == set(trained)
+    for key, value in trained.items():
+        if key.startswith(prefix):
+            assert not torch.equal(value, new[key]), key  # refitted
+        else:
+            assert torch.equal(value, new[key]), key  # untouched
+    for key in classifier:  # the test ran the refitted classifier
+        assert torch.equal(tested[key], new[key]), key
+    old = load_checkpoint_file(runs.job_checkpoint(job), map_location='cpu')['state_dict']
+    assert all(torch.equal(old[k], v) for k, v in trained.items())  # the input kept as it was
+    cell = CellStore(str(tmp_path / 'cells')).load('gem_refit_unknown_s0')
+    assert cell['fingerprint'] == job['evals'][0]['fingerprint']
+    assert cell['config'].endswith('_dataset-unknown.py')
+    record = cell['refit']
+    assert record['spec'] == runs.refit_spec(spec)
+    assert record['fit_images'] == [2] * 6 and len(record['recall']) == 6
+    assert record['balanced_accuracy'] == pytest.approx(np.mean(record['recall']))
+    assert record['checkpoint_balanced_accuracy'] is not None
+    assert record['fit_s'] > 0 and record['total_s'] >= record['extract_s'] + record['fit_s']
+    assert 'uodb/domain_balanced_acc' in cell['metrics']
+
+
 def test_every_method_has_a_dataset_unknown_row_sharing_its_training(runs, tmp_path,
                                                                      mini_uodb_root):
     """Rows per method: dataset known and unknown; GEM's 2 x 2 table."""
     cells = [dict(key=f'{m}_0', config=runs.method_config(m, 2), iters=1, seed=0,
-                  overrides=runs.method_overrides(m)) for m in runs.METHODS]
+                  overrides=runs.method_overrides(m), refit=runs.method_refit(m))
+             for m in runs.METHODS]
     jobs = runs.group_jobs(cells, str(tmp_path / 'c'), str(tmp_path / 'w'),
                            str(mini_uodb_root), 'data')
     assert sorted(sorted(e['key'] for e in j['evals']) for j in jobs) == sorted([
@@ -192,8 +296,8 @@ def test_every_method_has_a_dataset_unknown_row_sharing_its_training(runs, tmp_p
         ['moe_0', 'moe_unknown_0'],
         *[[f'{r}_0', f'{r}_unknown_0'] for r in ('soft_moe', 'sinkhorn', 'moe_pp', 'remoe',
                                                    'mumoe')],
-        ['gem_0', 'gem_predicted_labels_0', 'gem_soft_unknown_0', 'gem_true_routing_names_0',
-         'gem_unknown_0']])
+        ['gem_0', 'gem_predicted_labels_0', 'gem_refit_unknown_0', 'gem_soft_unknown_0',
+         'gem_true_routing_names_0', 'gem_unknown_0']])
     protocol = {}
     for m in runs.METHODS:
         cfg = runs.build_cfg(runs.method_config(m, 2), '.', 5, 0, 'w', runs.method_overrides(m))
@@ -207,6 +311,7 @@ def test_every_method_has_a_dataset_unknown_row_sharing_its_training(runs, tmp_p
     assert protocol['gem_true_routing_names'] == (True, 'unified', 'name')
     assert protocol['gem_predicted_labels'] == (False, 'dataset', 'offset')
     assert protocol['gem_soft_unknown'] == (False, 'unified', 'name')
+    assert protocol['gem_refit_unknown'] == (False, 'unified', 'name')
     soft = runs.build_cfg(runs.method_config('gem_soft_unknown', 2), '.', 5, 0, 'w',
                           runs.method_overrides('gem_soft_unknown'))
     assert soft.model.soft_routing == dict(topk=2)

@@ -80,3 +80,41 @@ def test_two_by_two_comparisons_and_zero_domains(tmp_path):
     assert diff.split(' | ')[1].startswith(f'{100 * (np.mean(aps["gem_unknown"]) - 0.12):+.1f}')
     assert '- GEM (dataset unknown): clipart' in lines  # 0 AP, 20 AP when known
     assert '- DAMEX (dataset unknown): none' in lines  # its 0 is 1 AP when known
+
+
+def test_refit_row_sits_with_gem_dataset_unknown_rows(tmp_path):
+    k = len(NAMES)
+
+    def accuracy(per_domain):
+        metrics = {f'uodb/{n}_domain_acc': v for n, v in zip(NAMES, per_domain)}
+        metrics.update({'uodb/domain_acc': float(np.mean(per_domain))})
+        return metrics
+
+    plain, refitted = [90.0] * (k - 2) + [0.0, 0.0], [70.0] * k
+    refit = dict(spec=runs.refit_spec({}), names=NAMES, fit_images=[10] * k,
+                 recall=[0.8] * k, balanced_accuracy=0.8, checkpoint_recall=[0.4] * k,
+                 checkpoint_balanced_accuracy=0.4, extract_s=50.0, fit_s=3.0, total_s=55.0,
+                 cpu_s=50.0)
+    cells = {'gem_s0': _cell([0.2] * k), 'dino_unknown_s0': _cell([0.1] * k),
+             'gem_refit_unknown_s0': _cell([0.16] * k, refit=refit),
+             'gem_unknown_s0': _cell([0.15] * k)}
+    cells['gem_unknown_s0']['metrics'].update(accuracy(plain))
+    cells['gem_refit_unknown_s0']['metrics'].update(accuracy(refitted))
+    lines = _render(tmp_path, cells).splitlines()
+    rows = [line.split(' | ')[0][2:] for line in lines if line.startswith('| ')
+            and line.split(' | ')[1] == '1' and 'AP' not in line][:4]
+    assert rows == ['GEM (dataset known)', 'DINO (mixed, dataset unknown)',
+                    'GEM (dataset unknown)', 'GEM (dataset unknown, classifier refit)']
+    acc = next(line for line in lines if line.startswith('| GEM (dataset unknown, classifier'
+                                                         ' refit) | 1 | 70.0 |'))
+    assert acc.split(' | ')[3] == '70.0'  # balanced: the mean of the per-domain accuracies
+    assert any(line.startswith('| GEM (dataset unknown) | 1 | ') and
+               line.split(' | ')[3] == f'{np.mean(plain):.1f}' for line in lines)
+    refit_line = next(line for line in lines if line.startswith('- GEM (dataset unknown, '
+                                                                'classifier refit): '))
+    assert '`balanced_softmax`, 1000 steps' in refit_line
+    assert '40.0 trained -> 80.0 refitted' in refit_line and '55 s per refit' in refit_line
+    assert any(line.startswith('| GEM (dataset unknown, classifier refit) − GEM (dataset '
+                               'unknown) | +1.0') for line in lines)
+    assert 'GEM (dataset unknown, classifier refit) 1.0 min training (1.00 s/iter) + 55 s ' \
+           'classifier refit + 6 s test' in '\n'.join(lines)

@@ -25,6 +25,11 @@ again after training, the detector frozen:
 5. prints each domain's recall and the balanced accuracy (their mean) on the
    test split, before and after the fit.
 
+The core is importable: :func:`refit_domain_classifier` (a config object,
+no command line; the returned dict holds the recalls and timings), which the
+benchmark row ``gem_refit_unknown`` of ``tools/benchmark/mini_uodb_table.py``
+calls on its trained checkpoint.
+
 A classifier of another shape than the checkpoint's (e.g.
 ``--cfg-options model.domain_classifier.input=neck``) is fitted from scratch;
 test the new checkpoint with the same options. Example::
@@ -36,6 +41,7 @@ test the new checkpoint with the same options. Example::
 import argparse
 import copy
 import io
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -52,21 +58,35 @@ from mmgem.utils import atomic_write
 from mmgem.utils.choices import check_choice
 
 PREFIX = 'domain_classifier.'
+#: :func:`refit_domain_classifier`'s fit options and their defaults (the CLI's)
+FIT_DEFAULTS = dict(loss_balance='balanced_softmax', iters=1000, fit_batch=64, lr=1e-3,
+                    batch_size=4, max_images=None, seed=0)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The command line's options (defaults: :data:`FIT_DEFAULTS`).
+
+    Args:
+        argv (Sequence[str], optional): The arguments (None: ``sys.argv``).
+
+    Returns:
+        argparse.Namespace: The options.
+    """
+    d = FIT_DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--out', required=True, help='the new checkpoint')
-    parser.add_argument('--loss-balance', default='balanced_softmax', choices=LOSS_BALANCES)
-    parser.add_argument('--iters', type=int, default=1000, help='AdamW steps of the fit')
-    parser.add_argument('--fit-batch', type=int, default=64, help='features per step')
-    parser.add_argument('--lr', type=float, default=1e-3)
-    parser.add_argument('--batch-size', type=int, default=4, help='images per forward')
-    parser.add_argument('--max-images', type=int, default=None,
+    parser.add_argument('--loss-balance', default=d['loss_balance'], choices=LOSS_BALANCES)
+    parser.add_argument('--iters', type=int, default=d['iters'], help='AdamW steps of the fit')
+    parser.add_argument('--fit-batch', type=int, default=d['fit_batch'],
+                        help='features per step')
+    parser.add_argument('--lr', type=float, default=d['lr'])
+    parser.add_argument('--batch-size', type=int, default=d['batch_size'],
+                        help='images per forward')
+    parser.add_argument('--max-images', type=int, default=d['max_images'],
                         help='at most this many images of every domain and split')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=d['seed'])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={})
     return parser.parse_args(argv)
@@ -75,6 +95,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def load_model(cfg: Config, checkpoint: str,
                device: str) -> Tuple[torch.nn.Module, dict, bool]:
     """The config's model with the checkpoint's weights.
+
+    Args:
+        cfg (Config): The config (its ``model``).
+        checkpoint (str): The checkpoint file (mmgem's safe loader).
+        device (str): Where the model goes.
 
     Returns:
         tuple[nn.Module, dict, bool]: The model (eval mode), the checkpoint
@@ -107,7 +132,15 @@ def load_model(cfg: Config, checkpoint: str,
 
 
 def pick_images(dataset, max_images: Optional[int]) -> List[int]:
-    """Indices of the first ``max_images`` images of every domain (all: None)."""
+    """Indices of the first ``max_images`` images of every domain.
+
+    Args:
+        dataset (UODBDataset): The split (its ``sample_dataset_ids``).
+        max_images (int, optional): Images per domain (None: all).
+
+    Returns:
+        list[int]: Sorted sample indices.
+    """
     ids = np.asarray(dataset.sample_dataset_ids)
     if max_images is None:
         return list(range(len(ids)))
@@ -118,6 +151,13 @@ def pick_images(dataset, max_images: Optional[int]) -> List[int]:
 def extract_features(model, dataset, indices: Sequence[int],
                      batch_size: int) -> Tuple[Tensor, Tensor]:
     """The classifier's pooled input of the images, and their dataset ids.
+
+    Args:
+        model (nn.Module): GEM-DINO (or any DINO with a domain classifier),
+            eval mode.
+        dataset (UODBDataset): The split, with the test pipeline.
+        indices (Sequence[int]): The samples.
+        batch_size (int): Images per forward.
 
     Returns:
         tuple[Tensor, Tensor]: ``(N, D)`` float features and ``(N,)`` int64
@@ -185,7 +225,16 @@ def fit_classifier(classifier, feats: Tensor, labels: Tensor, loss_balance: str,
 
 @torch.no_grad()
 def domain_recalls(classifier, feats: Tensor, labels: Tensor) -> List[float]:
-    """Recall of every domain (NaN for a domain without images)."""
+    """Recall of every domain's top-1 prediction.
+
+    Args:
+        classifier (DomainClassifier): The classifier.
+        feats (Tensor): ``(N, D)`` pooled features.
+        labels (Tensor): ``(N,)`` true dataset ids.
+
+    Returns:
+        list[float]: One recall per domain (NaN for a domain without images).
+    """
     device = next(classifier.parameters()).device
     pred = classifier.mlp(feats.to(device)).argmax(dim=1).cpu()
     return [float((pred[labels == d] == d).float().mean()) if bool((labels == d).any())
@@ -194,7 +243,16 @@ def domain_recalls(classifier, feats: Tensor, labels: Tensor) -> List[float]:
 
 def recall_table(names: Sequence[str], counts: Sequence[int],
                  columns: Dict[str, List[float]]) -> str:
-    """A markdown table of per-domain recalls and their mean (balanced accuracy)."""
+    """A markdown table of per-domain recalls and their mean (balanced accuracy).
+
+    Args:
+        names (Sequence[str]): The domains.
+        counts (Sequence[int]): Their images.
+        columns (dict): Column title -> per-domain recalls.
+
+    Returns:
+        str: The table.
+    """
     lines = ['| domain | test images | ' + ' | '.join(columns) + ' |',
              '|---|---|' + '---|' * len(columns)]
     for d, name in enumerate(names):
@@ -206,7 +264,16 @@ def recall_table(names: Sequence[str], counts: Sequence[int],
 
 
 def new_checkpoint(ckpt: dict, classifier, fit: dict) -> dict:
-    """The checkpoint with the classifier's tensors replaced, ``fit`` in meta."""
+    """The checkpoint with the classifier's tensors replaced, ``fit`` in meta.
+
+    Args:
+        ckpt (dict): The checkpoint as loaded (or a bare state dict).
+        classifier (DomainClassifier): The refitted classifier.
+        fit (dict): The record for ``meta.domain_classifier_fit``.
+
+    Returns:
+        dict: The new checkpoint (every other entry as in ``ckpt``).
+    """
     out = dict(ckpt)
     state = ckpt.get('state_dict', ckpt)
     new_state = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
@@ -219,41 +286,122 @@ def new_checkpoint(ckpt: dict, classifier, fit: dict) -> dict:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> str:
-    args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(args.cfg_options)
+def refit_domain_classifier(cfg: Config, checkpoint: str, out: str,
+                            loss_balance: str = FIT_DEFAULTS['loss_balance'],
+                            iters: int = FIT_DEFAULTS['iters'],
+                            fit_batch: int = FIT_DEFAULTS['fit_batch'],
+                            lr: float = FIT_DEFAULTS['lr'],
+                            batch_size: int = FIT_DEFAULTS['batch_size'],
+                            max_images: Optional[int] = FIT_DEFAULTS['max_images'],
+                            seed: int = FIT_DEFAULTS['seed'], device: str = 'cpu',
+                            test_split: bool = True) -> dict:
+    """Refit the classifier of ``checkpoint`` on frozen features; write ``out``.
+
+    Steps 1-4 of the module's description: load, extract the pooled
+    features of the training images (and, with ``test_split``, of the test
+    images), fit the re-initialised MLP alone, write the checkpoint with
+    only the ``domain_classifier.*`` tensors replaced, atomically.
+
+    Args:
+        cfg (Config): The model's config (its ``train_dataloader`` and
+            ``test_dataloader`` datasets give the images; the test pipeline
+            is used for both).
+        checkpoint (str): The trained checkpoint (safe load).
+        out (str): The new checkpoint.
+        loss_balance (str): One of ``LOSS_BALANCES`` (see
+            :func:`fit_classifier`). Defaults to ``'balanced_softmax'``.
+        iters (int): AdamW steps. Defaults to 1000.
+        fit_batch (int): Features per step. Defaults to 64.
+        lr (float): Learning rate. Defaults to 1e-3.
+        batch_size (int): Images per forward of the extraction. Defaults to 4.
+        max_images (int, optional): At most this many images of every domain
+            and split (None: all). Defaults to None.
+        seed (int): Seed of the initialisation and the draws. Defaults to 0.
+        device (str): Where the model runs. Defaults to ``'cpu'``.
+        test_split (bool): Also extract the test images and report recalls
+            on them. Defaults to True.
+
+    Returns:
+        dict: ``names`` (the domains), ``fit`` (the record written to the
+        checkpoint's ``meta.domain_classifier_fit``), ``images`` (split ->
+        images per domain), ``recall`` (split -> ``{'checkpoint': [...]``
+        (absent when the classifier was fitted from scratch) ``, 'refit':
+        [...]}``, per-domain recalls, NaN for a domain without images),
+        ``balanced_accuracy`` (split -> the same keys, the means of the
+        recalls), ``from_checkpoint`` (whether the classifier's weights came
+        from the checkpoint), ``extract_s`` and ``fit_s`` (wall seconds of
+        the feature extraction and of the fit) and ``out``.
+
+    Raises:
+        ValueError: See :func:`load_model`.
+    """
     init_default_scope(cfg.get('default_scope', 'mmdet'))
     from mmdet.registry import DATASETS
-    model, ckpt, from_checkpoint = load_model(cfg, args.checkpoint, args.device)
+    model, ckpt, from_checkpoint = load_model(cfg, checkpoint, device)
     classifier = model.domain_classifier
+    start = time.perf_counter()
     splits = {}
-    for split in ('train', 'test'):
+    for split in ('train', 'test') if test_split else ('train', ):
         ds_cfg = copy.deepcopy(cfg[f'{split}_dataloader'].dataset)
         ds_cfg.pipeline = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)
         dataset = DATASETS.build(ds_cfg)
-        splits[split] = extract_features(model, dataset, pick_images(dataset, args.max_images),
-                                         args.batch_size)
+        splits[split] = extract_features(model, dataset, pick_images(dataset, max_images),
+                                         batch_size)
+    extract_s = time.perf_counter() - start
     names = list(getattr(dataset, 'dataset_names', None) or
                  [f'dataset{d}' for d in range(classifier.num_datasets)])
-    columns = {}
+    recall: Dict[str, Dict[str, List[float]]] = {split: {} for split in splits}
     if from_checkpoint:
-        columns['checkpoint recall %'] = domain_recalls(classifier, *splits['test'])
-    fit_classifier(classifier, *splits['train'], args.loss_balance, args.iters,
-                   args.fit_batch, args.lr, args.seed)
-    columns[f'refit ({args.loss_balance}) recall %'] = domain_recalls(classifier,
-                                                                       *splits['test'])
-    train_counts = torch.bincount(splits['train'][1], minlength=len(names)).tolist()
-    test_counts = torch.bincount(splits['test'][1], minlength=len(names)).tolist()
-    fit = dict(loss_balance=args.loss_balance, iters=args.iters, lr=args.lr, seed=args.seed,
-               train_images=train_counts, source=str(args.checkpoint),
-               test_balanced_accuracy=float(np.nanmean(list(columns.values())[-1])))
+        for split, data in splits.items():
+            recall[split]['checkpoint'] = domain_recalls(classifier, *data)
+    start = time.perf_counter()
+    fit_classifier(classifier, *splits['train'], loss_balance, iters, fit_batch, lr, seed)
+    fit_s = time.perf_counter() - start
+    for split, data in splits.items():
+        recall[split]['refit'] = domain_recalls(classifier, *data)
+    images = {split: torch.bincount(data[1], minlength=len(names)).tolist()
+              for split, data in splits.items()}
+    balanced = {split: {k: float(np.nanmean(v)) for k, v in by.items()}
+                for split, by in recall.items()}
+    fit = dict(loss_balance=loss_balance, iters=iters, lr=lr, seed=seed,
+               train_images=images['train'], source=str(checkpoint),
+               train_balanced_accuracy=balanced['train']['refit'])
+    if test_split:
+        fit['test_balanced_accuracy'] = balanced['test']['refit']
     buf = io.BytesIO()
     torch.save(new_checkpoint(ckpt, classifier, fit), buf)
-    atomic_write(args.out, buf.getvalue())
+    atomic_write(out, buf.getvalue())
+    return dict(names=names, fit=fit, images=images, recall=recall,
+                balanced_accuracy=balanced, from_checkpoint=from_checkpoint,
+                extract_s=extract_s, fit_s=fit_s, out=str(out))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> str:
+    """The command line: refit, write ``--out``, print the test split's recalls.
+
+    Args:
+        argv (Sequence[str], optional): The arguments (None: ``sys.argv``).
+
+    Returns:
+        str: The printed report.
+    """
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.merge_from_dict(args.cfg_options)
+    result = refit_domain_classifier(
+        cfg, args.checkpoint, args.out, loss_balance=args.loss_balance, iters=args.iters,
+        fit_batch=args.fit_batch, lr=args.lr, batch_size=args.batch_size,
+        max_images=args.max_images, seed=args.seed, device=args.device)
+    names, test = result['names'], result['recall']['test']
+    columns = {}
+    if 'checkpoint' in test:
+        columns['checkpoint recall %'] = test['checkpoint']
+    columns[f'refit ({args.loss_balance}) recall %'] = test['refit']
+    train_counts = result['images']['train']
     text = (f'domain classifier refit on {sum(train_counts)} training images '
             f'({dict(zip(names, train_counts))}), {args.iters} steps, loss {args.loss_balance}\n'
-            + recall_table(names, test_counts, columns) + f'\nwritten to {args.out}')
+            + recall_table(names, result['images']['test'], columns)
+            + f'\nwritten to {args.out}')
     print(text)
     return text
 

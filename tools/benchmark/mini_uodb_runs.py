@@ -18,6 +18,10 @@ The machinery behind ``mini_uodb_table.py``, ``mini_uodb_curve.py``,
   shots or the ablation's base variant, which are table cells) is copied
   from that benchmark's folder instead of being trained again
   (``--reuse``; by default the folders beside the results folder);
+- a cell may refit the domain classifier of the job's checkpoint before its
+  test (its ``refit`` spec, :func:`refit_classifier`: the classifier alone,
+  on frozen features; the spec is part of the cell's fingerprint, not of the
+  training's, so the refitted row shares its method's training);
 - jobs run one after another in this process, or ``--parallel N`` at a time
   as subprocesses with ``--threads`` torch threads each;
 - a job may start from another job's checkpoint (``start_from``: its
@@ -68,9 +72,12 @@ from mmgem.datasets.mini_uodb_v2_meta import (  # noqa: E402
     MINI_UODB_V2_SIZES,
 )
 from mmgem.engine.runner import build_runner  # noqa: E402
+from mmgem.models.layers.domain_classifier import LOSS_BALANCES  # noqa: E402
 from mmgem.models.utils.routing_stats import dataset_expert_counts  # noqa: E402
 from mmgem.planner import GEMPlan  # noqa: E402
 from mmgem.utils import atomic_write  # noqa: E402
+from mmgem.utils.choices import check_choice  # noqa: E402
+from tools.analysis_tools import fit_domain_classifier  # noqa: E402
 from tools.benchmark import mini_uodb_adapt  # noqa: E402
 from tools.benchmark.cell_store import CellStore, fingerprint  # noqa: E402
 from tools.misc import make_mini_uodb  # noqa: E402
@@ -119,6 +126,19 @@ METHODS: Dict[str, tuple] = {
                              'gem-dino', '_dataset-unknown', PREDICTED_DATASET_LABELS),
     'gem_soft_unknown': ('GEM (dataset unknown, soft routing top-2)', 'gem-dino',
                          '_dataset-unknown', SOFT_ROUTING_TOP2),
+    'gem_refit_unknown': ('GEM (dataset unknown, classifier refit)', 'gem-dino',
+                          '_dataset-unknown'),
+}
+#: method -> its refit of the domain classifier before testing (see
+#: :func:`method_refit`). ``gem_refit_unknown``: GEM's trained checkpoint (the
+#: ``gem`` row's training, shared) with only the classifier refitted on frozen
+#: features of every training image, with Balanced Meta-Softmax (the fit
+#: tool's default and documented choice: the logit adjustment that makes the
+#: plain logits estimate the balanced posterior, where inverse-frequency
+#: weights would scale the rarest domain's few draws ~100x on v2), the fit
+#: tool's other defaults; then tested with the dataset unknown.
+METHOD_REFITS: Dict[str, dict] = {
+    'gem_refit_unknown': dict(loss_balance='balanced_softmax'),
 }
 
 #: per data version: default root, domains, titles, sizes, label-conflict pair
@@ -155,6 +175,41 @@ def method_overrides(method: str) -> dict:
     if method not in METHODS:
         raise ValueError(f'unknown method {method!r}, expected one of {list(METHODS)}')
     return dict(METHODS[method][3]) if len(METHODS[method]) > 3 else {}
+
+
+def refit_spec(spec: dict) -> dict:
+    """The full refit spec: ``spec`` over the fit tool's defaults.
+
+    Args:
+        spec (dict): Keyword arguments of
+            :func:`~tools.analysis_tools.fit_domain_classifier.refit_domain_classifier`
+            among :data:`~tools.analysis_tools.fit_domain_classifier.FIT_DEFAULTS`
+            (``loss_balance``, ``iters``, ``fit_batch``, ``lr``,
+            ``batch_size``, ``max_images``, ``seed``).
+
+    Returns:
+        dict: Every key of ``FIT_DEFAULTS``, ``spec``'s values where given
+        (what a cell's fingerprint records: a changed default makes new
+        cells).
+
+    Raises:
+        ValueError: An unknown key, or an unknown ``loss_balance`` (named).
+    """
+    unknown = sorted(set(spec) - set(fit_domain_classifier.FIT_DEFAULTS))
+    if unknown:
+        raise ValueError(f'refit spec: unknown option(s) {unknown}, expected some of '
+                         f'{sorted(fit_domain_classifier.FIT_DEFAULTS)}')
+    full = dict(fit_domain_classifier.FIT_DEFAULTS, **spec)
+    check_choice('refit loss_balance', full['loss_balance'], LOSS_BALANCES)
+    return full
+
+
+def method_refit(method: str) -> Optional[dict]:
+    """dict: The full refit spec of ``method`` (:func:`refit_spec`), or None
+    for the methods tested on their trained checkpoint as it is."""
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r}, expected one of {list(METHODS)}')
+    return refit_spec(METHOD_REFITS[method]) if method in METHOD_REFITS else None
 
 
 def rarest(version: int, scale: str, k: int = 2) -> List[str]:
@@ -318,8 +373,11 @@ def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp:
             ``overrides`` / ``planner`` (see :func:`build_cfg`).
         evals (Sequence[dict]): Per cell: ``key``, ``config`` (the test
             config; its training part must equal the job's), optional
-            ``overrides`` (added to the job's) and ``meta`` (saved in the
-            cell).
+            ``overrides`` (added to the job's), ``meta`` (saved in the
+            cell) and ``refit`` (a :func:`refit_spec`: the domain classifier
+            of the trained checkpoint is refitted with it before this
+            cell's test, see :func:`refit_classifier`; it is part of the
+            cell's fingerprint, not of the training's).
         keep_checkpoint (bool): Keep the checkpoint after the evaluations
             (for later jobs that start from it).
         adapt_from (dict, optional): ``checkpoint`` (and ``plan``) of a model
@@ -334,7 +392,8 @@ def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp:
 
     Returns:
         dict: The job, with ``train_fingerprint`` and each cell's
-        ``fingerprint`` filled in.
+        ``fingerprint`` filled in (and each ``refit`` completed by
+        :func:`refit_spec`).
     """
     job = dict(name=name, results_dir=results_dir, work_dir=osp.join(work_dir, name),
                data_dir=data_dir, data_fingerprint=data_fp, train=dict(train),
@@ -355,7 +414,10 @@ def make_job(name: str, results_dir: str, work_dir: str, data_dir: str, data_fp:
         if train_fingerprint(ecfg) != train_fingerprint(tcfg):
             raise ValueError(f'job {name}: cell {e["key"]} ({e["config"]}) does not train as '
                              f'the job ({job["train"]["config"]}) does; give it its own job')
-        e['fingerprint'] = fingerprint(dict(train=tfp, test=config_fingerprint(ecfg)))
+        parts = dict(train=tfp, test=config_fingerprint(ecfg))
+        if e.get('refit'):  # (absent otherwise: the fingerprints of earlier cells stay valid)
+            e['refit'] = parts['refit'] = refit_spec(e['refit'])
+        e['fingerprint'] = fingerprint(parts)
     return job
 
 
@@ -416,7 +478,8 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
 
     Args:
         cells (Sequence[dict]): Per cell: ``key``, ``config``, ``iters``,
-            ``seed``, optional ``overrides``, ``planner`` and ``meta``.
+            ``seed``, optional ``overrides``, ``planner``, ``meta`` and
+            ``refit`` (test only, see :func:`make_job`).
         results_dir, work_dir, data_dir, data_fp, keep_checkpoint,
             start_from: See :func:`make_job` (``start_from`` for every job).
 
@@ -434,7 +497,8 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
         train = dict(config=first['config'], iters=first['iters'], seed=first['seed'],
                      overrides=first.get('overrides') or {}, planner=first.get('planner'))
         evals = [dict(key=c['key'], config=c['config'], meta=c.get('meta') or {},
-                      overrides=c.get('overrides') or {}) for c in members]
+                      overrides=c.get('overrides') or {},
+                      **({'refit': c['refit']} if c.get('refit') else {})) for c in members]
         jobs.append(make_job(first['key'], results_dir, work_dir, data_dir, data_fp, train,
                              evals, keep_checkpoint=keep_checkpoint, start_from=start_from))
     return jobs
@@ -495,7 +559,8 @@ def cost_line(cells: Sequence[dict]) -> str:
     own = [c for c in cells if not c.get('reused_from')]
     copied = [c for c in cells if c.get('reused_from')]
     trained = {c['train_fingerprint']: c['train_s'] for c in own}
-    total = sum(trained.values()) + sum(c['test_s'] for c in own)
+    total = sum(trained.values()) + sum(c['test_s'] + (c.get('refit') or {}).get('total_s', 0)
+                                        for c in own)
     text = (f'{len(cells)} cell(s), {len(trained)} training run(s); cell time '
             f'{total / 60:.0f} min in all (training {sum(trained.values()) / 60:.0f} min')
     if own:
@@ -610,6 +675,48 @@ def _plan_of(work_dir: str) -> Optional[dict]:
                 hash=plan.hash, lp_bound=plan.lp_bound, rounded_cost=plan.rounded_cost)
 
 
+#: the refitted checkpoint of a cell with a ``refit`` spec, in its test work dir
+REFIT_CHECKPOINT = 'domain_classifier_refit.pth'
+
+
+def refit_classifier(cfg, checkpoint: str, spec: dict) -> dict:
+    """Refit the domain classifier of ``checkpoint`` for one cell's test.
+
+    Calls :func:`~tools.analysis_tools.fit_domain_classifier.refit_domain_classifier`
+    with ``spec`` on the cell's config (its training and test datasets, the
+    test pipeline; the fit uses the training images only) and writes the
+    new checkpoint, atomically, to ``<cfg.work_dir>/`` :data:`REFIT_CHECKPOINT`.
+
+    Args:
+        cfg (mmengine.Config): The cell's test config (``work_dir`` set).
+        checkpoint (str): The job's trained checkpoint (not modified).
+        spec (dict): A :func:`refit_spec`.
+
+    Returns:
+        dict: The cell's ``refit`` record: ``spec``, ``names``,
+        ``fit_images`` (training images per domain the fit used), ``recall``
+        and ``balanced_accuracy`` of the refitted classifier on those
+        images, ``checkpoint_recall`` and ``checkpoint_balanced_accuracy``
+        (the trained classifier's, on the same images), ``extract_s``,
+        ``fit_s``, ``total_s`` (wall seconds) and ``cpu_s`` (process CPU
+        seconds), and ``checkpoint``: the path written (popped by
+        :func:`run_job` before the cell is saved).
+    """
+    out = osp.join(cfg.work_dir, REFIT_CHECKPOINT)
+    start, cpu = time.perf_counter(), time.process_time()
+    result = fit_domain_classifier.refit_domain_classifier(
+        copy.deepcopy(cfg), checkpoint, out, test_split=False, **refit_spec(spec))
+    train_recall, balanced = result['recall']['train'], result['balanced_accuracy']['train']
+    return dict(spec=refit_spec(spec), names=result['names'],
+                fit_images=result['images']['train'], recall=train_recall['refit'],
+                balanced_accuracy=balanced['refit'],
+                checkpoint_recall=train_recall.get('checkpoint'),
+                checkpoint_balanced_accuracy=balanced.get('checkpoint'),
+                extract_s=result['extract_s'], fit_s=result['fit_s'],
+                total_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu,
+                checkpoint=out)
+
+
 def run_job(job: dict, threads: int) -> List[str]:
     """Train (unless done) and evaluate the job's unsaved cells.
 
@@ -663,8 +770,9 @@ def run_job(job: dict, threads: int) -> List[str]:
     saved = []
     for e in todo:
         cfg = _job_cfg(job, e['config'], e.get('overrides') or {})
-        cfg.load_from = ckpt
         cfg.work_dir = osp.join(work_dir, f'test_{e["key"]}')
+        refit = refit_classifier(cfg, ckpt, e['refit']) if e.get('refit') else None
+        cfg.load_from = refit.pop('checkpoint') if refit else ckpt
         cfg.experiment_name = f'{e["key"]}_test_{time.strftime("%Y%m%d_%H%M%S")}'
         start, cpu = time.perf_counter(), time.process_time()
         runner = build_runner(cfg)
@@ -695,10 +803,16 @@ def run_job(job: dict, threads: int) -> List[str]:
                           else None),
             plan=done['plan'], meta=e.get('meta') or {}, machine=machine_info(threads),
             finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+        if refit:
+            cell['refit'] = refit
         store.save(e['key'], cell)
+        if refit and not job.get('keep_checkpoint'):
+            os.remove(cfg.load_from)
         saved.append(e['key'])
         print(f'saved cell {e["key"]}: mean AP {100 * cell["metrics"].get("uodb/bbox_mAP", 0):.1f}'
-              f' (train {done["train_s"] / 60:.1f} min, test {test_s:.0f} s)', flush=True)
+              f' (train {done["train_s"] / 60:.1f} min, test {test_s:.0f} s'
+              + (f', classifier refit {refit["total_s"]:.0f} s' if refit else '') + ')',
+              flush=True)
         del runner
         gc.collect()
     if not job.get('keep_checkpoint') and not pending(job):

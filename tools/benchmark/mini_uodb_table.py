@@ -7,8 +7,10 @@ evaluates each domain's test split. Each (method, seed) cell is saved as
 JSON under the results folder as soon as it finishes; rerunning the same
 command skips the saved cells, so a long run survives interruption.
 Every method's dataset-known and dataset-unknown rows (and GEM's 2 x 2
-table of {true, predicted} routing x {dataset, name-mapped} labels) share
-one training run per seed (they differ only in testing).
+table of {true, predicted} routing x {dataset, name-mapped} labels, its
+soft-routing row and its row with the domain classifier refitted after
+training, ``gem_refit_unknown``) share one training run per seed (they differ
+only in testing).
 
 The report (markdown, printed and written beside the cells) holds:
 
@@ -60,6 +62,9 @@ from tools.benchmark.seed_statistics import (  # noqa: E402
 DEFAULT_ITERS = {1: 600, 2: 1000}
 BASELINES = ('dino', 'moe', 'damex', 'soft_moe', 'sinkhorn', 'moe_pp', 'remoe', 'mumoe')
 GEM_ROWS = ('gem', 'gem_unknown')
+#: GEM's dataset-unknown rows (one training): the plain one, soft routing and
+#: the refitted classifier; rendered next to each other (:func:`row_order`)
+GEM_UNKNOWN_ROWS = ('gem_unknown', 'gem_soft_unknown', 'gem_refit_unknown')
 #: GEM's 2 x 2 table: (routing, labels) -> method
 GEM_2X2 = {('true', 'dataset'): 'gem', ('true', 'name-mapped'): 'gem_true_routing_names',
            ('predicted', 'dataset'): 'gem_predicted_labels',
@@ -71,7 +76,8 @@ def comparisons(methods: Sequence[str]) -> List[tuple]:
 
     GEM dataset-known minus every dataset-known baseline, GEM dataset-unknown
     minus every dataset-unknown baseline, and GEM dataset-unknown minus GEM
-    dataset-known and minus dense DINO dataset-known (issue 25's targets).
+    dataset-known and minus dense DINO dataset-known (issue 25's targets),
+    and GEM with its classifier refitted minus GEM dataset-unknown as trained.
 
     Args:
         methods (Sequence[str]): The methods with saved cells.
@@ -82,7 +88,28 @@ def comparisons(methods: Sequence[str]) -> List[tuple]:
     pairs = [('gem', b) for b in BASELINES]
     pairs += [('gem_unknown', f'{b}_unknown') for b in BASELINES]
     pairs += [('gem_unknown', 'gem'), ('gem_unknown', 'dino')]
+    pairs += [('gem_refit_unknown', 'gem_unknown')]
     return [(a, b) for a, b in pairs if a in methods and b in methods]
+
+
+def row_order(methods: Sequence[str]) -> List[str]:
+    """The methods in report order: as given, GEM's dataset-unknown rows
+    (:data:`GEM_UNKNOWN_ROWS`) moved together where the first of them is.
+
+    Args:
+        methods (Sequence[str]): Method keys.
+
+    Returns:
+        list[str]: The same keys, reordered.
+    """
+    unknown = [m for m in GEM_UNKNOWN_ROWS if m in methods]
+    out: List[str] = []
+    for m in methods:
+        if m not in GEM_UNKNOWN_ROWS:
+            out.append(m)
+        elif not any(u in out for u in unknown):
+            out += unknown
+    return out
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -107,7 +134,7 @@ def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
     for seed in args.seeds:
         cells = [dict(key=cell_key(m, seed), config=runs.method_config(m, args.data_version),
                       iters=args.iters, seed=seed, meta=dict(method=m),
-                      overrides=runs.method_overrides(m))
+                      overrides=runs.method_overrides(m), refit=runs.method_refit(m))
                  for m in args.methods]
         jobs += runs.group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
                                 args.keep_checkpoints)
@@ -279,7 +306,45 @@ def _domain_accuracy(cells) -> List[str]:
     return ['**Domain classifier** (test split, percent; balanced: the mean of the per-domain '
             'accuracies)', '',
             '| Row | seeds | accuracy | balanced | ' + ' | '.join(names) + ' |',
-            '|---' * (len(names) + 4) + '|'] + lines + ['']
+            '|---' * (len(names) + 4) + '|'] + lines + [''] + refit_lines(cells)
+
+
+def refit_lines(cells: Dict[str, Dict[int, dict]]) -> List[str]:
+    """What the refit of the rows with a refitted classifier did, one line each.
+
+    Args:
+        cells (dict): method -> seed -> saved cell; cells with a ``refit``
+            record (:func:`~tools.benchmark.mini_uodb_runs.refit_classifier`)
+            count.
+
+    Returns:
+        list[str]: Markdown lines (none without refit cells): the loss, steps
+        and images of the fit, the balanced accuracy on those images of the
+        trained and the refitted classifier and the refit's time, means over
+        seeds.
+    """
+    lines = []
+    for m, by_seed in cells.items():
+        got = [c['refit'] for c in by_seed.values() if c.get('refit')]
+        if not got:
+            continue
+        spec = got[0]['spec']
+        before = [r['checkpoint_balanced_accuracy'] for r in got
+                  if r.get('checkpoint_balanced_accuracy') is not None]
+        lines.append(
+            f'- {runs.METHODS[m][0]}: classifier refitted on frozen features of '
+            f'{sum(got[0]["fit_images"])} training images (`{spec["loss_balance"]}`, '
+            f'{spec["iters"]} steps, seed {spec["seed"]}); balanced accuracy on those images '
+            + (f'{100 * np.mean(before):.1f} trained -> ' if before else '')
+            + f'{100 * np.mean([r["balanced_accuracy"] for r in got]):.1f} refitted; '
+            f'{np.mean([r["total_s"] for r in got]):.0f} s per refit '
+            f'({np.mean([r["extract_s"] for r in got]):.0f} s feature extraction), '
+            f'{len(got)} seed(s)')
+    if not lines:
+        return []
+    return ['**Domain classifier refit** (the rows tested on a checkpoint whose classifier '
+            'alone was refitted after training; `tools/analysis_tools/'
+            'fit_domain_classifier.py`)', ''] + lines + ['']
 
 
 def zero_domains(cells) -> List[str]:
@@ -347,9 +412,15 @@ def caption(cells: Dict[str, Dict[int, dict]], args: argparse.Namespace, command
         + '. ' + runs.cost_line(cell_list))
 
 
+def _refit_time(by_seed: Dict[int, dict]) -> str:
+    """str: ``'N s classifier refit + '`` for refit cells, else ``''``."""
+    times = [c['refit']['total_s'] for c in by_seed.values() if c.get('refit')]
+    return f'{np.mean(times):.0f} s classifier refit + ' if times else ''
+
+
 def render(args: argparse.Namespace) -> str:
     """The markdown report of the saved cells."""
-    cells = load_cells(CellStore(args.results_dir), args.methods, args.seeds)
+    cells = load_cells(CellStore(args.results_dir), row_order(args.methods), args.seeds)
     if not cells:
         return f'no saved cells in {args.results_dir}'
     first = next(iter(next(iter(cells.values())).values()))
@@ -376,7 +447,8 @@ def render(args: argparse.Namespace) -> str:
     lines += ['**Time per cell** (mean over seeds): ' + ', '.join(
         f'{runs.METHODS[m][0]} {np.mean([c["train_s"] for c in b.values()]) / 60:.1f} min '
         f'training ({np.mean([c["iter_s"] for c in b.values()]):.2f} s/iter) + '
-        f'{np.mean([c["test_s"] for c in b.values()]):.0f} s test' for m, b in cells.items()), '']
+        + _refit_time(b) + f'{np.mean([c["test_s"] for c in b.values()]):.0f} s test'
+        for m, b in cells.items()), '']
     for m, by_seed in cells.items():
         lines += _utilisation(m, by_seed)
     for m in GEM_ROWS:
