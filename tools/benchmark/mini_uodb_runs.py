@@ -440,6 +440,41 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
     return jobs
 
 
+def cell_key(name: str, seed: int) -> str:
+    """str: The key of the (method or variant ``name``, seed) cell."""
+    return f'{name}_s{seed}'
+
+
+def method_seed_jobs(args: argparse.Namespace, data_fp: str,
+                     method_cell: Callable[[str], dict]) -> List[dict]:
+    """The jobs of every (method, seed) cell, grouped seed by seed.
+
+    Each seed's cells go through :func:`group_jobs` together, so the cells
+    of a seed that train alike (a method's protocols) share one training run.
+
+    Args:
+        args (argparse.Namespace): ``methods``, ``seeds``, ``iters``,
+            ``results_dir``, ``work_dir``, ``data_dir`` and
+            ``keep_checkpoints``.
+        data_fp (str): :func:`ensure_data`'s fingerprint.
+        method_cell (Callable): method -> its cell's ``config``, ``meta``
+            and ``overrides`` (the same for every seed; asked once per
+            method).
+
+    Returns:
+        list[dict]: The jobs, seed by seed, each in the order of its first
+        cell (``key`` :func:`cell_key`).
+    """
+    specs = {m: method_cell(m) for m in args.methods}
+    jobs = []
+    for seed in args.seeds:
+        cells = [dict(copy.deepcopy(specs[m]), key=cell_key(m, seed), iters=args.iters,
+                      seed=seed) for m in args.methods]
+        jobs += group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
+                           args.keep_checkpoints)
+    return jobs
+
+
 def reuse_saved_cells(jobs: Sequence[dict], sources: Sequence[str], log=print) -> int:
     """Copy cells that other benchmarks saved with the same fingerprint.
 

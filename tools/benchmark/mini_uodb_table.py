@@ -96,22 +96,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def cell_key(method: str, seed: int) -> str:
-    """str: The key of the (method, seed) cell."""
-    return f'{method}_s{seed}'
+cell_key = runs.cell_key
 
 
 def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
-    """The jobs of every (method, seed) cell, GEM's protocols sharing one."""
-    jobs = []
-    for seed in args.seeds:
-        cells = [dict(key=cell_key(m, seed), config=runs.method_config(m, args.data_version),
-                      iters=args.iters, seed=seed, meta=dict(method=m),
-                      overrides=runs.method_overrides(m))
-                 for m in args.methods]
-        jobs += runs.group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
-                                args.keep_checkpoints)
-    return jobs
+    """The jobs of every (method, seed) cell, GEM's protocols sharing one.
+
+    Args:
+        args (argparse.Namespace): From :func:`parse_args`.
+        data_fp (str): The data's fingerprint.
+
+    Returns:
+        list[dict]: The jobs (:func:`mini_uodb_runs.method_seed_jobs`).
+    """
+    return runs.method_seed_jobs(args, data_fp, lambda m: dict(
+        config=runs.method_config(m, args.data_version), meta=dict(method=m),
+        overrides=runs.method_overrides(m)))
 
 
 def load_cells(store: CellStore, methods: Sequence[str],
