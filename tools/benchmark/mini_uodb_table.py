@@ -302,9 +302,28 @@ def zero_domains(cells) -> List[str]:
             ''] + lines + ['']
 
 
+def expert_utilisation(cell: dict) -> Optional[np.ndarray]:
+    """The ``(K, M)`` decoder tokens of every dataset on every expert.
+
+    Args:
+        cell (dict): A saved cell.
+
+    Returns:
+        ndarray | None: float64, all MoE layers together: the sum over the
+        layers of the cell's ``layer_counts``, or, for a cell saved before
+        they were recorded, its ``utilisation`` (the same sum, from the
+        routers' per-image counts); None for a cell with neither (dense
+        DINO).
+    """
+    if cell.get('layer_counts'):
+        return np.asarray(cell['layer_counts'], np.float64).sum(axis=0)
+    if cell.get('utilisation'):
+        return np.asarray(cell['utilisation'], np.float64)
+    return None
+
+
 def _utilisation(m: str, by_seed: Dict[int, dict]) -> List[str]:
-    mats = [np.asarray(c['utilisation'], np.float64) for c in by_seed.values()
-            if c.get('utilisation')]
+    mats = [u for u in map(expert_utilisation, by_seed.values()) if u is not None]
     if not mats:
         return []
     tokens = np.sum(mats, axis=0)
