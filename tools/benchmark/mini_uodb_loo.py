@@ -133,18 +133,18 @@ def loo_overrides(config: str, holdout: str) -> dict:
     return out
 
 
-cell_key = runs.cell_key
-
-
 def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
-    """The jobs of every (method, seed) cell.
+    """The jobs of every (method, seed) cell, ``--holdout`` held out.
 
     Args:
-        args (argparse.Namespace): From :func:`parse_args`.
+        args (argparse.Namespace): :func:`parse_args`' options (methods,
+            seeds, held-out domain, budget, folders).
         data_fp (str): The data's fingerprint.
 
     Returns:
-        list[dict]: The jobs (:func:`mini_uodb_runs.method_seed_jobs`).
+        list[dict]: One job per (method, seed), each with its one cell
+        (``<method>_s<seed>``): the methods' ``_loo-watercolor`` configs
+        with :func:`loo_overrides` applied.
     """
     def method_cell(method: str) -> dict:
         config = method_config(method)
@@ -177,7 +177,7 @@ def load_reference(folder: str, methods: Sequence[str],
     for m in methods:
         for row, protocol in ((f'{m}_unknown', 'dataset unknown'), (m, 'dataset known')):
             cells = {s: c for s in seeds
-                     if (c := store.load(table.cell_key(row, s))) is not None}
+                     if (c := store.load(runs.cell_key(row, s))) is not None}
             if cells:
                 out[m] = (protocol, cells)
                 break
@@ -212,7 +212,7 @@ def render(args: argparse.Namespace) -> str:
     store = CellStore(args.results_dir)
     cells = {}
     for m in args.methods:
-        by_seed = {s: c for s in args.seeds if (c := store.load(cell_key(m, s))) is not None}
+        by_seed = {s: c for s in args.seeds if (c := store.load(runs.cell_key(m, s))) is not None}
         if by_seed:
             cells[m] = by_seed
     if not cells:

@@ -103,11 +103,14 @@ def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
     """The jobs of every (method, seed) cell, GEM's protocols sharing one.
 
     Args:
-        args (argparse.Namespace): From :func:`parse_args`.
+        args (argparse.Namespace): :func:`parse_args`' options (methods,
+            seeds, data version, budget, folders).
         data_fp (str): The data's fingerprint.
 
     Returns:
-        list[dict]: The jobs (:func:`mini_uodb_runs.method_seed_jobs`).
+        list[dict]: Per seed, one job per training run: the rows of a
+        method that differ only in testing (its dataset-known and
+        dataset-unknown rows, GEM's 2 x 2 table) are cells of one job.
     """
     return runs.method_seed_jobs(args, data_fp, lambda m: dict(
         config=runs.method_config(m, args.data_version), meta=dict(method=m),
