@@ -122,7 +122,9 @@ def test_table_saves_resumes_and_renders(table, runs, table_run, monkeypatch):
         assert {f'uodb/{n}_bbox_mAP' for n in cell['names']} <= set(cell['metrics'])
         assert cell['fingerprint'] and cell['train_s'] > 0 and cell['lengths'][0] == 48
     assert cells['gem_s0']['plan']['dataset_names'] == cells['gem_s0']['names']
-    assert np.asarray(cells['gem_s0']['utilisation']).shape == (6, 4)
+    gem = cells['gem_s0']  # the utilisation is the layer counts summed, not stored
+    assert 'utilisation' not in gem and np.asarray(gem['layer_counts']).shape[1:] == (6, 4)
+    assert table.expert_utilisation(gem).shape == (6, 4)
     assert not [f for f in os.listdir(tmp_path / 'cells') if f.startswith('.')]
     report = (tmp_path / 'table.md').read_text()
     assert '| DINO (mixed) | 1 |' in report and '| GEM (dataset known) | 1 |' in report

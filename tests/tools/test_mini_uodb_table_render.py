@@ -2,11 +2,17 @@
 """The v2 table's new sections, rendered from hand-made cells: the
 specialisation measure (NMI per layer, against the entropy identity
 I = H(D) + H(E) - H(D, E) computed with scipy), GEM's 2 x 2 table, the
-dataset-unknown comparisons and the zero-AP domain check."""
+dataset-unknown comparisons, the zero-AP domain check and the expert
+utilisation (the per-layer counts summed, or an old cell's own)."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+import torch
 from scipy.stats import entropy
 
+from mmgem.models.layers import BatchRouting, MoEFFN
+from mmgem.registry import ROUTERS
 from tools.benchmark import mini_uodb_runs as runs
 from tools.benchmark import mini_uodb_table as table
 from tools.benchmark.cell_store import CellStore
@@ -118,3 +124,50 @@ def test_refit_row_sits_with_gem_dataset_unknown_rows(tmp_path):
                                'unknown) | +1.0') for line in lines)
     assert 'GEM (dataset unknown, classifier refit) 1.0 min training (1.00 s/iter) + 55 s ' \
            'classifier refit + 6 s test' in '\n'.join(lines)
+
+
+def _section(report, title):
+    """The lines of the report's paragraph that starts with ``title``."""
+    lines = report.splitlines() + ['']
+    start = next(i for i, line in enumerate(lines) if line.startswith(title))
+    return lines[start:lines.index('', start + 2)]
+
+
+def test_utilisation_from_layer_counts_or_an_old_cells_own(tmp_path):
+    layers = np.random.default_rng(1).integers(0, 50, size=(3, len(NAMES), 4))
+    aps = [0.1] * len(NAMES)
+    title = '**Expert utilisation, Soft MoE**'
+    new = _section(_render(tmp_path / 'new', {
+        'soft_moe_s0': _cell(aps, layer_counts=layers.tolist())}), title)
+    old = _section(_render(tmp_path / 'old', {
+        'soft_moe_s0': _cell(aps, utilisation=layers.sum(0).tolist())}), title)
+    assert new == old and len(new) == 4 + len(NAMES)
+    tokens = layers.sum(0)
+    share = tokens / tokens.sum(1, keepdims=True)
+    assert new[4] == f'| {NAMES[0]} | ' + ' | '.join(f'{v:.2f}' for v in share[0]) + ' |'
+
+
+def test_utilisation_hook_layers_add_up_to_the_routers_per_image_counts():
+    # every router's MoE layer, on the same batch of three images of two datasets
+    ids, layers = [0, 1, 0], []
+    for i, router in enumerate(sorted(ROUTERS.module_dict)):
+        torch.manual_seed(i)
+        layer = MoEFFN(16, 32, num_experts=4, router=dict(type=router), num_datasets=2).eval()
+        with torch.no_grad():
+            layer(torch.randn(3, 5, 16), routing=BatchRouting(
+                image_experts=torch.tensor([2, 0, 2]), dataset_ids=torch.tensor(ids)))
+        layers.append(layer)
+    runner = SimpleNamespace(model=SimpleNamespace(moe_ffns=lambda: layers))
+    batch = dict(data_samples=[SimpleNamespace(metainfo=dict(dataset_id=d)) for d in ids])
+    hook = runs.ExpertUtilisation(2, 4)
+    for it in range(2):
+        hook.after_test_iter(runner, it, batch)
+    # what the cells stored as `utilisation`: every layer's image_experts, per dataset
+    want = np.zeros((2, 4), np.int64)
+    for layer in layers:
+        for d, row in zip(ids, layer.routing_stats['image_experts'].numpy()):
+            want[d] += 2 * row
+    assert hook.layers.shape == (len(layers), 2, 4) and want.sum() > 0
+    np.testing.assert_array_equal(hook.layers.sum(0), want)
+    np.testing.assert_array_equal(
+        table.expert_utilisation(dict(layer_counts=hook.layers.tolist())), want)

@@ -75,9 +75,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def cell_key(variant: str, seed: int) -> str:
-    """str: The key of one (variant, seed) cell."""
-    return f'{variant}_s{seed}'
+cell_key = runs.cell_key
 
 
 def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:

@@ -20,8 +20,8 @@ the held-out domain's box AP and AP50 per method (mean over seeds with the
 95 % t-interval), where the domain classifier sends its images, GEM minus
 each baseline on the same seed, and, for reference, the same methods' AP
 on that domain when trained *with* it, read from the saved cells of
-``--reference`` (default ``results/mini_uodb_table_v2_1000it``) when
-present. Examples::
+``--reference`` (default the current v2 table's,
+``results/mini_uodb_table_v2_1000it_r2``) when present. Examples::
 
     # watercolor held out, 1000 iterations, 3 seeds (resumable)
     python tools/benchmark/mini_uodb_loo.py --holdout watercolor --seeds 0 1 2
@@ -57,9 +57,11 @@ METHODS: Dict[str, tuple] = {
 }
 BASELINES = ('dino', 'damex')
 DEFAULT_HOLDOUT = 'watercolor'
-#: the table whose cells give the reference (trained with the domain)
+#: the table whose cells give the reference (trained with the domain): the
+#: current v2 table's (its first run, ``mini_uodb_table_v2_1000it``, is of
+#: older code)
 DEFAULT_REFERENCE = osp.join(runs.REPO, 'tools', 'benchmark', 'results',
-                             'mini_uodb_table_v2_1000it')
+                             'mini_uodb_table_v2_1000it_r2')
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -70,7 +72,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--methods', nargs='+', default=list(METHODS), choices=list(METHODS))
     parser.add_argument('--reference', default=DEFAULT_REFERENCE,
                         help='mini_uodb_table.py results folder of the reference (the same '
-                        'methods trained with the held-out domain); missing: no reference')
+                        'methods trained with the held-out domain; default: the current v2 '
+                        'table, results/mini_uodb_table_v2_1000it_r2); missing: no reference')
     args = parser.parse_args(argv)
     if args.data_version != 2:
         parser.error('the leave-one-domain-out scenario is defined on mini-UODB v2 '
@@ -130,24 +133,25 @@ def loo_overrides(config: str, holdout: str) -> dict:
     return out
 
 
-def cell_key(method: str, seed: int) -> str:
-    """str: The key of the (method, seed) cell."""
-    return f'{method}_s{seed}'
-
-
 def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
-    """The jobs of every (method, seed) cell."""
-    jobs = []
-    for seed in args.seeds:
-        cells = []
-        for m in args.methods:
-            config = method_config(m)
-            cells.append(dict(key=cell_key(m, seed), config=config, iters=args.iters,
-                              seed=seed, meta=dict(method=m, holdout=args.holdout),
-                              overrides=loo_overrides(config, args.holdout)))
-        jobs += runs.group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
-                                args.keep_checkpoints)
-    return jobs
+    """The jobs of every (method, seed) cell, ``--holdout`` held out.
+
+    Args:
+        args (argparse.Namespace): :func:`parse_args`' options (methods,
+            seeds, held-out domain, budget, folders).
+        data_fp (str): The data's fingerprint.
+
+    Returns:
+        list[dict]: One job per (method, seed), each with its one cell
+        (``<method>_s<seed>``): the methods' ``_loo-watercolor`` configs
+        with :func:`loo_overrides` applied.
+    """
+    def method_cell(method: str) -> dict:
+        config = method_config(method)
+        return dict(config=config, meta=dict(method=method, holdout=args.holdout),
+                    overrides=loo_overrides(config, args.holdout))
+
+    return runs.method_seed_jobs(args, data_fp, method_cell)
 
 
 def load_reference(folder: str, methods: Sequence[str],
@@ -173,7 +177,7 @@ def load_reference(folder: str, methods: Sequence[str],
     for m in methods:
         for row, protocol in ((f'{m}_unknown', 'dataset unknown'), (m, 'dataset known')):
             cells = {s: c for s in seeds
-                     if (c := store.load(table.cell_key(row, s))) is not None}
+                     if (c := store.load(runs.cell_key(row, s))) is not None}
             if cells:
                 out[m] = (protocol, cells)
                 break
@@ -208,7 +212,7 @@ def render(args: argparse.Namespace) -> str:
     store = CellStore(args.results_dir)
     cells = {}
     for m in args.methods:
-        by_seed = {s: c for s in args.seeds if (c := store.load(cell_key(m, s))) is not None}
+        by_seed = {s: c for s in args.seeds if (c := store.load(runs.cell_key(m, s))) is not None}
         if by_seed:
             cells[m] = by_seed
     if not cells:

@@ -504,6 +504,41 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
     return jobs
 
 
+def cell_key(name: str, seed: int) -> str:
+    """str: The key of the (method or variant ``name``, seed) cell."""
+    return f'{name}_s{seed}'
+
+
+def method_seed_jobs(args: argparse.Namespace, data_fp: str,
+                     method_cell: Callable[[str], dict]) -> List[dict]:
+    """The jobs of every (method, seed) cell, grouped seed by seed.
+
+    Each seed's cells go through :func:`group_jobs` together, so the cells
+    of a seed that train alike (a method's protocols) share one training run.
+
+    Args:
+        args (argparse.Namespace): ``methods``, ``seeds``, ``iters``,
+            ``results_dir``, ``work_dir``, ``data_dir`` and
+            ``keep_checkpoints``.
+        data_fp (str): :func:`ensure_data`'s fingerprint.
+        method_cell (Callable): method -> its cell's ``config``, ``meta``,
+            ``overrides`` and optional ``refit`` (the same for every seed;
+            asked once per method).
+
+    Returns:
+        list[dict]: The jobs, seed by seed, each in the order of its first
+        cell (``key`` :func:`cell_key`).
+    """
+    specs = {m: method_cell(m) for m in args.methods}
+    jobs = []
+    for seed in args.seeds:
+        cells = [dict(copy.deepcopy(specs[m]), key=cell_key(m, seed), iters=args.iters,
+                      seed=seed) for m in args.methods]
+        jobs += group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
+                           args.keep_checkpoints)
+    return jobs
+
+
 def reuse_saved_cells(jobs: Sequence[dict], sources: Sequence[str], log=print) -> int:
     """Copy cells that other benchmarks saved with the same fingerprint.
 
@@ -606,13 +641,16 @@ def needs_run(job: dict) -> bool:
 
 
 class ExpertUtilisation(Hook):
-    """Sums, per dataset and expert, the decoder tokens of the test images.
+    """Counts, per MoE layer, dataset and expert, the test images' decoder tokens.
 
-    ``tokens`` (``(K, M)``) adds every layer's ``image_experts`` (the
-    routers that record them); ``layers`` (``(L, K, M)``) counts, per MoE
-    layer, each token's expert from ``token_experts`` (every router records
-    them), from which the report computes the specialisation measure
-    (NMI of dataset and expert, per layer).
+    ``layers`` (``(L, K, M)``) counts each token's expert from the layer's
+    ``token_experts`` (every router records them; -1, a dropped token, is
+    not counted). The reports compute from it the specialisation measure
+    (NMI of dataset and expert, per layer) and the expert utilisation, its
+    sum over the layers: what the routers' per-image ``image_experts``
+    counts add up to (each image's row is the count of its kept tokens'
+    experts), which cells saved before ``layer_counts`` hold as
+    ``utilisation``.
 
     Args:
         num_datasets (int): K, the test set's datasets (the rows are the test
@@ -624,9 +662,7 @@ class ExpertUtilisation(Hook):
 
     def __init__(self, num_datasets: int, num_experts: int) -> None:
         self.num_datasets, self.num_experts = num_datasets, num_experts
-        self.tokens = np.zeros((num_datasets, num_experts), dtype=np.int64)
         self.layers: Optional[np.ndarray] = None
-        self.available = True
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
@@ -642,12 +678,6 @@ class ExpertUtilisation(Hook):
                 self.layers[i] += dataset_expert_counts(
                     experts, torch.as_tensor(ids), self.num_datasets,
                     self.num_experts).numpy()
-            per_image = stats.get('image_experts')
-            if per_image is None:  # this router does not record it
-                self.available = False
-                continue
-            for d, row in zip(ids, per_image.cpu().numpy()):
-                self.tokens[d] += row
 
 
 class IterCPUTimer(Hook):
@@ -798,7 +828,6 @@ def run_job(job: dict, threads: int) -> List[str]:
             train_s=done['train_s'], train_cpu_s=done['train_cpu_s'], iter_s=done['iter_s'],
             iter_median_s=done['iter_median_s'], iter_cpu_median_s=done['iter_cpu_median_s'],
             test_s=test_s, test_cpu_s=test_cpu_s,
-            utilisation=(util.tokens.tolist() if util is not None and util.available else None),
             layer_counts=(util.layers.tolist() if util is not None and util.layers is not None
                           else None),
             plan=done['plan'], meta=e.get('meta') or {}, machine=machine_info(threads),

@@ -123,22 +123,25 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def cell_key(method: str, seed: int) -> str:
-    """str: The key of the (method, seed) cell."""
-    return f'{method}_s{seed}'
+cell_key = runs.cell_key
 
 
 def make_jobs(args: argparse.Namespace, data_fp: str) -> List[dict]:
-    """The jobs of every (method, seed) cell, GEM's protocols sharing one."""
-    jobs = []
-    for seed in args.seeds:
-        cells = [dict(key=cell_key(m, seed), config=runs.method_config(m, args.data_version),
-                      iters=args.iters, seed=seed, meta=dict(method=m),
-                      overrides=runs.method_overrides(m), refit=runs.method_refit(m))
-                 for m in args.methods]
-        jobs += runs.group_jobs(cells, args.results_dir, args.work_dir, args.data_dir, data_fp,
-                                args.keep_checkpoints)
-    return jobs
+    """The jobs of every (method, seed) cell, GEM's protocols sharing one.
+
+    Args:
+        args (argparse.Namespace): :func:`parse_args`' options (methods,
+            seeds, data version, budget, folders).
+        data_fp (str): The data's fingerprint.
+
+    Returns:
+        list[dict]: Per seed, one job per training run: the rows of a
+        method that differ only in testing (its dataset-known and
+        dataset-unknown rows, GEM's 2 x 2 table) are cells of one job.
+    """
+    return runs.method_seed_jobs(args, data_fp, lambda m: dict(
+        config=runs.method_config(m, args.data_version), meta=dict(method=m),
+        overrides=runs.method_overrides(m), refit=runs.method_refit(m)))
 
 
 def load_cells(store: CellStore, methods: Sequence[str],
@@ -367,9 +370,28 @@ def zero_domains(cells) -> List[str]:
             ''] + lines + ['']
 
 
+def expert_utilisation(cell: dict) -> Optional[np.ndarray]:
+    """The ``(K, M)`` decoder tokens of every dataset on every expert.
+
+    Args:
+        cell (dict): A saved cell.
+
+    Returns:
+        ndarray | None: float64, all MoE layers together: the sum over the
+        layers of the cell's ``layer_counts``, or, for a cell saved before
+        they were recorded, its ``utilisation`` (the same sum, from the
+        routers' per-image counts); None for a cell with neither (dense
+        DINO).
+    """
+    if cell.get('layer_counts'):
+        return np.asarray(cell['layer_counts'], np.float64).sum(axis=0)
+    if cell.get('utilisation'):
+        return np.asarray(cell['utilisation'], np.float64)
+    return None
+
+
 def _utilisation(m: str, by_seed: Dict[int, dict]) -> List[str]:
-    mats = [np.asarray(c['utilisation'], np.float64) for c in by_seed.values()
-            if c.get('utilisation')]
+    mats = [u for u in map(expert_utilisation, by_seed.values()) if u is not None]
     if not mats:
         return []
     tokens = np.sum(mats, axis=0)
