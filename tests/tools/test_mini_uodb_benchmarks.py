@@ -182,6 +182,27 @@ def test_gem_protocols_share_one_training(runs, tmp_path, mini_uodb_root):
         assert cfgs[1].model.test_dataset_known is False
 
 
+def test_a_rows_test_overrides_stay_in_its_cell(runs, tmp_path, mini_uodb_root):
+    # a row with test-only overrides listed before its dataset-known row: the
+    # known cell must be the cell it is when listed first (no leak of the
+    # first cell's overrides into the job's), and both still share one training
+    def cell(method):
+        return dict(key=method, config=runs.method_config(method, 1), iters=1, seed=0,
+                    overrides=runs.method_overrides(method))
+
+    def fingerprints(*methods):
+        (job, ) = runs.group_jobs([cell(m) for m in methods], str(tmp_path / 'c'),
+                                  str(tmp_path / 'w'), str(mini_uodb_root), 'data')
+        return {e['key']: e['fingerprint'] for e in job['evals']}
+
+    assert runs.method_overrides('soft_moe_unknown')  # the case: test-only overrides
+    known_first = fingerprints('soft_moe', 'soft_moe_unknown')
+    unknown_first = fingerprints('soft_moe_unknown', 'soft_moe')
+    assert unknown_first == known_first
+    assert fingerprints('soft_moe') == {'soft_moe': known_first['soft_moe']}
+    assert runs.training_overrides(dict(runs.UNKNOWN, **{'model.x': 1})) == {'model.x': 1}
+
+
 def _refit_jobs(runs, tmp_path, data_root, refit):
     """GEM's dataset-known cell and a dataset-unknown cell refitted by
     ``refit`` (v1, 1 iteration, checkpoint kept), grouped into jobs."""

@@ -468,6 +468,21 @@ def _job_cfg(job: dict, config: str, extra: dict):
                      overrides, t.get('planner'))
 
 
+def training_overrides(overrides: Optional[dict]) -> dict:
+    """The overrides of ``overrides`` that reach training.
+
+    Args:
+        overrides (dict, optional): Dotted config keys and their values.
+
+    Returns:
+        dict: ``overrides`` without the keys at or below
+        :data:`TEST_ONLY_KEYS` (a job takes its training overrides from its
+        first cell; its test-only ones belong to that cell alone).
+    """
+    return {k: v for k, v in (overrides or {}).items()
+            if not any(k == t or k.startswith(t + '.') for t in TEST_ONLY_KEYS)}
+
+
 def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir: str,
                data_fp: str, keep_checkpoint: bool = False,
                start_from: Optional[dict] = None) -> List[dict]:
@@ -495,7 +510,8 @@ def group_jobs(cells: Sequence[dict], results_dir: str, work_dir: str, data_dir:
     for members in groups.values():
         first = members[0]
         train = dict(config=first['config'], iters=first['iters'], seed=first['seed'],
-                     overrides=first.get('overrides') or {}, planner=first.get('planner'))
+                     overrides=training_overrides(first.get('overrides')),
+                     planner=first.get('planner'))
         evals = [dict(key=c['key'], config=c['config'], meta=c.get('meta') or {},
                       overrides=c.get('overrides') or {},
                       **({'refit': c['refit']} if c.get('refit') else {})) for c in members]
