@@ -111,6 +111,23 @@ def table_run(table, runs, mini_uodb_root, tmp_path_factory):
     return SimpleNamespace(tmp=tmp, args=args, calls=(calls.train, calls.test))
 
 
+
+def _assert_rerun_builds_nothing(main, args, cells_dir, keys, monkeypatch):
+    """Run ``main(args)`` again with every cell saved: no Runner is built and
+    the saved cells' bytes stay as they were; returns those bytes by key."""
+    saved = {k: (cells_dir / f'{k}.json').read_bytes() for k in keys}
+
+    def forbidden(*a, **k):
+        raise AssertionError('a saved cell was run again')
+
+    # (a context restores the classmethod itself, which GEMRunner's from_cfg
+    # calls through super(); a saved bound method would build a plain Runner)
+    with monkeypatch.context() as patch:
+        patch.setattr(Runner, 'from_cfg', forbidden)
+        assert main(args) == 0
+    assert {k: (cells_dir / f'{k}.json').read_bytes() for k in saved} == saved
+    return saved
+
 def test_table_saves_resumes_and_renders(table, runs, table_run, monkeypatch):
     tmp_path, args = table_run.tmp, table_run.args
     assert table_run.calls == (2, 2)
@@ -129,18 +146,9 @@ def test_table_saves_resumes_and_renders(table, runs, table_run, monkeypatch):
     report = (tmp_path / 'table.md').read_text()
     assert '| DINO (mixed) | 1 |' in report and '| GEM (dataset known) | 1 |' in report
     assert 'GEM (dataset known) − DINO (mixed)' in report
-    saved = {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in cells}
-
     # resume: every cell saved, so nothing is built, trained or tested
-    def forbidden(*a, **k):
-        raise AssertionError('a saved cell was run again')
-
-    # (a context restores the classmethod itself, which GEMRunner's from_cfg
-    # calls through super(); a saved bound method would build a plain Runner)
-    with monkeypatch.context() as patch:
-        patch.setattr(Runner, 'from_cfg', forbidden)
-        assert table.main(args) == 0
-    assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in cells} == saved
+    saved = _assert_rerun_builds_nothing(table.main, args, tmp_path / 'cells', cells,
+                                         monkeypatch)
 
     # a lost cell whose training finished: evaluated again from its checkpoint
     calls = Calls(monkeypatch)
@@ -763,16 +771,9 @@ def test_upcycled_protocol_chains_the_dense_checkpoint(runs, tmp_path, mini_uodb
     report = (tmp_path / 'upcycled.md').read_text()
     assert '| DINO (dense, stage 1: 2 it) | 1 |' in report
     assert 'GEM (dataset known) [upcycled] − DINO (mixed) [dense, continued]' in report
-    saved = {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in store.keys()}
-
     # a rerun reuses every saved cell: nothing is built
-    def forbidden(*a, **k):
-        raise AssertionError('a saved cell was run again')
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Runner, 'from_cfg', forbidden)
-        assert upcycled.main(args) == 0
-    assert {k: (tmp_path / 'cells' / f'{k}.json').read_bytes() for k in saved} == saved
+    _assert_rerun_builds_nothing(upcycled.main, args, tmp_path / 'cells', store.keys(),
+                                 monkeypatch)
 
 
 def _upcycled_jobs(upcycled, tmp_path, iters, stage1_iters):
