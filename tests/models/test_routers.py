@@ -403,6 +403,37 @@ def test_mumoe_init_upcycling_and_expert_parallel_refusal():
         convert_to_expert_parallel(layer)
 
 
+@pytest.mark.parametrize('std', [0.02, 0.0])
+def test_mumoe_upcycling_breaks_the_experts_symmetry(std):
+    """Upcycled, the zero gate is a fixed point: uniform coefficients, no gate
+    gradient, identical expert gradients. The drawn gate leaves the output
+    the dense FFN's and gives the experts different gradients."""
+    from mmcv.cnn.bricks.transformer import FFN
+    layer = _layer(dict(type='MuMoERouter', rank=17, upcycle_gate_std=std))
+    layer.xavier_init_experts()
+    dense = FFN(DIM, HIDDEN, act_cfg=dict(type='GELU'))
+    layer.upcycle_from_ffn(dense)
+    x = torch.randn(3, 5, DIM)
+    torch.testing.assert_close(layer(x), dense(x), rtol=1e-5, atol=1e-5)
+    layer(x).square().sum().backward()
+    r = layer.router
+    a = r.coefficients(x).reshape(-1, r.num_experts)
+    factor_grad = r.fc1.expert_factor.grad  # (M, R)
+    spread = float((factor_grad - factor_grad.mean(0)).abs().max())
+    if std:
+        assert float(r.gate.std()) == pytest.approx(std, rel=0.3)
+        assert float(r.gate.grad.abs().sum()) > 0
+        assert float(a.std(1).min()) > 0  # no token with uniform coefficients
+        assert spread > 1e-6  # the experts move apart
+    else:  # the fixed point the option avoids
+        assert float(r.gate.abs().sum()) == 0
+        assert float(r.gate.grad.abs().max()) < 1e-6
+        assert float(a.std(1).max()) < 1e-6
+        assert spread < 1e-6
+    with pytest.raises(ValueError, match='upcycle_gate_std'):
+        _layer(dict(type='MuMoERouter', upcycle_gate_std=-1))
+
+
 def test_mumoe_gem_dino_upcycles_from_dense_dino():
     from mmcv.cnn.bricks.transformer import FFN
     from test_gem_dino import OFFSETS, _build, _dino_cfg, _gem_cfg

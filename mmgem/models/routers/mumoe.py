@@ -64,14 +64,27 @@ class MuMoERouter(BaseRouter):
         rank (int, optional): CP rank ``R`` of both layers; None matches the
             parameters of ``M`` FFN experts (:func:`matched_rank`).
             Defaults to None.
+        upcycle_gate_std (float): Standard deviation of the normal gate
+            that upcycling (:meth:`upcycle_from_ffn`) draws. The reference's
+            zero gate with identical upcycled experts is a fixed point: the
+            coefficients are uniform, the gate's gradient is zero (every
+            expert gives the same output) and every expert's gradient is the
+            same, so the layer stays the dense FFN for good. A random gate
+            breaks the tie, as sparse upcycling's randomly initialised
+            router does; the output at upcycling is still the dense FFN's.
+            0 keeps the zero gate. Defaults to 0.02.
     """
     name = 'mumoe'
     owns_experts = True
 
     def __init__(self, embed_dims: int, num_experts: int,
                  feedforward_channels: int = 1024,
-                 rank: Optional[int] = None) -> None:
+                 rank: Optional[int] = None,
+                 upcycle_gate_std: float = 0.02) -> None:
         super().__init__(embed_dims, num_experts)
+        if upcycle_gate_std < 0:
+            raise ValueError(f'upcycle_gate_std must be >= 0, got {upcycle_gate_std}')
+        self.upcycle_gate_std = upcycle_gate_std
         if rank is None:
             rank = matched_rank(embed_dims, feedforward_channels, num_experts)
         self.feedforward_channels = feedforward_channels
@@ -127,6 +140,8 @@ class MuMoERouter(BaseRouter):
     def upcycle_from_ffn(self, ffn: Union[nn.Module, Mapping[str, Tensor]]) -> None:
         """Set every expert of both layers to a dense FFN (sparse upcycling).
 
+        The gate is drawn anew (``upcycle_gate_std``), see the class.
+
         Args:
             ffn (nn.Module | Mapping[str, Tensor]): An mmcv ``FFN`` with
                 ``num_fcs=2`` or its state dict.
@@ -146,7 +161,8 @@ class MuMoERouter(BaseRouter):
 
         Returns:
             dict[str, Tensor]: Parameter name (relative to the router) ->
-            value, for both layers' three factors.
+            value, for both layers' three factors and, with
+            ``upcycle_gate_std > 0``, the gate (a normal draw).
         """
         state = ffn.state_dict() if isinstance(ffn, nn.Module) else ffn
         dense = dict(fc1='layers.0.0.', fc2='layers.1.')
@@ -161,6 +177,8 @@ class MuMoERouter(BaseRouter):
                                            state[prefix + 'bias'].to(fc.input_factor))
             for key, value in zip(('expert_factor', 'input_factor', 'output_factor'), values):
                 out[f'{name}.{key}'] = value
+        if self.upcycle_gate_std > 0:
+            out['gate'] = torch.randn_like(self.gate) * self.upcycle_gate_std
         return out
 
     def extra_repr(self) -> str:
