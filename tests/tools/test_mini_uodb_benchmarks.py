@@ -850,9 +850,17 @@ def test_upcycled_report_rows_and_same_protocol_differences(runs, tmp_path):
     aps = {m: {s: rng.uniform(0.05, 0.5, len(names)) for s in range(3)}
            for m in methods + ['stage1']}
     store = CellStore(str(tmp_path / 'cells'))
+    # GEM's cells route each dataset to its own expert (NMI 1); every cell has a
+    # domain accuracy, the stage-1 row's included (its title is not a method's)
+    one_to_one = 10 * np.eye(len(names))  # dataset x expert tokens
     for m, by_seed in aps.items():
         for s, values in by_seed.items():
-            store.save(f'{m}_s{s}', _fake_cell(names, values.tolist(), s))
+            cell = _fake_cell(names, values.tolist(), s)
+            cell['metrics'].update({'uodb/domain_acc': 50.0 + s,
+                                    **{f'uodb/{n}_domain_acc': 40.0 + s for n in names}})
+            if m.startswith('gem'):
+                cell['layer_counts'] = [one_to_one.tolist()] * 2
+            store.save(f'{m}_s{s}', cell)
     args = upcycled.parse_args(['--data-version', '2', '--iters', '8', '--render',
                                 '--results-dir', str(tmp_path / 'cells')])
     assert args.methods == methods and args.stage1_iters == 4
@@ -875,3 +883,6 @@ def test_upcycled_report_rows_and_same_protocol_differences(runs, tmp_path):
     assert row.split(' | ')[3] == f'{100 * v.mean():.1f} ± {100 * half:.1f}'
     assert 'survives Holm' in report
     assert report.count('| Method | seeds | ' + ' | '.join(names) + ' | Mean |') == 2  # AP, AP50
+    # the table's specialisation and domain-classifier columns, per row
+    assert '| GEM (dataset known) [upcycled] | 3 | 1.00 | 1.00 | 1.00 |' in report
+    assert '| DINO (dense, stage 1: 4 it) | 3 | 51.0 | 41.0 |' in report

@@ -266,7 +266,19 @@ def layer_nmi(cell: dict) -> Optional[List[float]]:
     return [expert_dataset_nmi(np.asarray(c)) for c in counts]
 
 
-def _specialisation(cells) -> List[str]:
+def specialisation_lines(cells: Dict[str, Dict[int, dict]],
+                         titles: Optional[Dict[str, str]] = None) -> List[str]:
+    """The expert-specialisation table: NMI(dataset; expert) per MoE layer.
+
+    Args:
+        cells (dict): method -> seed -> cell.
+        titles (dict, optional): method -> row title (default: the
+            method's title in ``runs.METHODS``).
+
+    Returns:
+        list[str]: markdown lines; empty when no cell has layer counts.
+    """
+    titles = titles or {m: runs.METHODS[m][0] for m in cells}
     rows, layers = [], 0
     for m, by_seed in cells.items():
         per_seed = [v for v in (layer_nmi(c) for c in by_seed.values()) if v is not None]
@@ -278,7 +290,7 @@ def _specialisation(cells) -> List[str]:
                          for layers in counts for layer in layers])
         nmi = np.mean(per_seed, axis=0)
         layers = max(layers, len(nmi))
-        rows.append(f'| {runs.METHODS[m][0]} | {len(per_seed)} | '
+        rows.append(f'| {titles[m]} | {len(per_seed)} | '
                     + ' | '.join(f'{v:.2f}' for v in nmi) + f' | {share:.2f} |')
     if not rows:
         return []
@@ -290,7 +302,20 @@ def _specialisation(cells) -> List[str]:
             + ' | top-expert share |', '|---' * (layers + 3) + '|'] + rows + ['']
 
 
-def _domain_accuracy(cells) -> List[str]:
+def domain_accuracy_lines(cells: Dict[str, Dict[int, dict]],
+                          titles: Optional[Dict[str, str]] = None) -> List[str]:
+    """The domain-classifier table: accuracy, balanced accuracy, per domain.
+
+    Args:
+        cells (dict): method -> seed -> cell.
+        titles (dict, optional): method -> row title (default: the
+            method's title in ``runs.METHODS``).
+
+    Returns:
+        list[str]: markdown lines (with the refit rows' notes); empty when
+        no cell has a domain accuracy.
+    """
+    titles = titles or {m: runs.METHODS[m][0] for m in cells}
     lines = []
     for m, by_seed in cells.items():
         got = [c['metrics'] for c in by_seed.values() if 'uodb/domain_acc' in c['metrics']]
@@ -301,7 +326,7 @@ def _domain_accuracy(cells) -> List[str]:
         balanced = np.mean([np.nanmean([g.get(f'uodb/{n}_domain_acc', np.nan) for n in names])
                             for g in got])
         plain = np.mean([g['uodb/domain_acc'] for g in got])
-        lines.append(f'| {runs.METHODS[m][0]} | {len(got)} | {plain:.1f} | {balanced:.1f} | '
+        lines.append(f'| {titles[m]} | {len(got)} | {plain:.1f} | {balanced:.1f} | '
                      + ' | '.join(f'{per[n]:.0f}' for n in names) + ' |')
     if not lines:
         return []
@@ -464,8 +489,8 @@ def render(args: argparse.Namespace) -> str:
                   f'mean over seeds ± 95 % paired t-interval, n seeds; {PAIRED_MARKS}; '
                   'one seed gives the difference without an interval)', '']
         lines += paired + ['']
-    lines += _two_by_two(cells) + zero_domains(cells) + _specialisation(cells)
-    lines += _domain_accuracy(cells)
+    lines += _two_by_two(cells) + zero_domains(cells) + specialisation_lines(cells)
+    lines += domain_accuracy_lines(cells)
     lines += ['**Time per cell** (mean over seeds): ' + ', '.join(
         f'{runs.METHODS[m][0]} {np.mean([c["train_s"] for c in b.values()]) / 60:.1f} min '
         f'training ({np.mean([c["iter_s"] for c in b.values()]):.2f} s/iter) + '

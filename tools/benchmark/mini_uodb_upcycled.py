@@ -24,7 +24,8 @@ their method's training.
 
 The report holds the table's columns: per-domain box AP and AP50 with
 their means (mean over seeds ± 95 % t half-width), the rarest two domains
-and the label-conflict pair, and the paired differences GEM minus each
+and the label-conflict pair, the specialisation (NMI per MoE layer), the
+domain classifier's (balanced) accuracy, and the paired differences GEM minus each
 row on the same seed (dataset-known GEM against the dataset-known rows,
 dataset-unknown GEM against the dataset-unknown ones) with paired
 t-intervals, * where the interval excludes 0 and † where the comparison
@@ -180,6 +181,7 @@ def render(args: argparse.Namespace) -> str:
         lines += ['**Paired differences of box AP** (GEM minus each row of the same protocol '
                   'on the same seed, mean over seeds ± 95 % paired t-interval, n seeds; '
                   f'{table.PAIRED_MARKS})', ''] + paired + ['']
+    lines += table.specialisation_lines(cells, titles) + table.domain_accuracy_lines(cells, titles)
     for m in ('gem', 'gem_unknown'):
         if m in cells:
             seed, cell = min(cells[m].items())
