@@ -266,6 +266,11 @@ def layer_nmi(cell: dict) -> Optional[List[float]]:
     return [expert_dataset_nmi(np.asarray(c)) for c in counts]
 
 
+def _titles(cells, titles: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """dict: ``titles``, or each method's title in ``runs.METHODS``."""
+    return titles or {m: runs.METHODS[m][0] for m in cells}
+
+
 def specialisation_lines(cells: Dict[str, Dict[int, dict]],
                          titles: Optional[Dict[str, str]] = None) -> List[str]:
     """The expert-specialisation table: NMI(dataset; expert) per MoE layer.
@@ -278,7 +283,7 @@ def specialisation_lines(cells: Dict[str, Dict[int, dict]],
     Returns:
         list[str]: markdown lines; empty when no cell has layer counts.
     """
-    titles = titles or {m: runs.METHODS[m][0] for m in cells}
+    titles = _titles(cells, titles)
     rows, layers = [], 0
     for m, by_seed in cells.items():
         per_seed = [v for v in (layer_nmi(c) for c in by_seed.values()) if v is not None]
@@ -306,16 +311,13 @@ def domain_accuracy_lines(cells: Dict[str, Dict[int, dict]],
                           titles: Optional[Dict[str, str]] = None) -> List[str]:
     """The domain-classifier table: accuracy, balanced accuracy, per domain.
 
-    Args:
-        cells (dict): method -> seed -> cell.
-        titles (dict, optional): method -> row title (default: the
-            method's title in ``runs.METHODS``).
+    Args: as :func:`specialisation_lines`.
 
     Returns:
         list[str]: markdown lines (with the refit rows' notes); empty when
         no cell has a domain accuracy.
     """
-    titles = titles or {m: runs.METHODS[m][0] for m in cells}
+    titles = _titles(cells, titles)
     lines = []
     for m, by_seed in cells.items():
         got = [c['metrics'] for c in by_seed.values() if 'uodb/domain_acc' in c['metrics']]
