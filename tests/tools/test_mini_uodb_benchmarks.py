@@ -111,7 +111,6 @@ def table_run(table, runs, mini_uodb_root, tmp_path_factory):
     return SimpleNamespace(tmp=tmp, args=args, calls=(calls.train, calls.test))
 
 
-
 def _assert_rerun_builds_nothing(main, args, cells_dir, keys, monkeypatch):
     """Run ``main(args)`` again with every cell saved: no Runner is built and
     the saved cells' bytes stay as they were; returns those bytes by key."""
@@ -127,6 +126,7 @@ def _assert_rerun_builds_nothing(main, args, cells_dir, keys, monkeypatch):
         assert main(args) == 0
     assert {k: (cells_dir / f'{k}.json').read_bytes() for k in saved} == saved
     return saved
+
 
 def test_table_saves_resumes_and_renders(table, runs, table_run, monkeypatch):
     tmp_path, args = table_run.tmp, table_run.args

@@ -491,8 +491,8 @@ def render(args: argparse.Namespace) -> str:
                   f'mean over seeds ± 95 % paired t-interval, n seeds; {PAIRED_MARKS}; '
                   'one seed gives the difference without an interval)', '']
         lines += paired + ['']
-    lines += _two_by_two(cells) + zero_domains(cells) + specialisation_lines(cells)
-    lines += domain_accuracy_lines(cells)
+    lines += _two_by_two(cells) + zero_domains(cells) + specialisation_lines(cells, titles)
+    lines += domain_accuracy_lines(cells, titles)
     lines += ['**Time per cell** (mean over seeds): ' + ', '.join(
         f'{runs.METHODS[m][0]} {np.mean([c["train_s"] for c in b.values()]) / 60:.1f} min '
         f'training ({np.mean([c["iter_s"] for c in b.values()]):.2f} s/iter) + '
